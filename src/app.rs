@@ -1,0 +1,180 @@
+//! Building the running system from a `Config`: open sled, the knowledge index, the
+//! providers, the store and the engine. `serve`, `chat`, `ingest` and `eval` all start here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ActionKind, Config, ProviderKind};
+use crate::engine::actions::{BusinessActions, HandoffActions, HttpActions};
+use crate::engine::intent::BuiltinClassifier;
+use crate::engine::{Engine, EngineParts, KnowledgeRetriever};
+use crate::knowledge::{IngestReport, Knowledge};
+use crate::metrics::Metrics;
+use crate::providers::builtin_embedder::BuiltinEmbedder;
+use crate::providers::{BuiltinGenerator, Embedder, Generator};
+use crate::store::{SledStore, Store};
+
+/// Everything a running kefu holds.
+pub struct App {
+    pub config: Arc<Config>,
+    pub db: sled::Db,
+    pub knowledge: Arc<Knowledge>,
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub http: reqwest::Client,
+}
+
+/// How `App::open` treats the knowledge index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IngestPolicy {
+    /// Ingest when the manifest is stale (files changed since the last ingest).
+    WhenStale,
+    /// Use the index as it is.
+    Never,
+}
+
+impl App {
+    pub async fn open(config: Config, policy: IngestPolicy) -> anyhow::Result<App> {
+        let config = Arc::new(config);
+        std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+            format!(
+                "server.data_dir: cannot create {}",
+                config.server.data_dir.display()
+            )
+        })?;
+        let db = sled::open(&config.server.data_dir).with_context(|| {
+            format!(
+                "server.data_dir: cannot open the database in {} (is another kefu running on it?)",
+                config.server.data_dir.display()
+            )
+        })?;
+        Self::with_db(config, db, policy).await
+    }
+
+    /// Open on an already-open sled database (tests use a temporary one).
+    pub async fn with_db(
+        config: Arc<Config>,
+        db: sled::Db,
+        policy: IngestPolicy,
+    ) -> anyhow::Result<App> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kefu/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        let embedder = embedder(&config)?;
+        let knowledge = Arc::new(Knowledge::open(&db, embedder)?);
+        let app_store: Arc<dyn Store> = Arc::new(SledStore::open(&db)?);
+        let metrics = Arc::new(Metrics::new());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        if policy == IngestPolicy::WhenStale && knowledge.is_stale(&config.knowledge.paths)? {
+            let report = knowledge.ingest(&config.knowledge.paths).await?;
+            log_report(&report);
+        }
+        if knowledge.chunk_count() == 0 {
+            tracing::warn!(
+                paths = ?config.knowledge.paths,
+                "the knowledge base is empty: every question will be handed to a human"
+            );
+        }
+        let generator: Arc<dyn Generator> = match config.providers.chat.as_ref().map(|c| c.kind) {
+            None | Some(ProviderKind::Builtin) => Arc::new(BuiltinGenerator::new()),
+            Some(other) => anyhow::bail!(
+                "providers.chat.kind = {other:?} is not available in this build; use \"builtin\""
+            ),
+        };
+        let actions: Arc<dyn BusinessActions> = match config.flows.action {
+            ActionKind::Handoff => Arc::new(HandoffActions),
+            ActionKind::Http => Arc::new(HttpActions {
+                client: http.clone(),
+                url: config.flows.action_url.clone().unwrap_or_default(),
+                token: config.flows.action_token.clone(),
+            }),
+        };
+        let engine = Arc::new(Engine::new(EngineParts {
+            config: config.clone(),
+            retriever: Arc::new(KnowledgeRetriever {
+                knowledge: knowledge.clone(),
+                mode: config.knowledge.retrieval,
+            }),
+            store: app_store.clone(),
+            generator,
+            fallback_generator: Arc::new(BuiltinGenerator::new()),
+            classifier: Arc::new(BuiltinClassifier::new(
+                &config.intent.order_pattern,
+                &config.intent.examples,
+            )?),
+            actions,
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+        })?);
+        Ok(App {
+            config,
+            db,
+            knowledge,
+            store: app_store,
+            engine,
+            metrics,
+            clock,
+            http,
+        })
+    }
+
+    pub fn knowledge_paths(&self) -> &[PathBuf] {
+        &self.config.knowledge.paths
+    }
+}
+
+fn embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
+    match config.providers.embedding.as_ref().map(|e| e.kind) {
+        None | Some(ProviderKind::Builtin) => Ok(Arc::new(BuiltinEmbedder::new())),
+        Some(other) => anyhow::bail!(
+            "providers.embedding.kind = {other:?} is not available in this build; use \"builtin\""
+        ),
+    }
+}
+
+/// Print an ingest report the way operators read it: problems one per line.
+pub fn log_report(r: &IngestReport) {
+    tracing::info!(
+        files = r.files_seen,
+        changed = r.files_changed,
+        removed = r.files_removed,
+        chunks = r.chunks,
+        "knowledge ingested"
+    );
+    for p in &r.problems {
+        tracing::warn!("{p}");
+    }
+}
+
+/// Parse every knowledge file under `roots` without indexing: the problems `kefu check`
+/// prints (`path:line: reason`).
+pub fn check_knowledge(roots: &[PathBuf]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut files = 0usize;
+    for root in roots {
+        let (found, walk_problems) = crate::knowledge::load::walk(root);
+        problems.extend(walk_problems.iter().map(ToString::to_string));
+        for f in found {
+            files += 1;
+            match std::fs::read(&f.path) {
+                Ok(bytes) => {
+                    let loaded = crate::knowledge::load::load_file(&f.rel, &bytes);
+                    problems.extend(loaded.problems.iter().map(ToString::to_string));
+                }
+                Err(e) => problems.push(format!("{}: cannot read: {e}", f.rel)),
+            }
+        }
+    }
+    if files == 0 {
+        problems.push(format!(
+            "knowledge.paths {roots:?}: no knowledge files found (.md, .jsonl, .csv)"
+        ));
+    }
+    problems
+}

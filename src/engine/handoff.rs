@@ -1,0 +1,287 @@
+//! When the bot must stop: the configurable handoff rules, and the summary an agent reads.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use super::intent::{Intent, IntentKind, Sentiment, Urgency};
+use crate::config::HandoffConfig;
+use crate::store::{Message, Role};
+
+/// Ways customers ask for a person, built in; `handoff.human_phrases` adds more.
+const HUMAN_PHRASES: &[&str] = &[
+    "转人工",
+    "人工客服",
+    "人工服务",
+    "找人工",
+    "真人",
+    "客服人员",
+    "接人工",
+    "人工坐席",
+    "talk to a human",
+    "speak to a human",
+    "talk to a person",
+    "speak to a person",
+    "real person",
+    "human agent",
+    "live agent",
+    "talk to an agent",
+    "speak to an agent",
+    "an agent please",
+    "agent please",
+    "customer service representative",
+    "representative",
+    "talk to someone",
+    "speak to someone",
+    "operator",
+];
+
+/// Why a conversation went to a human. The strings are stable: metrics and the agent queue
+/// show them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    HumanRequested,
+    Keyword,
+    ComplaintUrgent,
+    VeryNegative,
+    LowConfidence,
+    NoKnowledge,
+    Unresolved,
+    BusinessAction,
+    Sensitive,
+    Compliance,
+    UpstreamFailure,
+    Other,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::HumanRequested => "human_requested",
+            Reason::Keyword => "keyword",
+            Reason::ComplaintUrgent => "complaint_urgent",
+            Reason::VeryNegative => "very_negative",
+            Reason::LowConfidence => "low_confidence",
+            Reason::NoKnowledge => "no_knowledge",
+            Reason::Unresolved => "unresolved",
+            Reason::BusinessAction => "business_action",
+            Reason::Sensitive => "sensitive",
+            Reason::Compliance => "compliance",
+            Reason::UpstreamFailure => "upstream_failure",
+            Reason::Other => "other",
+        }
+    }
+}
+
+pub struct HandoffRules {
+    cfg: HandoffConfig,
+    human: AhoCorasick,
+    keywords: Option<AhoCorasick>,
+    ascii_keywords: Vec<String>,
+}
+
+impl HandoffRules {
+    pub fn new(cfg: &HandoffConfig) -> anyhow::Result<Self> {
+        let mut human: Vec<String> = HUMAN_PHRASES.iter().map(|s| s.to_string()).collect();
+        human.extend(cfg.human_phrases.iter().map(|s| s.to_lowercase()));
+        let human = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&human)?;
+        // ASCII keywords match whole words ("media" must not fire on "multimedia"), the
+        // others as substrings.
+        let (ascii, other): (Vec<String>, Vec<String>) = cfg
+            .keywords
+            .iter()
+            .map(|k| k.trim().to_lowercase())
+            .filter(|k| !k.is_empty())
+            .partition(|k| k.is_ascii());
+        let keywords = if other.is_empty() {
+            None
+        } else {
+            Some(AhoCorasick::new(&other)?)
+        };
+        Ok(HandoffRules {
+            cfg: cfg.clone(),
+            human,
+            keywords,
+            ascii_keywords: ascii,
+        })
+    }
+
+    pub fn config(&self) -> &HandoffConfig {
+        &self.cfg
+    }
+
+    /// Rules decided by the message alone, before any answer is made.
+    pub fn before_answer(&self, text: &str, intent: &Intent) -> Option<Reason> {
+        let lower = text.to_lowercase();
+        if self.human.is_match(&lower) || is_bare_agent_request(&lower) {
+            return Some(Reason::HumanRequested);
+        }
+        if self.keyword(&lower) {
+            return Some(Reason::Keyword);
+        }
+        if self.cfg.complaint_high_urgency
+            && intent.intent == IntentKind::Complaint
+            && intent.urgency == Urgency::High
+        {
+            return Some(Reason::ComplaintUrgent);
+        }
+        if self.cfg.very_negative && intent.sentiment == Sentiment::VeryNegative {
+            return Some(Reason::VeryNegative);
+        }
+        None
+    }
+
+    /// Rules decided by the answer: confidence, then how long the customer has gone unhelped.
+    pub fn after_answer(&self, confidence: f32, unresolved_turns: u32) -> Option<Reason> {
+        if confidence < self.cfg.min_confidence {
+            return Some(Reason::LowConfidence);
+        }
+        self.too_many_unresolved(unresolved_turns)
+    }
+
+    pub fn too_many_unresolved(&self, unresolved_turns: u32) -> Option<Reason> {
+        (unresolved_turns > self.cfg.max_unresolved_turns).then_some(Reason::Unresolved)
+    }
+
+    fn keyword(&self, lower: &str) -> bool {
+        // "人工智能" (AI) is not a request for a person, though it contains "人工".
+        let lower = &lower.replace("人工智能", "智能");
+        if self.keywords.as_ref().is_some_and(|k| k.is_match(lower)) {
+            return true;
+        }
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        self.ascii_keywords.iter().any(|k| {
+            let kw: Vec<&str> = k.split(' ').collect();
+            words.windows(kw.len()).any(|w| w == kw.as_slice())
+        })
+    }
+}
+
+/// "agent", "human", "人工" alone (or with please) is a request for a person.
+fn is_bare_agent_request(lower: &str) -> bool {
+    let t: String = lower
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace() || !c.is_ascii())
+        .collect::<String>()
+        .replace("please", "")
+        .replace("pls", "")
+        .replace('请', "")
+        .trim()
+        .to_string();
+    matches!(
+        t.as_str(),
+        "agent" | "human" | "a human" | "人工" | "客服" | "human please"
+    )
+}
+
+/// What the agent reads first: why, what the customer wants, the order, the last messages.
+pub fn summary(
+    reason: Reason,
+    wants: &str,
+    intent: &Intent,
+    order: Option<&str>,
+    recent: &[Message],
+) -> String {
+    let mut s = format!(
+        "reason: {}; intent: {}; urgency: {:?}; sentiment: {:?}",
+        reason.as_str(),
+        wants,
+        intent.urgency,
+        intent.sentiment
+    )
+    .to_lowercase();
+    if let Some(o) = order {
+        s.push_str(&format!("; order: {o}"));
+    }
+    s.push_str("\nlast messages:");
+    for m in recent.iter().rev().take(6).rev() {
+        let text: String = m.text.chars().take(200).collect();
+        s.push_str(&format!("\n{}: {}", role_label(m.role), text));
+    }
+    s
+}
+
+fn role_label(r: Role) -> &'static str {
+    match r {
+        Role::User => "customer",
+        Role::Bot => "bot",
+        Role::Agent => "agent",
+        Role::System => "system",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::intent::BuiltinClassifier;
+
+    fn rules() -> HandoffRules {
+        HandoffRules::new(&HandoffConfig::default()).unwrap()
+    }
+
+    fn classify(t: &str) -> Intent {
+        BuiltinClassifier::new(r"\d{8,}", &[])
+            .unwrap()
+            .classify_sync(t)
+    }
+
+    #[test]
+    fn explicit_requests_for_a_human() {
+        for t in [
+            "转人工",
+            "我要人工客服",
+            "Can I talk to a human?",
+            "agent",
+            "AGENT please",
+        ] {
+            assert_eq!(
+                rules().before_answer(t, &classify(t)),
+                Some(Reason::HumanRequested),
+                "{t}"
+            );
+        }
+        let t = "what does the agent app do";
+        assert_eq!(rules().before_answer(t, &classify(t)), None);
+    }
+
+    #[test]
+    fn keywords_match_words_not_fragments() {
+        let t = "I will go to the media with this";
+        assert_eq!(
+            rules().before_answer(t, &classify(t)),
+            Some(Reason::Keyword)
+        );
+        let t = "does it support multimedia messages";
+        assert_eq!(rules().before_answer(t, &classify(t)), None);
+        let t = "我要投诉";
+        assert_eq!(
+            rules().before_answer(t, &classify(t)),
+            Some(Reason::Keyword)
+        );
+    }
+
+    #[test]
+    fn urgent_complaints_and_very_negative() {
+        let t = "This is unacceptable, fix it immediately!";
+        assert_eq!(
+            rules().before_answer(t, &classify(t)),
+            Some(Reason::ComplaintUrgent)
+        );
+        let t = "you are scammers and frauds";
+        assert!(rules().before_answer(t, &classify(t)).is_some());
+        let t = "a little disappointed with the speed";
+        assert_eq!(rules().before_answer(t, &classify(t)), None);
+    }
+
+    #[test]
+    fn confidence_and_unresolved() {
+        let r = rules();
+        assert_eq!(r.after_answer(0.5, 0), Some(Reason::LowConfidence));
+        assert_eq!(r.after_answer(0.9, 6), Some(Reason::Unresolved));
+        assert_eq!(r.after_answer(0.9, 5), None);
+    }
+}

@@ -1,0 +1,808 @@
+//! What the customer wants: the built-in offline classifier.
+//!
+//! Lexicons in English and Chinese score each intent; English words also match with one typo
+//! (`refnud`, `cancle`); operator examples from `[[intent.examples]]` vote by similarity.
+//! Behind the `IntentClassifier` trait so an LLM classifier can plug in.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::IntentExample;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntentKind {
+    Query,
+    Complaint,
+    Refund,
+    Cancel,
+    Praise,
+    Other,
+}
+
+impl IntentKind {
+    pub const ALL: [IntentKind; 6] = [
+        IntentKind::Query,
+        IntentKind::Complaint,
+        IntentKind::Refund,
+        IntentKind::Cancel,
+        IntentKind::Praise,
+        IntentKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentKind::Query => "query",
+            IntentKind::Complaint => "complaint",
+            IntentKind::Refund => "refund",
+            IntentKind::Cancel => "cancel",
+            IntentKind::Praise => "praise",
+            IntentKind::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        IntentKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    High,
+    Medium,
+    Low,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sentiment {
+    Positive,
+    Neutral,
+    Negative,
+    VeryNegative,
+}
+
+/// The seed's intent JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    pub intent: IntentKind,
+    pub urgency: Urgency,
+    pub sentiment: Sentiment,
+    pub needs_order_info: bool,
+    /// The order number found in the message, if any.
+    #[serde(default)]
+    pub order: Option<String>,
+    /// The message is small talk (hello, thanks, bye): answered briefly, never handed off.
+    #[serde(default)]
+    pub small_talk: Option<SmallTalk>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmallTalk {
+    Hello,
+    Thanks,
+    Bye,
+}
+
+#[async_trait]
+pub trait IntentClassifier: Send + Sync {
+    async fn classify(&self, text: &str) -> Intent;
+}
+
+// Lexicons. English entries are matched on word boundaries (multi-word phrases as phrases);
+// Chinese ones as substrings. Weights: 2 = decisive, 1 = suggestive.
+const REFUND: &[(&str, u8)] = &[
+    ("refund", 2),
+    ("refunds", 2),
+    ("refunded", 2),
+    ("money back", 2),
+    ("reimburse", 2),
+    ("reimbursement", 2),
+    ("chargeback", 2),
+    ("return my money", 2),
+    ("get my money", 2),
+    ("repay", 1),
+    ("return", 1),
+    ("returned", 1),
+    ("退款", 2),
+    ("退钱", 2),
+    ("退费", 2),
+    ("钱退", 2),
+    ("返还", 1),
+    ("退货", 2),
+    ("退回", 1),
+    ("把钱", 1),
+];
+const CANCEL: &[(&str, u8)] = &[
+    ("cancel", 2),
+    ("cancelling", 2),
+    ("canceling", 2),
+    ("cancellation", 2),
+    ("unsubscribe", 2),
+    ("terminate", 2),
+    ("close my account", 2),
+    ("delete my account", 2),
+    ("stop my subscription", 2),
+    ("end my subscription", 2),
+    ("stop the subscription", 2),
+    ("don't want to renew", 2),
+    ("取消", 2),
+    ("退订", 2),
+    ("注销", 2),
+    ("停止订阅", 2),
+    ("不续费", 2),
+    ("不想续", 2),
+    ("解约", 2),
+    ("关闭账号", 2),
+    ("不用了", 1),
+];
+const COMPLAINT: &[(&str, u8)] = &[
+    ("terrible", 2),
+    ("awful", 2),
+    ("worst", 2),
+    ("horrible", 2),
+    ("unacceptable", 2),
+    ("disappointed", 2),
+    ("disappointing", 2),
+    ("complain", 2),
+    ("complaint", 2),
+    ("ridiculous", 2),
+    ("scam", 2),
+    ("fraud", 2),
+    ("useless", 2),
+    ("furious", 2),
+    ("angry", 2),
+    ("rude", 2),
+    ("pathetic", 2),
+    ("garbage", 2),
+    ("rubbish", 2),
+    ("annoyed", 1),
+    ("frustrated", 2),
+    ("frustrating", 2),
+    ("not happy", 2),
+    ("unhappy", 2),
+    ("fed up", 2),
+    ("sick of", 2),
+    ("poor service", 2),
+    ("bad service", 2),
+    ("still not", 1),
+    ("again", 1),
+    ("never works", 2),
+    ("doesn't work", 1),
+    ("not working", 1),
+    ("broken", 1),
+    ("waste", 1),
+    ("overcharged", 2),
+    ("charged twice", 2),
+    ("投诉", 2),
+    ("太差", 2),
+    ("很差", 2),
+    ("差劲", 2),
+    ("垃圾", 2),
+    ("坑人", 2),
+    ("骗子", 2),
+    ("骗钱", 2),
+    ("失望", 2),
+    ("生气", 2),
+    ("愤怒", 2),
+    ("不满", 2),
+    ("恶心", 2),
+    ("气死", 2),
+    ("离谱", 2),
+    ("无语", 1),
+    ("烂", 1),
+    ("什么破", 2),
+    ("破玩意", 2),
+    ("态度差", 2),
+    ("扣了两次", 2),
+    ("多扣", 2),
+    ("乱扣", 2),
+    ("又不行", 1),
+    ("还没解决", 2),
+];
+const PRAISE: &[(&str, u8)] = &[
+    ("thank", 1),
+    ("thanks", 1),
+    ("thx", 1),
+    ("great", 1),
+    ("awesome", 2),
+    ("excellent", 2),
+    ("love it", 2),
+    ("love your", 2),
+    ("helpful", 2),
+    ("amazing", 2),
+    ("perfect", 1),
+    ("well done", 2),
+    ("appreciate", 2),
+    ("fantastic", 2),
+    ("wonderful", 2),
+    ("brilliant", 2),
+    ("good job", 2),
+    ("谢谢", 1),
+    ("感谢", 1),
+    ("多谢", 1),
+    ("太棒", 2),
+    ("很棒", 2),
+    ("好评", 2),
+    ("点赞", 2),
+    ("给力", 2),
+    ("满意", 1),
+    ("不错", 1),
+    ("很有帮助", 2),
+    ("厉害", 2),
+    ("贴心", 2),
+];
+/// English words that open a question or request.
+const QUESTION_OPENERS: &[&str] = &[
+    "how", "what", "when", "where", "why", "which", "who", "can", "could", "do", "does", "is",
+    "are", "will", "should", "may", "would", "need", "want", "help", "tell", "explain",
+];
+/// Words that turn a question into a request to act ("can you cancel it?", "我要退款").
+const REQUEST_MARKERS: &[&str] = &[
+    "i want",
+    "i wanna",
+    "i'd like",
+    "i would like",
+    "i need",
+    "please",
+    "pls",
+    "plz",
+    "can you",
+    "could you",
+    "would you",
+    "want to",
+    "help me",
+    "i'm trying",
+    "i am trying",
+    "我要",
+    "我想",
+    "帮我",
+    "申请",
+    "给我",
+    "麻烦",
+    "请",
+    "要求",
+];
+/// Chinese question and request markers, matched anywhere.
+const QUESTION_MARKERS_ZH: &[&str] = &[
+    "怎么",
+    "如何",
+    "什么",
+    "吗",
+    "哪",
+    "多少",
+    "几",
+    "能不能",
+    "可以",
+    "是否",
+    "为什么",
+    "请问",
+    "想",
+    "要",
+    "需要",
+    "帮",
+];
+const URGENT: &[&str] = &[
+    "urgent",
+    "urgently",
+    "asap",
+    "immediately",
+    "right now",
+    "emergency",
+    "at once",
+    "right away",
+    "紧急",
+    "马上",
+    "立刻",
+    "赶紧",
+    "立即",
+    "急",
+    "火速",
+    "尽快",
+];
+const STRONG_NEGATIVE: &[&str] = &[
+    "scam",
+    "fraud",
+    "fuck",
+    "shit",
+    "sue",
+    "lawyer",
+    "lawsuit",
+    "court",
+    "disgusting",
+    "hate",
+    "furious",
+    "worst",
+    "骗子",
+    "垃圾",
+    "去死",
+    "起诉",
+    "律师",
+    "法院",
+    "曝光",
+    "恶心",
+    "气死",
+    "滚",
+    "坑人",
+    "骗钱",
+];
+const INTENSIFIERS: &[&str] = &[
+    "very",
+    "so",
+    "extremely",
+    "really",
+    "totally",
+    "absolutely",
+    "太",
+    "非常",
+    "极其",
+    "特别",
+    "真的",
+    "简直",
+];
+const HELLO: &[&str] = &[
+    "hi",
+    "hello",
+    "hey",
+    "hiya",
+    "good morning",
+    "good afternoon",
+    "good evening",
+    "anyone there",
+    "你好",
+    "您好",
+    "在吗",
+    "在不在",
+    "哈喽",
+    "嗨",
+    "早上好",
+    "下午好",
+    "晚上好",
+    "有人吗",
+];
+const THANKS: &[&str] = &[
+    "thanks",
+    "thank you",
+    "thx",
+    "ty",
+    "cheers",
+    "ok thanks",
+    "谢谢",
+    "多谢",
+    "感谢",
+    "谢啦",
+    "好的谢谢",
+    "好的，谢谢",
+];
+const BYE: &[&str] = &[
+    "bye",
+    "goodbye",
+    "see you",
+    "再见",
+    "拜拜",
+    "没事了",
+    "没有了",
+];
+const ORDER_WORDS: &[&str] = &[
+    "order",
+    "purchase",
+    "invoice",
+    "subscription",
+    "payment",
+    "charge",
+    "订单",
+    "购买",
+    "发票",
+    "付款",
+    "扣款",
+    "订阅",
+];
+
+pub struct BuiltinClassifier {
+    order_re: regex::Regex,
+    examples: Vec<(HashSet<String>, IntentKind)>,
+}
+
+impl BuiltinClassifier {
+    pub fn new(order_pattern: &str, examples: &[IntentExample]) -> anyhow::Result<Self> {
+        Ok(BuiltinClassifier {
+            order_re: regex::Regex::new(order_pattern)?,
+            examples: examples
+                .iter()
+                .filter_map(|e| Some((grams(&e.text), IntentKind::parse(&e.intent)?)))
+                .collect(),
+        })
+    }
+
+    pub fn find_order(&self, text: &str) -> Option<String> {
+        let caps = self.order_re.captures(text)?;
+        caps.get(1)
+            .or_else(|| caps.get(0))
+            .map(|m| m.as_str().to_string())
+    }
+
+    pub fn classify_sync(&self, text: &str) -> Intent {
+        let norm = normalize(text);
+        let words: Vec<&str> = norm
+            .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let score = |lex: &[(&str, u8)]| -> u32 {
+            lex.iter()
+                .filter(|(p, _)| matches_phrase(&norm, &words, p))
+                .map(|&(_, w)| w as u32)
+                .sum()
+        };
+        let mut scores = [
+            (IntentKind::Refund, score(REFUND)),
+            (IntentKind::Cancel, score(CANCEL)),
+            (IntentKind::Complaint, score(COMPLAINT)),
+            (IntentKind::Praise, score(PRAISE)),
+        ];
+        // Operator examples: the nearest example above a similarity floor adds a decisive vote.
+        if let Some((kind, sim)) = self.nearest_example(&norm) {
+            if sim >= 0.45 {
+                match scores.iter_mut().find(|(k, _)| *k == kind) {
+                    Some(slot) => slot.1 += 3,
+                    None => {
+                        return self.finish(text, &norm, &words, kind);
+                    }
+                }
+            }
+        }
+        let question = is_question(&norm, &words);
+        let negative_praise = scores[3].1 > 0 && scores[2].1 > 0;
+        if negative_praise {
+            // "thanks for nothing, this is useless": the complaint wins.
+            scores[3].1 = 0;
+        }
+        let best = scores
+            .iter()
+            .max_by_key(|(_, s)| *s)
+            .copied()
+            .unwrap_or((IntentKind::Query, 0));
+        let kind = if best.1 == 0 {
+            if looks_like_other(&norm, &words) {
+                IntentKind::Other
+            } else {
+                IntentKind::Query
+            }
+        } else if best.0 == IntentKind::Praise && question && best.1 < 2 {
+            // "thanks, and how do I export?" is a question.
+            IntentKind::Query
+        } else if best.1 == 1 && question && matches!(best.0, IntentKind::Complaint) {
+            IntentKind::Query
+        } else if matches!(best.0, IntentKind::Refund | IntentKind::Cancel)
+            && question
+            && self.find_order(text).is_none()
+            && !REQUEST_MARKERS
+                .iter()
+                .any(|p| matches_phrase(&norm, &words, p))
+        {
+            // "How long does a refund take?" asks about the policy; "I want a refund" or
+            // "refund order LM-…" asks us to do it.
+            IntentKind::Query
+        } else {
+            best.0
+        };
+        self.finish(text, &norm, &words, kind)
+    }
+
+    fn finish(&self, text: &str, norm: &str, words: &[&str], kind: IntentKind) -> Intent {
+        let sentiment = sentiment(norm, words, kind);
+        let urgent = URGENT.iter().any(|p| matches_phrase(norm, words, p));
+        let shouting = text.matches('!').count() + text.matches('！').count() >= 3
+            || (text.chars().filter(|c| c.is_ascii_uppercase()).count() >= 12
+                && text.chars().filter(|c| c.is_ascii_lowercase()).count() * 2
+                    < text.chars().filter(|c| c.is_ascii_uppercase()).count());
+        let urgency = if urgent
+            || (kind == IntentKind::Complaint && (shouting || sentiment == Sentiment::VeryNegative))
+        {
+            Urgency::High
+        } else if matches!(
+            kind,
+            IntentKind::Complaint | IntentKind::Refund | IntentKind::Cancel
+        ) {
+            Urgency::Medium
+        } else {
+            Urgency::Low
+        };
+        let order = self.find_order(text);
+        let about_order = ORDER_WORDS.iter().any(|p| matches_phrase(norm, words, p));
+        let needs_order_info = order.is_none()
+            && (matches!(kind, IntentKind::Refund | IntentKind::Cancel)
+                || (about_order && kind == IntentKind::Complaint));
+        Intent {
+            intent: kind,
+            urgency,
+            sentiment,
+            needs_order_info,
+            order,
+            small_talk: small_talk(norm, words),
+        }
+    }
+
+    fn nearest_example(&self, norm: &str) -> Option<(IntentKind, f32)> {
+        if self.examples.is_empty() {
+            return None;
+        }
+        let g = grams(norm);
+        self.examples
+            .iter()
+            .map(|(eg, k)| (*k, dice(&g, eg)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+#[async_trait]
+impl IntentClassifier for BuiltinClassifier {
+    async fn classify(&self, text: &str) -> Intent {
+        self.classify_sync(text)
+    }
+}
+
+/// Lower-case, full-width punctuation folded, curly quotes straightened.
+fn normalize(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '’' | '‘' => '\'',
+            '，' => ',',
+            '。' => '.',
+            '？' => '?',
+            '！' => '!',
+            c => c,
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn is_ascii_phrase(p: &str) -> bool {
+    p.is_ascii()
+}
+
+/// Does `phrase` occur in the message? ASCII phrases match whole words (one typo allowed in a
+/// single word of 5+ letters); Chinese ones match as substrings.
+fn matches_phrase(norm: &str, words: &[&str], phrase: &str) -> bool {
+    if !is_ascii_phrase(phrase) {
+        return norm.contains(phrase);
+    }
+    if phrase.contains(' ') {
+        let pw: Vec<&str> = phrase.split(' ').collect();
+        return words.windows(pw.len()).any(|w| w == pw.as_slice());
+    }
+    words.iter().any(|w| {
+        *w == phrase
+            || (phrase.len() >= 5 && w.len() + 1 >= phrase.len() && within_one_edit(w, phrase))
+    })
+}
+
+/// Damerau-Levenshtein distance ≤ 1 (a typo: one insert, delete, substitute or swap).
+pub fn within_one_edit(a: &str, b: &str) -> bool {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if prefix == a.len() && prefix == b.len() {
+        return true;
+    }
+    let (ra, rb) = (&a[prefix..], &b[prefix..]);
+    if ra.len() == rb.len() {
+        // substitute, or swap of two neighbours
+        ra[1..] == rb[1..]
+            || (ra.len() >= 2 && ra[0] == rb[1] && ra[1] == rb[0] && ra[2..] == rb[2..])
+    } else if ra.len() > rb.len() {
+        ra[1..] == *rb
+    } else {
+        *ra == rb[1..]
+    }
+}
+
+fn is_question(norm: &str, words: &[&str]) -> bool {
+    norm.contains('?')
+        || words.first().is_some_and(|w| QUESTION_OPENERS.contains(w))
+        || QUESTION_MARKERS_ZH.iter().any(|p| norm.contains(p))
+}
+
+/// Too short and too vague to search for: "ok", "hmm", "asdf", "嗯".
+fn looks_like_other(norm: &str, words: &[&str]) -> bool {
+    let cjk = norm
+        .chars()
+        .filter(|&c| crate::knowledge::analyze::is_cjk(c))
+        .count();
+    let content: Vec<&&str> = words
+        .iter()
+        .filter(|w| w.chars().all(|c| c.is_ascii_alphanumeric()) && w.len() > 1)
+        .filter(|w| !crate::knowledge::analyze::is_stopword(w))
+        .collect();
+    cjk < 2 && content.len() < 2 && !norm.contains('?')
+}
+
+fn sentiment(norm: &str, words: &[&str], kind: IntentKind) -> Sentiment {
+    let strong = STRONG_NEGATIVE
+        .iter()
+        .filter(|p| matches_phrase(norm, words, p))
+        .count();
+    let complaint = COMPLAINT
+        .iter()
+        .filter(|(p, _)| matches_phrase(norm, words, p))
+        .map(|&(_, w)| w as usize)
+        .sum::<usize>();
+    let intense = INTENSIFIERS.iter().any(|p| matches_phrase(norm, words, p))
+        || norm.matches('!').count() >= 2;
+    if strong >= 1 && (complaint >= 2 || intense) || strong >= 2 || complaint >= 6 {
+        Sentiment::VeryNegative
+    } else if complaint >= 2 || strong >= 1 {
+        Sentiment::Negative
+    } else if kind == IntentKind::Praise {
+        Sentiment::Positive
+    } else {
+        Sentiment::Neutral
+    }
+}
+
+fn small_talk(norm: &str, words: &[&str]) -> Option<SmallTalk> {
+    let stripped: String = norm
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation() && !matches!(c, '~' | '～' | '、'))
+        .collect::<String>()
+        .trim()
+        .to_string();
+    let short = words.len() <= 4 && stripped.chars().count() <= 12;
+    if !short {
+        return None;
+    }
+    let has = |list: &[&str]| {
+        list.iter()
+            .any(|p| stripped == *p || (matches_phrase(norm, words, p) && words.len() <= 3))
+    };
+    if has(THANKS) {
+        Some(SmallTalk::Thanks)
+    } else if has(BYE) {
+        Some(SmallTalk::Bye)
+    } else if has(HELLO) {
+        Some(SmallTalk::Hello)
+    } else {
+        None
+    }
+}
+
+/// Word and character-bigram set, for example similarity.
+fn grams(text: &str) -> HashSet<String> {
+    let norm = normalize(text);
+    let mut out: HashSet<String> = norm
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect();
+    let chars: Vec<char> = norm.chars().filter(|c| !c.is_whitespace()).collect();
+    for w in chars.windows(2) {
+        out.insert(w.iter().collect());
+    }
+    out
+}
+
+fn dice(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    2.0 * a.intersection(b).count() as f32 / (a.len() + b.len()) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c() -> BuiltinClassifier {
+        BuiltinClassifier::new(crate::config::ORDER_PATTERN, &[]).unwrap()
+    }
+
+    fn kind(t: &str) -> IntentKind {
+        c().classify_sync(t).intent
+    }
+
+    #[test]
+    fn intents_in_english_and_chinese() {
+        for (t, k) in [
+            (
+                "I want a refund for order LM-20241105-0042",
+                IntentKind::Refund,
+            ),
+            ("我要退款", IntentKind::Refund),
+            ("pls refnud me", IntentKind::Refund),
+            ("cancel my subscription", IntentKind::Cancel),
+            ("i want to cancle my plan", IntentKind::Cancel),
+            ("帮我取消订阅", IntentKind::Cancel),
+            (
+                "This is the worst service ever, totally unacceptable",
+                IntentKind::Complaint,
+            ),
+            ("你们的服务太差了", IntentKind::Complaint),
+            ("Thanks, that was really helpful!", IntentKind::Praise),
+            ("太棒了，谢谢", IntentKind::Praise),
+            ("How do I export my data?", IntentKind::Query),
+            ("How long does a refund take?", IntentKind::Query),
+            ("退款多久到账？", IntentKind::Query),
+            ("can you cancel my subscription?", IntentKind::Cancel),
+            ("我想退款，怎么操作？", IntentKind::Refund),
+            ("怎么export数据", IntentKind::Query),
+            ("my card has not arrived yet", IntentKind::Query),
+            ("ok", IntentKind::Other),
+            ("嗯", IntentKind::Other),
+        ] {
+            assert_eq!(kind(t), k, "{t}");
+        }
+    }
+
+    #[test]
+    fn order_numbers_and_needs_order_info() {
+        let i = c().classify_sync("refund order LM-20241105-0042 please");
+        assert_eq!(i.order.as_deref(), Some("LM-20241105-0042"));
+        assert!(!i.needs_order_info);
+        let i = c().classify_sync("I want my money back");
+        assert!(i.needs_order_info);
+        assert_eq!(
+            c().classify_sync("订单号2024110500421234退款")
+                .order
+                .as_deref(),
+            Some("2024110500421234")
+        );
+    }
+
+    #[test]
+    fn urgency_and_sentiment() {
+        let i = c().classify_sync("This is a SCAM, I am furious, fix it immediately!!!");
+        assert_eq!(i.intent, IntentKind::Complaint);
+        assert_eq!(i.urgency, Urgency::High);
+        assert_eq!(i.sentiment, Sentiment::VeryNegative);
+        let i = c().classify_sync("a bit disappointed with the speed");
+        assert_eq!(i.sentiment, Sentiment::Negative);
+        assert_eq!(i.urgency, Urgency::Medium);
+        assert_eq!(
+            c().classify_sync("great, thanks").sentiment,
+            Sentiment::Positive
+        );
+    }
+
+    #[test]
+    fn small_talk_is_recognized() {
+        assert_eq!(c().classify_sync("hi").small_talk, Some(SmallTalk::Hello));
+        assert_eq!(c().classify_sync("你好").small_talk, Some(SmallTalk::Hello));
+        assert_eq!(
+            c().classify_sync("thanks!").small_talk,
+            Some(SmallTalk::Thanks)
+        );
+        assert_eq!(c().classify_sync("再见").small_talk, Some(SmallTalk::Bye));
+        assert_eq!(
+            c().classify_sync("hi, how do I reset my password?")
+                .small_talk,
+            None
+        );
+    }
+
+    #[test]
+    fn operator_examples_vote() {
+        let ex = vec![IntentExample {
+            text: "my parcel never showed up".into(),
+            intent: "complaint".into(),
+        }];
+        let c = BuiltinClassifier::new(r"\d{8}", &ex).unwrap();
+        assert_eq!(
+            c.classify_sync("my parcel never showed up!").intent,
+            IntentKind::Complaint
+        );
+    }
+
+    #[test]
+    fn typo_distance() {
+        assert!(within_one_edit("refnud", "refund"));
+        assert!(within_one_edit("cancle", "cancel"));
+        assert!(within_one_edit("refun", "refund"));
+        assert!(!within_one_edit("fund", "refund"));
+    }
+}

@@ -1,0 +1,763 @@
+//! The conversation engine: one `Inbound` in, one `Turn` out, every channel alike.
+//!
+//! intent → route (knowledge answer, refund/cancel flow, empathy, thanks, clarify) →
+//! generate → quality check → reply or hand over. Every step reads and writes the one
+//! conversation record in the store; messages of one conversation are handled in order
+//! (a per-conversation lock), different conversations concurrently.
+
+pub mod actions;
+pub mod flow;
+pub mod handoff;
+pub mod intent;
+mod locks;
+pub mod quality;
+mod retrieve;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use adapters::{ContentKind, Inbound};
+use tracing::{debug, info_span, warn, Instrument};
+
+pub use retrieve::{KnowledgeRetriever, Retriever};
+
+use self::actions::{ActionOutcome, ActionRequest, BusinessActions};
+use self::handoff::{HandoffRules, Reason};
+use self::intent::{Intent, IntentClassifier, IntentKind, Sentiment, SmallTalk, Urgency};
+use self::quality::{Quality, Verdict};
+use crate::clock::Clock;
+use crate::config::{Config, OtherRoute};
+use crate::knowledge::Hit;
+use crate::metrics::Metrics;
+use crate::providers::builtin_generator::looks_chinese;
+use crate::providers::{GenerateRequest, Generator};
+use crate::store::{
+    Conversation, FlowStage, Handoff, Message, Role, SourceRecord, Store, StoreError,
+};
+
+/// What the engine decided for one inbound message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    /// What to send the customer; empty when the bot stays silent (a human owns it).
+    pub reply: String,
+    pub intent: Intent,
+    pub confidence: f32,
+    pub sources: Vec<SourceRecord>,
+    /// Every chunk retrieved above `min_score`, best first (eval's hit@3 and MRR).
+    pub retrieved: Vec<SourceRecord>,
+    /// The conversation is with a human after this turn.
+    pub handoff_active: bool,
+    /// Set on the turn that started the handoff (and on silent turns, the standing reason).
+    pub handoff_reason: Option<String>,
+    /// This turn started the handoff: alert the agents.
+    pub handoff_started: bool,
+    /// The path the engine took, for logs and eval: `knowledge`, `flow`, `empathy`,
+    /// `thanks`, `small_talk`, `clarify`, `handoff`, `silent`, `non_text`.
+    pub route: &'static str,
+    /// Seq of the stored bot message (0 when silent).
+    pub seq: u64,
+}
+
+pub struct EngineParts {
+    pub config: Arc<Config>,
+    pub retriever: Arc<dyn Retriever>,
+    pub store: Arc<dyn Store>,
+    pub generator: Arc<dyn Generator>,
+    /// Fallback generator used when `generator` fails (the built-in one).
+    pub fallback_generator: Arc<dyn Generator>,
+    pub classifier: Arc<dyn IntentClassifier>,
+    pub actions: Arc<dyn BusinessActions>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Engine {
+    p: EngineParts,
+    rules: HandoffRules,
+    quality: Quality,
+    locks: locks::ConversationLocks,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown conversation")]
+    UnknownConversation,
+}
+
+/// A draft of the reply while the route is decided.
+struct Draft {
+    reply: String,
+    confidence: f32,
+    sources: Vec<SourceRecord>,
+    retrieved: Vec<SourceRecord>,
+    handoff: Option<Reason>,
+    route: &'static str,
+    /// The customer's need was met this turn (resets the unresolved counter).
+    resolved: bool,
+    /// A quality failure here should hand over rather than retry.
+    checked: bool,
+}
+
+impl Draft {
+    fn say(reply: String, route: &'static str, resolved: bool) -> Self {
+        Draft {
+            reply,
+            confidence: 1.0,
+            sources: Vec::new(),
+            retrieved: Vec::new(),
+            handoff: None,
+            route,
+            resolved,
+            checked: false,
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(p: EngineParts) -> anyhow::Result<Self> {
+        Ok(Engine {
+            rules: HandoffRules::new(&p.config.handoff)?,
+            quality: Quality::new(&p.config.quality)?,
+            locks: locks::ConversationLocks::default(),
+            p,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.p.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.p.metrics
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.p.config
+    }
+
+    /// Handle one customer message. Store failures are the only errors: everything else
+    /// (a model down, a failed action) still produces a turn the customer can read.
+    pub async fn handle(&self, m: Inbound) -> Result<Turn, EngineError> {
+        let span = info_span!("message", channel = %m.channel, conv = %m.conversation, id = %m.id);
+        self.handle_inner(m).instrument(span).await
+    }
+
+    async fn handle_inner(&self, m: Inbound) -> Result<Turn, EngineError> {
+        let started = Instant::now();
+        let lock = self.locks.get(&m.channel, &m.conversation);
+        let _guard = lock.lock().await;
+        let now = self.p.clock.now_ms();
+        let store = &self.p.store;
+        let mut conv = store
+            .conversation(&m.channel, &m.conversation)?
+            .unwrap_or_else(|| {
+                Conversation::new(&m.channel, m.kind, &m.conversation, m.user.clone(), now)
+            });
+        conv.updated_ms = now;
+        conv.route = m.route.clone();
+        if m.user.name.is_some() {
+            conv.user = m.user.clone();
+        }
+        if m.text.chars().any(char::is_alphabetic) {
+            conv.zh = looks_chinese(&m.text);
+        }
+        let zh = conv.zh;
+
+        // Inbound sensitive words: masked text is what we store and process.
+        let (text, inbound_blocked) = match self.quality.check_inbound(&m.text) {
+            Verdict::Pass { text, .. } => (text, false),
+            Verdict::Block { reason } => {
+                debug!(%reason, "inbound blocked");
+                ("[blocked: sensitive content]".to_string(), true)
+            }
+        };
+        let user_seq = conv.take_seq();
+        store.append_message(
+            &m.channel,
+            &m.conversation,
+            &Message {
+                seq: user_seq,
+                role: Role::User,
+                text: if matches!(m.content, ContentKind::Event(_)) {
+                    format!("[event] {}", text)
+                } else {
+                    text.clone()
+                },
+                at_ms: m.sent_at_ms.max(1).min(now.max(1)),
+                platform_id: Some(m.id.clone()),
+                intent: None,
+                sources: vec![],
+            },
+        )?;
+
+        let is_text = m.content == ContentKind::Text || m.content == ContentKind::RichText;
+        let mut intent = if is_text {
+            self.p.classifier.classify(&text).await
+        } else {
+            neutral_intent()
+        };
+        let rule = if is_text {
+            self.rules.before_answer(&text, &intent)
+        } else {
+            None
+        };
+        if rule == Some(Reason::HumanRequested) && intent.intent == IntentKind::Query {
+            // "转人工" asks for a person, not for knowledge.
+            intent.intent = IntentKind::Other;
+        }
+        // The flow's order and kind, for the agent's summary (the flow may end this turn).
+        let flow_before = conv.flow.clone();
+
+        if conv.handed_off() {
+            // A human owns the conversation: store, say nothing.
+            store.save_conversation(&conv)?;
+            let reason = conv.handoff.as_ref().map(|h| h.reason.clone());
+            self.count_turn(&m.channel, &intent, started);
+            return Ok(Turn {
+                reply: String::new(),
+                intent,
+                confidence: 0.0,
+                sources: vec![],
+                retrieved: vec![],
+                handoff_active: true,
+                handoff_reason: reason,
+                handoff_started: false,
+                route: "silent",
+                seq: 0,
+            });
+        }
+
+        let mut draft = if inbound_blocked {
+            let mut d = Draft::say(String::new(), "handoff", false);
+            d.handoff = Some(Reason::Sensitive);
+            d
+        } else {
+            self.route(&m, &text, &intent, rule, &mut conv).await
+        };
+
+        // Quality check before anything leaves.
+        if draft.handoff.is_none() && !draft.reply.is_empty() {
+            match self.quality.check_outbound(&draft.reply) {
+                Verdict::Pass { text, masked } => {
+                    if masked {
+                        debug!("outbound masked");
+                    }
+                    draft.reply = text;
+                }
+                Verdict::Block { reason } => {
+                    warn!(%reason, "answer failed the quality check");
+                    draft.handoff = Some(Reason::Compliance);
+                    draft.checked = true;
+                }
+            }
+        }
+
+        if draft.resolved {
+            conv.unresolved_turns = 0;
+        } else if !matches!(draft.route, "small_talk" | "thanks" | "non_text") {
+            conv.unresolved_turns += 1;
+            if draft.handoff.is_none() {
+                draft.handoff = self.rules.too_many_unresolved(conv.unresolved_turns);
+            }
+        }
+
+        let mut handoff_started = false;
+        if let Some(reason) = draft.handoff {
+            handoff_started = true;
+            let recent =
+                store.messages(&m.channel, &m.conversation, user_seq.saturating_sub(8), 8)?;
+            let order = conv
+                .flow
+                .as_ref()
+                .or(flow_before.as_ref())
+                .and_then(|f| f.order.clone())
+                .or_else(|| intent.order.clone());
+            let wants = conv
+                .flow
+                .as_ref()
+                .or(flow_before.as_ref())
+                .map(|f| f.kind.as_str())
+                .unwrap_or(intent.intent.as_str());
+            conv.handoff = Some(Handoff {
+                active: true,
+                reason: reason.as_str().to_string(),
+                summary: handoff::summary(reason, wants, &intent, order.as_deref(), &recent),
+                since_ms: now,
+                agent: None,
+            });
+            conv.flow = None;
+            conv.unresolved_turns = 0;
+            let transfer = self.transfer_message(zh);
+            draft.reply = if reason == Reason::Compliance {
+                // The draft failed its check: none of it may leave.
+                self.p.config.replies.fallback.get(zh).to_string()
+            } else if draft.route == "flow" && !draft.reply.is_empty() {
+                // A business action handed over: keep what we told the customer about it.
+                format!("{} {}", draft.reply, transfer)
+            } else if draft.route == "empathy" {
+                format!("{} {}", self.p.config.replies.empathy.get(zh), transfer)
+            } else {
+                transfer.to_string()
+            };
+            draft.route = "handoff";
+            self.p
+                .metrics
+                .inc("kefu_handoffs_total", &[("reason", reason.as_str())]);
+        }
+
+        let seq = conv.take_seq();
+        store.append_message(
+            &m.channel,
+            &m.conversation,
+            &Message {
+                seq,
+                role: Role::Bot,
+                text: draft.reply.clone(),
+                at_ms: now,
+                platform_id: None,
+                intent: Some(intent.intent.as_str().to_string()),
+                sources: draft.sources.clone(),
+            },
+        )?;
+        store.save_conversation(&conv)?;
+        self.count_turn(&m.channel, &intent, started);
+        debug!(
+            route = draft.route,
+            confidence = draft.confidence,
+            "turn done"
+        );
+        Ok(Turn {
+            reply: draft.reply,
+            intent,
+            confidence: draft.confidence,
+            sources: draft.sources,
+            retrieved: draft.retrieved,
+            handoff_active: conv.handed_off(),
+            handoff_reason: conv
+                .handoff
+                .as_ref()
+                .filter(|h| h.active)
+                .map(|h| h.reason.clone()),
+            handoff_started,
+            route: draft.route,
+            seq,
+        })
+    }
+
+    fn count_turn(&self, channel: &str, intent: &Intent, started: Instant) {
+        self.p.metrics.inc(
+            "kefu_turns_total",
+            &[("channel", channel), ("intent", intent.intent.as_str())],
+        );
+        self.p.metrics.observe_turn(started.elapsed());
+    }
+
+    fn transfer_message(&self, zh: bool) -> &str {
+        if zh {
+            &self.p.config.handoff.message_zh
+        } else {
+            &self.p.config.handoff.message
+        }
+    }
+
+    async fn route(
+        &self,
+        m: &Inbound,
+        text: &str,
+        intent: &Intent,
+        rule: Option<Reason>,
+        conv: &mut Conversation,
+    ) -> Draft {
+        let zh = conv.zh;
+        let replies = &self.p.config.replies;
+        match &m.content {
+            ContentKind::Text | ContentKind::RichText => {}
+            ContentKind::Event(name) => {
+                let greet = matches!(name.as_str(), "enter_agent" | "subscribe");
+                return Draft::say(
+                    if greet {
+                        replies.greeting.get(zh).to_string()
+                    } else {
+                        String::new()
+                    },
+                    "small_talk",
+                    true,
+                );
+            }
+            _ => return Draft::say(replies.non_text.get(zh).to_string(), "non_text", false),
+        }
+        if text.trim().is_empty() {
+            return Draft::say(replies.clarify.get(zh).to_string(), "clarify", false);
+        }
+        if let Some(reason) = rule {
+            let mut d = Draft::say(String::new(), "handoff", false);
+            if intent.intent == IntentKind::Complaint {
+                d.route = "empathy";
+            }
+            d.handoff = Some(reason);
+            return d;
+        }
+        if let Some(d) = self.continue_flow(m, text, intent, conv).await {
+            return d;
+        }
+        if let Some(st) = intent.small_talk {
+            let r = match st {
+                SmallTalk::Hello => &replies.greeting,
+                SmallTalk::Thanks => &replies.thanks,
+                SmallTalk::Bye => &replies.goodbye,
+            };
+            return Draft::say(r.get(zh).to_string(), "small_talk", true);
+        }
+        match intent.intent {
+            IntentKind::Praise => Draft::say(replies.thanks.get(zh).to_string(), "thanks", true),
+            IntentKind::Refund | IntentKind::Cancel => {
+                let kind = intent.intent.as_str();
+                let hits = self.retrieve(text).await;
+                let f = flow::start(kind, intent.order.clone(), text);
+                let mut reply = String::new();
+                if let Some(first) = hits.first().and_then(|h| first_sentence(&h.text)) {
+                    reply.push_str(&first);
+                    reply.push(if zh { '\n' } else { ' ' });
+                }
+                reply.push_str(&flow::prompt(&f, zh));
+                conv.flow = Some(f);
+                let mut d = Draft::say(reply, "flow", true);
+                d.sources = sources(&hits[..hits.len().min(1)]);
+                d.retrieved = sources(&hits);
+                d
+            }
+            IntentKind::Complaint => {
+                let hits = self.retrieve(text).await;
+                let empathy = replies.empathy.get(zh);
+                if hits.is_empty() {
+                    let ask = if intent.needs_order_info {
+                        if zh {
+                            "能告诉我具体发生了什么，以及相关的订单号吗？"
+                        } else {
+                            "Could you tell me what happened, and the order number it concerns?"
+                        }
+                    } else if zh {
+                        "能具体说说发生了什么吗？我会尽力帮您解决。"
+                    } else {
+                        "Could you tell me a bit more about what happened? I'll do my best to sort it out."
+                    };
+                    return Draft::say(format!("{empathy} {ask}"), "empathy", false);
+                }
+                let mut d = self.answer(text, &hits, zh).await;
+                if d.handoff.is_none() {
+                    d.reply = format!("{empathy} {}", d.reply);
+                    d.route = "empathy";
+                }
+                d
+            }
+            IntentKind::Other => match self.p.config.intent.other {
+                OtherRoute::Clarify => {
+                    Draft::say(replies.clarify.get(zh).to_string(), "clarify", false)
+                }
+                OtherRoute::Handoff => {
+                    let mut d = Draft::say(String::new(), "handoff", false);
+                    d.handoff = Some(Reason::Other);
+                    d
+                }
+            },
+            IntentKind::Query => {
+                let hits = self.retrieve(text).await;
+                self.answer(text, &hits, zh).await
+            }
+        }
+    }
+
+    /// A refund / cancel flow waiting for this customer's answer.
+    async fn continue_flow(
+        &self,
+        m: &Inbound,
+        text: &str,
+        intent: &Intent,
+        conv: &mut Conversation,
+    ) -> Option<Draft> {
+        let mut f = conv.flow.clone()?;
+        let zh = conv.zh;
+        let answer = flow::read_answer(text);
+        if answer == flow::Answer::Abandon {
+            conv.flow = None;
+            let msg = if zh {
+                "好的，已为您取消本次申请。还有其他可以帮您的吗？"
+            } else {
+                "Okay, I've dropped that request. Anything else I can help with?"
+            };
+            return Some(Draft::say(msg.into(), "flow", true));
+        }
+        match f.stage {
+            FlowStage::AwaitingOrder => {
+                if let Some(order) = intent.order.clone() {
+                    f.order = Some(order);
+                    f.stage = FlowStage::AwaitingConfirmation;
+                    let reply = flow::prompt(&f, zh);
+                    conv.flow = Some(f);
+                    return Some(Draft::say(reply, "flow", true));
+                }
+                if matches!(intent.intent, IntentKind::Query | IntentKind::Other)
+                    && intent.small_talk.is_none()
+                    && text.chars().count() > 12
+                {
+                    // Looks like a new question: answer it, keep the flow for later.
+                    return None;
+                }
+                let reply = flow::prompt(&f, zh);
+                conv.flow = Some(f);
+                Some(Draft::say(reply, "flow", false))
+            }
+            FlowStage::AwaitingConfirmation => {
+                match answer {
+                    flow::Answer::Yes => {
+                        let order = f.order.clone().unwrap_or_default();
+                        let req = ActionRequest {
+                            kind: f.kind.clone(),
+                            order: order.clone(),
+                            channel: m.channel.clone(),
+                            conversation: m.conversation.clone(),
+                            user: m.user.id.clone(),
+                            reason: f.reason.clone(),
+                        };
+                        let outcome = self.p.actions.run(&req).await;
+                        conv.flow = None;
+                        let what = if f.kind == "refund" {
+                            if zh {
+                                "退款"
+                            } else {
+                                "refund"
+                            }
+                        } else if zh {
+                            "取消"
+                        } else {
+                            "cancellation"
+                        };
+                        Some(match outcome {
+                            ActionOutcome::Done { message } => {
+                                let reply = if message.is_empty() {
+                                    if zh {
+                                        format!("订单 {order} 的{what}申请已提交。")
+                                    } else {
+                                        format!("Your {what} request for order {order} has been submitted.")
+                                    }
+                                } else {
+                                    message
+                                };
+                                Draft::say(reply, "flow", true)
+                            }
+                            ActionOutcome::Handoff => {
+                                let mut d = Draft::say(
+                                    if zh {
+                                        format!("已记录订单 {order} 的{what}申请。")
+                                    } else {
+                                        format!("I've noted your {what} request for order {order}.")
+                                    },
+                                    "flow",
+                                    true,
+                                );
+                                d.handoff = Some(Reason::BusinessAction);
+                                d
+                            }
+                            ActionOutcome::Failed { error } => {
+                                warn!(%error, "business action failed");
+                                let mut d = Draft::say(String::new(), "flow", false);
+                                d.handoff = Some(Reason::BusinessAction);
+                                d
+                            }
+                        })
+                    }
+                    flow::Answer::No => {
+                        if let Some(order) = intent.order.clone() {
+                            f.order = Some(order);
+                        } else {
+                            f.order = None;
+                            f.stage = FlowStage::AwaitingOrder;
+                        }
+                        let reply = flow::prompt(&f, zh);
+                        conv.flow = Some(f);
+                        Some(Draft::say(reply, "flow", false))
+                    }
+                    _ => {
+                        if let Some(order) = intent.order.clone() {
+                            f.order = Some(order);
+                        } else if matches!(intent.intent, IntentKind::Query | IntentKind::Other)
+                            && text.chars().count() > 12
+                        {
+                            return None;
+                        }
+                        let reply = flow::prompt(&f, zh);
+                        conv.flow = Some(f);
+                        Some(Draft::say(reply, "flow", false))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Chunks above `min_score`, best first.
+    async fn retrieve(&self, text: &str) -> Vec<Hit> {
+        let k = &self.p.config.knowledge;
+        match self.p.retriever.search(text, k.top_k).await {
+            Ok(hits) => hits
+                .into_iter()
+                .filter(|h| h.score >= k.min_score)
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "retrieval failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Knowledge answer with the confidence and no-knowledge rules applied.
+    async fn answer(&self, question: &str, hits: &[Hit], zh: bool) -> Draft {
+        if hits.is_empty() {
+            let mut d = Draft::say(String::new(), "handoff", false);
+            d.confidence = 0.0;
+            d.handoff = Some(Reason::NoKnowledge);
+            return d;
+        }
+        let req = GenerateRequest {
+            question,
+            hits,
+            zh,
+            transfer_message: self.transfer_message(zh),
+        };
+        let answer = match self.p.generator.generate(&req).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(generator = self.p.generator.name(), error = %e, "generator failed; using the built-in one");
+                self.p.metrics.inc(
+                    "kefu_provider_failures_total",
+                    &[("provider", self.p.generator.name())],
+                );
+                match self.p.fallback_generator.generate(&req).await {
+                    Ok(a) => a,
+                    Err(_) => {
+                        let mut d = Draft::say(String::new(), "handoff", false);
+                        d.handoff = Some(Reason::UpstreamFailure);
+                        return d;
+                    }
+                }
+            }
+        };
+        let used: Vec<Hit> = answer
+            .used
+            .iter()
+            .filter_map(|&i| hits.get(i).cloned())
+            .collect();
+        let mut d = Draft::say(answer.text, "knowledge", true);
+        d.confidence = answer.confidence;
+        d.sources = sources(if used.is_empty() { hits } else { &used });
+        d.retrieved = sources(hits);
+        if answer.declined {
+            d.handoff = Some(Reason::NoKnowledge);
+            d.resolved = false;
+        } else if let Some(r) = self.rules.after_answer(answer.confidence, 0) {
+            d.handoff = Some(r);
+            d.resolved = false;
+        }
+        d
+    }
+
+    /// An agent writes to the customer. Returns the stored message.
+    pub async fn agent_reply(
+        &self,
+        channel: &str,
+        conversation: &str,
+        text: &str,
+        agent: Option<&str>,
+    ) -> Result<(Message, Conversation), EngineError> {
+        let lock = self.locks.get(channel, conversation);
+        let _g = lock.lock().await;
+        let now = self.p.clock.now_ms();
+        let mut conv = self
+            .p
+            .store
+            .conversation(channel, conversation)?
+            .ok_or(EngineError::UnknownConversation)?;
+        if let (Some(h), Some(a)) = (conv.handoff.as_mut(), agent) {
+            h.agent = Some(a.to_string());
+        }
+        let msg = Message {
+            seq: conv.take_seq(),
+            role: Role::Agent,
+            text: text.to_string(),
+            at_ms: now,
+            platform_id: None,
+            intent: None,
+            sources: vec![],
+        };
+        conv.updated_ms = now;
+        self.p.store.append_message(channel, conversation, &msg)?;
+        self.p.store.save_conversation(&conv)?;
+        Ok((msg, conv))
+    }
+
+    /// The agent hands the conversation back to the bot.
+    pub async fn release(
+        &self,
+        channel: &str,
+        conversation: &str,
+    ) -> Result<Conversation, EngineError> {
+        let lock = self.locks.get(channel, conversation);
+        let _g = lock.lock().await;
+        let mut conv = self
+            .p
+            .store
+            .conversation(channel, conversation)?
+            .ok_or(EngineError::UnknownConversation)?;
+        if let Some(h) = conv.handoff.as_mut() {
+            h.active = false;
+        }
+        conv.unresolved_turns = 0;
+        let seq = conv.take_seq();
+        self.p.store.append_message(
+            channel,
+            conversation,
+            &Message {
+                seq,
+                role: Role::System,
+                text: "handed back to the bot".into(),
+                at_ms: self.p.clock.now_ms(),
+                platform_id: None,
+                intent: None,
+                sources: vec![],
+            },
+        )?;
+        self.p.store.save_conversation(&conv)?;
+        Ok(conv)
+    }
+}
+
+fn neutral_intent() -> Intent {
+    Intent {
+        intent: IntentKind::Other,
+        urgency: Urgency::Low,
+        sentiment: Sentiment::Neutral,
+        needs_order_info: false,
+        order: None,
+        small_talk: None,
+    }
+}
+
+fn sources(hits: &[Hit]) -> Vec<SourceRecord> {
+    hits.iter()
+        .map(|h| SourceRecord {
+            title: h.title.clone(),
+            path: h.source.clone(),
+            score: (h.score * 1000.0).round() / 1000.0,
+        })
+        .collect()
+}
+
+fn first_sentence(text: &str) -> Option<String> {
+    crate::providers::builtin_generator::split_sentences(text)
+        .into_iter()
+        .find(|s| !s.starts_with('#') && !s.starts_with('|'))
+}
+
+#[cfg(test)]
+mod tests;

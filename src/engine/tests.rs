@@ -1,0 +1,356 @@
+use std::sync::{Arc, Mutex};
+
+use super::actions::{ActionOutcome, HandoffActions};
+use super::*;
+use crate::config::Config;
+use crate::providers::{Answer, ProviderError};
+use crate::store::SledStore;
+use crate::testing::*;
+
+const REFUND_TEXT: &str = "Annual plans get a full refund within 30 days of the first payment. Refunds reach the original payment method within 5–10 business days.";
+
+fn retriever() -> Arc<KeywordRetriever> {
+    Arc::new(
+        KeywordRetriever::default()
+            .with(&["refund"], "policies/refund.md", REFUND_TEXT, 0.9)
+            .with(
+                &["退款"],
+                "policies/refund.zh.md",
+                "年付套餐首次付款后30天内可全额退款。退款将在5–10个工作日内原路退回。",
+                0.9,
+            )
+            .with(
+                &["password"],
+                "faq/usage.jsonl#reset",
+                "Open Settings, choose Security and click Reset password.",
+                0.92,
+            )
+            .with(
+                &["export"],
+                "faq/usage.jsonl#export",
+                "Go to Settings → Data and click Export.",
+                0.62,
+            ),
+    )
+}
+
+fn engine() -> TestEngine {
+    engine_with(Config::default(), retriever(), memory_store())
+}
+
+async fn say(e: &TestEngine, session: &str, text: &str) -> Turn {
+    let id = format!("m{}", e.clock.now_ms());
+    e.clock.advance(std::time::Duration::from_millis(1));
+    e.engine
+        .handle(web_message(session, &id, text))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn answers_a_question_from_knowledge_with_sources() {
+    let e = engine();
+    let t = say(&e, "s1", "How do I reset my password?").await;
+    assert_eq!(t.route, "knowledge");
+    assert_eq!(t.intent.intent, IntentKind::Query);
+    assert!(t.reply.contains("Reset password"), "{}", t.reply);
+    assert_eq!(t.sources[0].path, "faq/usage.jsonl#reset");
+    assert!(!t.handoff_active);
+    let msgs = e.store.messages("site", "s1", 0, 10).unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0].role, Role::User);
+    assert_eq!(msgs[1].role, Role::Bot);
+}
+
+#[tokio::test]
+async fn no_knowledge_hands_over_with_the_transfer_message() {
+    let e = engine();
+    let t = say(
+        &e,
+        "s1",
+        "What is the airspeed velocity of an unladen swallow?",
+    )
+    .await;
+    assert!(t.handoff_active);
+    assert_eq!(t.handoff_reason.as_deref(), Some("no_knowledge"));
+    assert_eq!(t.reply, Config::default().handoff.message);
+    // ... and then the bot stays silent, storing what the customer says.
+    let t = say(&e, "s1", "hello?").await;
+    assert_eq!(t.route, "silent");
+    assert!(t.reply.is_empty());
+    assert_eq!(e.store.messages("site", "s1", 0, 10).unwrap().len(), 3);
+    assert_eq!(
+        e.metrics
+            .get("kefu_handoffs_total", &[("reason", "no_knowledge")]),
+        1
+    );
+}
+
+#[tokio::test]
+async fn low_confidence_hands_over() {
+    let mut cfg = Config::default();
+    cfg.knowledge.min_score = 0.5;
+    let e = engine_with(cfg, retriever(), memory_store());
+    let t = say(&e, "s1", "can I export stuff").await;
+    assert!(t.handoff_active, "{t:?}");
+    assert_eq!(t.handoff_reason.as_deref(), Some("low_confidence"));
+}
+
+#[tokio::test]
+async fn explicit_human_request_in_both_languages() {
+    for text in ["转人工", "I want to talk to a human"] {
+        let e = engine();
+        let t = say(&e, "s", text).await;
+        assert_eq!(
+            t.handoff_reason.as_deref(),
+            Some("human_requested"),
+            "{text}"
+        );
+    }
+    let e = engine();
+    let t = say(&e, "s", "转人工").await;
+    assert_eq!(t.reply, Config::default().handoff.message_zh);
+}
+
+#[tokio::test]
+async fn small_talk_is_answered_not_handed_over() {
+    let e = engine();
+    for text in ["hi", "你好", "thanks!", "bye"] {
+        let t = say(&e, "s", text).await;
+        assert!(!t.handoff_active, "{text}");
+        assert!(!t.reply.is_empty());
+    }
+    assert!(say(&e, "s", "你好").await.reply.contains("您好"));
+}
+
+#[tokio::test]
+async fn refund_flow_asks_remembers_confirms_and_hands_over() {
+    let e = engine();
+    let t = say(&e, "s", "I want a refund").await;
+    assert_eq!(t.intent.intent, IntentKind::Refund);
+    assert!(t.reply.contains("order number"), "{}", t.reply);
+    assert_eq!(t.sources[0].path, "policies/refund.md");
+    let t = say(&e, "s", "it's LM-20241105-0042").await;
+    assert!(
+        t.reply.contains("LM-20241105-0042") && t.reply.contains("yes / no"),
+        "{}",
+        t.reply
+    );
+    let t = say(&e, "s", "yes").await;
+    assert!(t.handoff_active);
+    assert_eq!(t.handoff_reason.as_deref(), Some("business_action"));
+    let conv = e.store.conversation("site", "s").unwrap().unwrap();
+    let h = conv.handoff.unwrap();
+    assert!(
+        h.summary.contains("order: LM-20241105-0042"),
+        "{}",
+        h.summary
+    );
+    assert!(h.summary.contains("intent: refund"), "{}", h.summary);
+    assert!(h.summary.contains("I want a refund"), "{}", h.summary);
+}
+
+#[tokio::test]
+async fn refund_flow_runs_the_configured_action() {
+    let actions = Arc::new(RecordingActions {
+        outcome: ActionOutcome::Done {
+            message: "Refund RF-1 started.".into(),
+        },
+        seen: Mutex::new(vec![]),
+    });
+    let e = engine_full(
+        Config::default(),
+        retriever(),
+        memory_store(),
+        Arc::new(crate::providers::BuiltinGenerator::new()),
+        actions.clone(),
+    );
+    say(&e, "s", "取消订单 LM-20241105-0042").await;
+    let t = say(&e, "s", "是的").await;
+    assert_eq!(t.reply, "Refund RF-1 started.");
+    assert!(!t.handoff_active);
+    let seen = actions.seen.lock().unwrap();
+    assert_eq!(seen[0].kind, "cancel");
+    assert_eq!(seen[0].order, "LM-20241105-0042");
+}
+
+#[tokio::test]
+async fn flow_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&db).unwrap());
+        let e = engine_with(Config::default(), retriever(), store);
+        say(&e, "s", "我要退款").await;
+        e.store.flush().unwrap();
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&db).unwrap());
+    let e = engine_with(Config::default(), retriever(), store);
+    let t = say(&e, "s", "订单号 LM-20241105-0042").await;
+    assert!(
+        t.reply.contains("LM-20241105-0042") && t.reply.contains("对吗"),
+        "{}",
+        t.reply
+    );
+}
+
+#[tokio::test]
+async fn urgent_complaint_gets_empathy_and_a_human() {
+    let e = engine();
+    let t = say(
+        &e,
+        "s",
+        "This is unacceptable! Fix my account immediately!!!",
+    )
+    .await;
+    assert_eq!(t.intent.intent, IntentKind::Complaint);
+    assert!(t.handoff_active);
+    assert!(t.reply.starts_with("I'm sorry"), "{}", t.reply);
+    // A mild complaint is acknowledged without a handoff.
+    let t = say(&e, "s2", "I'm a bit disappointed with the app").await;
+    assert!(!t.handoff_active, "{t:?}");
+    assert!(t.reply.contains("sorry"), "{}", t.reply);
+}
+
+#[tokio::test]
+async fn keywords_and_very_negative_hand_over() {
+    let e = engine();
+    assert_eq!(
+        say(&e, "a", "I'll sue you, lawsuit coming")
+            .await
+            .handoff_reason
+            .as_deref(),
+        Some("keyword")
+    );
+    assert_eq!(
+        say(&e, "b", "媒体曝光你们").await.handoff_reason.as_deref(),
+        Some("keyword")
+    );
+    let t = say(&e, "c", "you scammers are disgusting frauds").await;
+    assert!(t.handoff_active, "{t:?}");
+}
+
+#[tokio::test]
+async fn too_many_unresolved_turns_hand_over() {
+    let mut cfg = Config::default();
+    cfg.handoff.max_unresolved_turns = 2;
+    let e = engine_with(cfg, retriever(), memory_store());
+    assert!(!say(&e, "s", "hmm").await.handoff_active);
+    assert!(!say(&e, "s", "ok").await.handoff_active);
+    let t = say(&e, "s", "asdf").await;
+    assert_eq!(t.handoff_reason.as_deref(), Some("unresolved"));
+}
+
+#[tokio::test]
+async fn forbidden_promise_never_leaves() {
+    let r = Arc::new(KeywordRetriever::default().with(
+        &["refund"],
+        "policies/refund.md",
+        "We guarantee a refund to everyone.",
+        0.95,
+    ));
+    let e = engine_with(Config::default(), r, memory_store());
+    let t = say(&e, "s", "what is the refund policy?").await;
+    assert_eq!(
+        t.intent.intent,
+        IntentKind::Query,
+        "a question about refunds is a query"
+    );
+    assert_eq!(t.handoff_reason.as_deref(), Some("compliance"));
+    assert!(!t.reply.contains("guarantee"), "{}", t.reply);
+}
+
+#[tokio::test]
+async fn personal_data_is_masked_in_answers() {
+    let r = Arc::new(KeywordRetriever::default().with(
+        &["phone"],
+        "faq/contact.jsonl#phone",
+        "Call our hotline 13812345678 from 9:00 to 21:00.",
+        0.95,
+    ));
+    let e = engine_with(Config::default(), r, memory_store());
+    let t = say(&e, "s", "what is your phone number?").await;
+    assert!(t.reply.contains("138****5678"), "{}", t.reply);
+}
+
+#[tokio::test]
+async fn generator_failure_falls_back_to_builtin() {
+    let gen = Arc::new(ScriptedGenerator {
+        answers: Mutex::new(vec![Err(ProviderError::Timeout)]),
+    });
+    let e = engine_full(
+        Config::default(),
+        retriever(),
+        memory_store(),
+        gen,
+        Arc::new(HandoffActions),
+    );
+    let t = say(&e, "s", "How do I reset my password?").await;
+    assert!(t.reply.contains("Reset password"), "{}", t.reply);
+    assert_eq!(
+        e.metrics
+            .get("kefu_provider_failures_total", &[("provider", "scripted")]),
+        1
+    );
+    let _unused: Option<Answer> = None;
+}
+
+#[tokio::test]
+async fn agent_reply_and_release() {
+    let e = engine();
+    say(&e, "s", "转人工").await;
+    let (m, _) = e
+        .engine
+        .agent_reply("site", "s", "Hi, I'm Li from support.", Some("li"))
+        .await
+        .unwrap();
+    assert_eq!(m.role, Role::Agent);
+    e.engine.release("site", "s").await.unwrap();
+    let t = say(&e, "s", "How do I reset my password?").await;
+    assert_eq!(t.route, "knowledge");
+    assert!(e
+        .engine
+        .agent_reply("site", "nobody", "x", None)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn non_text_gets_a_polite_answer_and_is_stored() {
+    let e = engine();
+    let mut m = web_message("s", "img1", "[image]");
+    m.content = adapters::ContentKind::Image;
+    let t = e.engine.handle(m).await.unwrap();
+    assert_eq!(t.route, "non_text");
+    assert!(t.reply.contains("text"), "{}", t.reply);
+    assert_eq!(e.store.messages("site", "s", 0, 10).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn messages_of_one_conversation_are_handled_in_order() {
+    let e = engine();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let engine = e.engine.clone();
+        tasks.push(tokio::spawn(async move {
+            engine
+                .handle(web_message(
+                    "s",
+                    &format!("m{i}"),
+                    "How do I reset my password?",
+                ))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let msgs = e.store.messages("site", "s", 0, 100).unwrap();
+    assert_eq!(msgs.len(), 40);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m.seq, i as u64 + 1);
+        assert_eq!(m.role, if i % 2 == 0 { Role::User } else { Role::Bot });
+    }
+}

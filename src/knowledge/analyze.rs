@@ -1,0 +1,326 @@
+//! Text analysis shared by BM25 and the built-in embedder: one tokenizer, so the lexical and
+//! the vector side see the same words.
+//!
+//! Latin text: lower-cased alphanumeric runs, apostrophes dropped (`can't` → `cant`), long
+//! digit runs (order numbers, phone numbers) folded to `#num`, then a light suffix stemmer
+//! (`activating`, `activated`, `activation`, `activate` → `activat`). Chinese (and other
+//! Han/kana) runs are segmented with jieba; callers add character uni/bigrams where useful.
+
+use std::sync::OnceLock;
+
+use jieba_rs::Jieba;
+
+/// One analyzed token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Token {
+    /// A Latin/digit word: `raw` is lower-cased (char n-grams come from it), `stem` normalized.
+    Word { raw: String, stem: String },
+    /// A run of CJK text segmented by jieba: the words, in order.
+    Cjk { words: Vec<String> },
+}
+
+/// Digit runs this long or longer are identifiers (orders, phones), not vocabulary.
+const LONG_NUMBER: usize = 5;
+
+fn jieba() -> &'static Jieba {
+    static JIEBA: OnceLock<Jieba> = OnceLock::new();
+    JIEBA.get_or_init(Jieba::new)
+}
+
+/// Han ideographs, kana and CJK compatibility ranges: segmented with jieba, not split on
+/// whitespace (Chinese has none).
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF   // hiragana, katakana
+        | 0x3400..=0x4DBF // CJK extension A
+        | 0x4E00..=0x9FFF // CJK unified ideographs
+        | 0xF900..=0xFAFF // compatibility ideographs
+        | 0x20000..=0x2FA1F)
+}
+
+/// Split `text` into tokens. Never panics; empty input gives no tokens.
+pub fn tokens(text: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut cjk = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if is_cjk(c) {
+            flush_word(&mut word, &mut out);
+            cjk.push(c);
+        } else if c.is_alphanumeric() {
+            flush_cjk(&mut cjk, &mut out);
+            word.extend(c.to_lowercase());
+        } else if (c == '\'' || c == '’') && !word.is_empty() {
+            // "can't", "card's": keep the word together, drop the apostrophe.
+            if !chars
+                .peek()
+                .is_some_and(|n| n.is_alphanumeric() && !is_cjk(*n))
+            {
+                flush_word(&mut word, &mut out);
+            }
+        } else {
+            flush_word(&mut word, &mut out);
+            flush_cjk(&mut cjk, &mut out);
+        }
+    }
+    flush_word(&mut word, &mut out);
+    flush_cjk(&mut cjk, &mut out);
+    out
+}
+
+fn flush_word(word: &mut String, out: &mut Vec<Token>) {
+    if word.is_empty() {
+        return;
+    }
+    let raw = std::mem::take(word);
+    let raw = if raw.len() >= LONG_NUMBER && raw.bytes().all(|b| b.is_ascii_digit()) {
+        "#num".to_string()
+    } else {
+        raw
+    };
+    let stem = stem(&raw);
+    out.push(Token::Word { raw, stem });
+}
+
+fn flush_cjk(run: &mut String, out: &mut Vec<Token>) {
+    if run.is_empty() {
+        return;
+    }
+    let words = jieba()
+        .cut(run, true)
+        .into_iter()
+        .filter(|w| !w.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    run.clear();
+    out.push(Token::Cjk { words });
+}
+
+/// A light English stemmer: enough to make inflections and -ation nouns meet, not Porter.
+/// Non-ASCII words and short words are returned unchanged.
+pub fn stem(word: &str) -> String {
+    if !word.is_ascii() || word.len() <= 3 || word.bytes().any(|b| b.is_ascii_digit()) {
+        return word.to_string();
+    }
+    let mut w = word.to_string();
+    // Order matters: longest suffix first, one inflectional suffix removed.
+    if let Some(s) = w.strip_suffix("ations") {
+        w = format!("{s}at");
+    } else if let Some(s) = w.strip_suffix("ation") {
+        w = format!("{s}at");
+    } else if let Some(s) = w.strip_suffix("ies").filter(|s| s.len() >= 2) {
+        w = format!("{s}i");
+    } else if let Some(s) = w.strip_suffix("ied").filter(|s| s.len() >= 2) {
+        w = format!("{s}i");
+    } else if w.ends_with("sses") {
+        w.truncate(w.len() - 2);
+    } else if let Some(s) = w.strip_suffix("ing").filter(|s| s.len() >= 3) {
+        w = undouble(s);
+    } else if let Some(s) = w.strip_suffix("ed").filter(|s| s.len() >= 3) {
+        w = undouble(s);
+    } else if let Some(s) = w.strip_suffix("ly").filter(|s| s.len() >= 4) {
+        w = s.to_string();
+    } else if w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is") {
+        w.pop();
+    }
+    if w.len() > 3 && w.ends_with('e') {
+        w.pop();
+    }
+    if w.len() > 3 && w.ends_with('y') {
+        w.pop();
+        w.push('i');
+    }
+    w
+}
+
+/// `stopp` → `stop`, `gett` → `get`; but `fall`, `pass`, `buzz` keep their pair.
+fn undouble(s: &str) -> String {
+    let b = s.as_bytes();
+    let n = b.len();
+    if n >= 2 && b[n - 1] == b[n - 2] && !matches!(b[n - 1], b'l' | b's' | b'z') {
+        s[..n - 1].to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Lexical terms for BM25: Latin stems; for CJK runs the jieba words plus character bigrams
+/// (marked `2:`) so a segmentation that differs between query and document still meets.
+pub fn terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in tokens(text) {
+        match t {
+            Token::Word { stem, .. } => out.push(stem),
+            Token::Cjk { words } => {
+                let chars: Vec<char> = words.iter().flat_map(|w| w.chars()).collect();
+                for w in words {
+                    out.push(w);
+                }
+                for pair in chars.windows(2) {
+                    out.push(format!("2:{}{}", pair[0], pair[1]));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Function words that carry little meaning; the embedder gives them a low weight rather
+/// than dropping them ("how" vs "why" still separates intents).
+pub fn is_stopword(w: &str) -> bool {
+    matches!(
+        w,
+        "a" | "an"
+            | "the"
+            | "i"
+            | "me"
+            | "my"
+            | "to"
+            | "of"
+            | "in"
+            | "on"
+            | "for"
+            | "is"
+            | "are"
+            | "wa"
+            | "was"
+            | "be"
+            | "it"
+            | "thi"
+            | "this"
+            | "that"
+            | "do"
+            | "doe"
+            | "does"
+            | "did"
+            | "you"
+            | "your"
+            | "and"
+            | "or"
+            | "have"
+            | "has"
+            | "had"
+            | "am"
+            | "with"
+            | "at"
+            | "from"
+            | "so"
+            | "if"
+            | "there"
+            | "some"
+            | "any"
+            | "we"
+            | "our"
+            | "will"
+            | "would"
+            | "could"
+            | "can"
+            | "should"
+            | "please"
+            | "pleas"
+            | "just"
+            | "get"
+            | "im"
+            | "want"
+            | "need"
+            | "know"
+            | "like"
+            | "about"
+            | "by"
+            | "as"
+            | "but"
+            | "not"
+            | "what"
+            | "which"
+            | "who"
+            | "whom"
+            | "into"
+            | "up"
+            | "out"
+            | "too"
+            | "very"
+            | "much"
+            | "all"
+            | "的"
+            | "了"
+            | "吗"
+            | "呢"
+            | "吧"
+            | "啊"
+            | "我"
+            | "你"
+            | "您"
+            | "是"
+            | "在"
+            | "有"
+            | "和"
+            | "请"
+            | "请问"
+            | "一下"
+            | "怎么"
+            | "如何"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stems(text: &str) -> Vec<String> {
+        tokens(text)
+            .into_iter()
+            .filter_map(|t| match t {
+                Token::Word { stem, .. } => Some(stem),
+                Token::Cjk { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inflections_meet() {
+        for group in [
+            &[
+                "activate",
+                "activating",
+                "activated",
+                "activation",
+                "activates",
+            ][..],
+            &["charge", "charges", "charged", "charging"],
+            &["apply", "applies", "applied"],
+            &["stop", "stopped", "stopping", "stops"],
+            &["card", "cards", "card's"],
+            &["decline", "declined", "declines"],
+        ] {
+            let s: Vec<_> = group.iter().map(|w| stems(w)).collect();
+            assert!(s.windows(2).all(|p| p[0] == p[1]), "{group:?} → {s:?}");
+        }
+    }
+
+    #[test]
+    fn words_apostrophes_numbers() {
+        assert_eq!(stems("Can't I"), ["cant", "i"]);
+        assert_eq!(stems("order 732201349959, now!"), ["order", "#num", "now"]);
+        assert_eq!(stems("top-up 24h"), ["top", "up", "24h"]);
+        assert_eq!(stems("'quoted'"), ["quot"]);
+    }
+
+    #[test]
+    fn chinese_is_segmented_and_bigrammed() {
+        let toks = tokens("我想申请退款refund");
+        assert!(matches!(&toks[0], Token::Cjk { words } if words.contains(&"退款".to_string())));
+        assert!(matches!(&toks[1], Token::Word { stem, .. } if stem == "refund"));
+        let t = terms("申请退款");
+        assert!(t.contains(&"退款".to_string()));
+        assert!(t.contains(&"2:请退".to_string()));
+    }
+
+    #[test]
+    fn odd_input_does_not_panic() {
+        for s in ["", "   ", "'''", "’s", "\u{0}\u{FFFF}", "𠀀𠀁", "ﬁ ǅ İ"] {
+            let _ = tokens(s);
+            let _ = terms(s);
+        }
+    }
+}

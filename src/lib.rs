@@ -1,0 +1,17 @@
+//! kefu: one service that answers customers on WeCom, DingTalk and the web from the
+//! company's own knowledge base.
+//!
+//! `server → engine → knowledge / providers / store`; `server → adapters`.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod eval;
+pub mod knowledge;
+pub mod metrics;
+pub mod providers;
+pub mod server;
+pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

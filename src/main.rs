@@ -1,0 +1,252 @@
+//! The `kefu` command: serve, ingest, chat, check, eval.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kefu::app::{App, IngestPolicy};
+use kefu::config::{self, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "kefu",
+    version,
+    about = "One-binary customer-service bot for WeCom, DingTalk and the web"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// Config file (default: $KEFU_CONFIG, else config/kefu.toml, else the embedded default).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (widget, /api/chat, platform callbacks).
+    Serve {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// Override server.listen (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// (Re)build the knowledge index, incrementally.
+    Ingest {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// Knowledge directories (default: knowledge.paths).
+        paths: Vec<PathBuf>,
+    },
+    /// Talk to the engine in a terminal.
+    Chat {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// Web channel name the conversation is stored under.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Conversation id (a new one each run by default).
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Validate the config and the knowledge files; print every error; exit 1 on any.
+    Check {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Answer-quality report over a JSONL file of cases.
+    Eval {
+        #[command(flatten)]
+        cfg: ConfigArg,
+        /// Use these knowledge directories instead of knowledge.paths.
+        #[arg(long)]
+        knowledge: Vec<PathBuf>,
+        /// Print every failed case.
+        #[arg(long)]
+        verbose: bool,
+        cases: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEFU_LOG")
+                .unwrap_or_else(|_| "info,sled=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kefu: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kefu: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(arg: &ConfigArg) -> Result<(Config, config::ConfigSource), ExitCode> {
+    match config::load(arg.config.as_deref()) {
+        Ok(c) => Ok(c),
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("kefu: {} config error(s); nothing started", errors.0.len());
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Serve { cfg, listen } => {
+            let (mut config, source) = match load_config(&cfg) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(l) = listen {
+                config.server.listen = l;
+            }
+            tracing::info!(config = %source.describe(), "starting");
+            let listen = config.server.listen.clone();
+            let app = App::open(config, IngestPolicy::WhenStale).await?;
+            kefu::server::serve(kefu::server::AppState::new(app), &listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { cfg, paths } => {
+            let (config, _) = match load_config(&cfg) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let roots = if paths.is_empty() {
+                config.knowledge.paths.clone()
+            } else {
+                paths
+            };
+            let app = App::open(config, IngestPolicy::Never).await?;
+            let r = app.knowledge.ingest(&roots).await?;
+            for p in &r.problems {
+                eprintln!("{p}");
+            }
+            println!(
+                "ingested {} file(s): {} changed, {} removed, {} chunks in the index",
+                r.files_seen, r.files_changed, r.files_removed, r.chunks
+            );
+            app.store.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { cfg } => {
+            let (config, source) = match load_config(&cfg) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let problems = kefu::app::check_knowledge(&config.knowledge.paths);
+            for p in &problems {
+                println!("{p}");
+            }
+            println!(
+                "{}: config ok; knowledge: {} problem(s)",
+                source.describe(),
+                problems.len()
+            );
+            Ok(if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Chat {
+            cfg,
+            channel,
+            session,
+        } => {
+            let (config, _) = match load_config(&cfg) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let app = App::open(config, IngestPolicy::WhenStale).await?;
+            let channel = channel.unwrap_or_else(|| "terminal".to_string());
+            let session = session.unwrap_or_else(|| format!("terminal-{}", std::process::id()));
+            println!(
+                "kefu chat: type a message, Ctrl-D to quit ({} chunks in the knowledge base)",
+                app.knowledge.chunk_count()
+            );
+            let stdin = std::io::stdin();
+            let mut n = 0u64;
+            loop {
+                print!("> ");
+                std::io::stdout().flush().ok();
+                let mut line = String::new();
+                if stdin.lock().read_line(&mut line)? == 0 {
+                    break;
+                }
+                let text = line.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                n += 1;
+                let turn = app
+                    .engine
+                    .handle(kefu::eval::terminal_message(
+                        &channel,
+                        &session,
+                        n,
+                        text,
+                        app.clock.now_ms(),
+                    ))
+                    .await?;
+                println!(
+                    "{}",
+                    if turn.reply.is_empty() {
+                        "(the bot stays silent: a human agent owns this conversation)"
+                    } else {
+                        &turn.reply
+                    }
+                );
+                for s in &turn.sources {
+                    println!("  source: {} ({:.2})", s.path, s.score);
+                }
+                println!(
+                    "  [intent {} · confidence {:.2}{}]",
+                    turn.intent.intent.as_str(),
+                    turn.confidence,
+                    match &turn.handoff_reason {
+                        Some(r) if turn.handoff_active => format!(" · handed to a human: {r}"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            app.store.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            cfg,
+            knowledge,
+            verbose,
+            cases,
+        } => {
+            let (mut config, _) = match load_config(&cfg) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if !knowledge.is_empty() {
+                config.knowledge.paths = knowledge;
+            }
+            let report = kefu::eval::run(config, &cases, verbose).await?;
+            print!("{}", report.render());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

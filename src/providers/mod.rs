@@ -1,0 +1,60 @@
+//! Model providers: the seams the engine and the knowledge index call through.
+//!
+//! `Embedder` turns texts into vectors; `Generator` turns a question and retrieved chunks into
+//! an answer. Built-in offline implementations live beside OpenAI-compatible HTTP ones.
+
+use async_trait::async_trait;
+
+pub mod builtin_embedder;
+
+/// Why a provider call failed. The engine falls back (built-in generator, handoff) on any.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("provider timed out")]
+    Timeout,
+    #[error("provider answered badly: {0}")]
+    BadAnswer(String),
+}
+
+/// Texts → vectors. The index records `model()` and `dim()` so a model change forces a
+/// clear re-ingest instead of mixing vectors.
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    fn model(&self) -> &str;
+    fn dim(&self) -> usize;
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
+}
+
+pub mod builtin_generator;
+
+pub use builtin_generator::BuiltinGenerator;
+
+/// What a generator gets: the question, the retrieved chunks above `min_score` (best
+/// first), and the customer's language.
+pub struct GenerateRequest<'a> {
+    pub question: &'a str,
+    pub hits: &'a [crate::knowledge::Hit],
+    pub zh: bool,
+    /// The sentence to say when the knowledge does not cover the question.
+    pub transfer_message: &'a str,
+}
+
+/// A generated answer and the indexes (into `hits`) of the chunks it used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    /// 0..1: how sure the generator is that `text` answers the question.
+    pub confidence: f32,
+    pub used: Vec<usize>,
+    /// The generator said the knowledge does not cover the question.
+    pub declined: bool,
+}
+
+/// Question + retrieved knowledge → answer.
+#[async_trait]
+pub trait Generator: Send + Sync {
+    fn name(&self) -> &str;
+    async fn generate(&self, req: &GenerateRequest<'_>) -> Result<Answer, ProviderError>;
+}

@@ -1,0 +1,216 @@
+//! The website channel: `POST /api/chat` (JSON or server-sent events) and the history a
+//! widget polls for agent replies.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use adapters::web::{sse, ChatRequest, ChatTurn, HandoffState, History, HistoryMessage, SourceRef};
+use adapters::{ChannelKind, ContentKind, Inbound, UserRef};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, StreamExt};
+use serde::Deserialize;
+
+use super::error::read_body;
+use super::{ApiError, AppState};
+use crate::config::ChannelConfig;
+use crate::engine::Turn;
+use crate::store::{Conversation, SourceRecord};
+
+const MAX_SESSION_ID: usize = 128;
+
+pub async fn post_chat(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body, s.app.config.server.max_body_bytes).await?;
+    let req: ChatRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let channel = web_channel(&s, req.channel.as_deref())?;
+    check_session_id(&req.session_id)?;
+    let message = req.message.trim();
+    if message.is_empty() {
+        return Err(ApiError::BadRequest("message must not be empty".into()));
+    }
+    let max = s.app.config.server.max_message_chars;
+    let len = message.chars().count();
+    if len > max {
+        return Err(ApiError::BadRequest(format!(
+            "message is {len} characters; the limit is {max}"
+        )));
+    }
+    let now = s.app.clock.now_ms();
+    let inbound = Inbound {
+        channel: channel.clone(),
+        kind: ChannelKind::Web,
+        conversation: req.session_id.clone(),
+        user: UserRef {
+            id: req.session_id.clone(),
+            name: None,
+        },
+        id: format!("web-{now}-{}", rand::random::<u32>()),
+        content: ContentKind::Text,
+        text: message.to_string(),
+        sent_at_ms: now,
+        route: Default::default(),
+    };
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let turn = s.app.engine.handle(inbound).await?;
+    let wire = chat_turn(&req.session_id, &turn);
+    if !streaming {
+        return Ok(Json(wire).into_response());
+    }
+    // The reply passed its quality check as a whole; stream it in small pieces so the
+    // widget shows it as it "types", then the authoritative final turn.
+    let deltas: Vec<Result<Event, Infallible>> = pieces(&wire.reply)
+        .into_iter()
+        .map(|p| {
+            Ok(Event::default()
+                .event(sse::DELTA)
+                .data(serde_json::json!({ "text": p }).to_string()))
+        })
+        .collect();
+    let last = Event::default()
+        .event(sse::TURN)
+        .data(serde_json::to_string(&wire).unwrap_or_default());
+    let events = stream::iter(deltas)
+        .then(|e| async {
+            tokio::time::sleep(Duration::from_millis(8)).await;
+            e
+        })
+        .chain(stream::once(async move { Ok(last) }));
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+pub async fn history(
+    State(s): State<AppState>,
+    Path(session_id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<History>, ApiError> {
+    let channel = web_channel(&s, q.channel.as_deref())?;
+    check_session_id(&session_id)?;
+    let conv = s.app.store.conversation(&channel, &session_id)?;
+    let messages = s
+        .app
+        .store
+        .messages(&channel, &session_id, q.after, 500)?
+        .into_iter()
+        .filter(|m| !m.text.is_empty())
+        .map(|m| HistoryMessage {
+            seq: m.seq,
+            role: m.role.as_str().to_string(),
+            text: m.text,
+            at_ms: m.at_ms,
+            sources: source_refs(&m.sources),
+        })
+        .collect();
+    Ok(Json(History {
+        session_id,
+        messages,
+        handoff: handoff_state(conv.as_ref()),
+    }))
+}
+
+/// The web channel a request names, or the first one configured.
+fn web_channel(s: &AppState, name: Option<&str>) -> Result<String, ApiError> {
+    s.app
+        .config
+        .channels
+        .iter()
+        .find_map(|c| match c {
+            ChannelConfig::Web(w) if name.is_none_or(|n| n == w.name) => Some(w.name.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ApiError::UnknownChannel(name.unwrap_or("(no web channel configured)").to_string())
+        })
+}
+
+fn check_session_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() {
+        return Err(ApiError::BadRequest("session_id must not be empty".into()));
+    }
+    if id.len() > MAX_SESSION_ID
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "session_id must be 1-{MAX_SESSION_ID} of A-Z a-z 0-9 - _ . :"
+        )));
+    }
+    Ok(())
+}
+
+pub fn chat_turn(session_id: &str, t: &Turn) -> ChatTurn {
+    ChatTurn {
+        session_id: session_id.to_string(),
+        reply: t.reply.clone(),
+        intent: t.intent.intent.as_str().to_string(),
+        confidence: (t.confidence * 1000.0).round() / 1000.0,
+        sources: source_refs(&t.sources),
+        handoff: HandoffState {
+            active: t.handoff_active,
+            reason: t.handoff_reason.clone(),
+        },
+    }
+}
+
+fn source_refs(s: &[SourceRecord]) -> Vec<SourceRef> {
+    s.iter()
+        .map(|s| SourceRef {
+            title: s.title.clone(),
+            path: s.path.clone(),
+            score: s.score,
+        })
+        .collect()
+}
+
+fn handoff_state(c: Option<&Conversation>) -> HandoffState {
+    match c.and_then(|c| c.handoff.as_ref()).filter(|h| h.active) {
+        Some(h) => HandoffState {
+            active: true,
+            reason: Some(h.reason.clone()),
+        },
+        None => HandoffState {
+            active: false,
+            reason: None,
+        },
+    }
+}
+
+/// Split a reply into streaming pieces: words for Latin text, a few characters for Chinese.
+fn pieces(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        cur.push(c);
+        let cjk = crate::knowledge::analyze::is_cjk(c);
+        if (c.is_whitespace() && cur.len() >= 12) || (cjk && cur.chars().count() >= 4) {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}

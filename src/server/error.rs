@@ -1,0 +1,89 @@
+//! One error type for every handler: a status per variant and `{"error": "..."}`.
+//! Internal errors are logged with their cause and shown as "internal error".
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no channel named `{0}` of this kind")]
+    UnknownChannel(String),
+    #[error("bad signature")]
+    BadSignature,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownChannel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadSignature | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            ApiError::BadSignature => tracing::warn!("callback refused: bad signature"),
+            other => tracing::debug!(error = %other, "request refused"),
+        }
+        (
+            self.status(),
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+impl From<adapters::DecodeError> for ApiError {
+    fn from(e: adapters::DecodeError) -> Self {
+        if e.is_auth() {
+            ApiError::BadSignature
+        } else {
+            tracing::warn!(error = %e, "callback refused");
+            ApiError::BadRequest(e.to_string())
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        match e {
+            crate::engine::EngineError::UnknownConversation => {
+                ApiError::NotFound("unknown conversation".into())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// Read a whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(limit))
+}

@@ -1,0 +1,136 @@
+//! One contract, run on every Store implementation.
+
+use adapters::{Call, CallAuth, ChannelKind, UserRef};
+
+use super::*;
+
+fn user() -> UserRef {
+    UserRef {
+        id: "u1".into(),
+        name: None,
+    }
+}
+
+fn msg(seq: u64, text: &str) -> Message {
+    Message {
+        seq,
+        role: Role::User,
+        text: text.into(),
+        at_ms: seq * 10,
+        platform_id: None,
+        intent: None,
+        sources: vec![],
+    }
+}
+
+fn item(next_at_ms: u64) -> OutboxItem {
+    OutboxItem {
+        id: 0,
+        target: "support".into(),
+        call: Call {
+            method: "POST".into(),
+            url: "/cgi-bin/message/send".into(),
+            body: "{}".into(),
+            auth: CallAuth::WeComToken,
+        },
+        fallback: vec![],
+        attempts: 0,
+        next_at_ms,
+        created_ms: 1,
+        last_error: None,
+    }
+}
+
+fn store_contract(s: &dyn Store) {
+    assert!(s.conversation("site", "a").unwrap().is_none());
+    let mut c = Conversation::new("site", ChannelKind::Web, "a", user(), 5);
+    assert_eq!(c.take_seq(), 1);
+    s.save_conversation(&c).unwrap();
+    assert_eq!(s.conversation("site", "a").unwrap().unwrap(), c);
+    // A conversation id that is a prefix of another must not see its messages.
+    for (conv, n) in [("a", 3u64), ("ab", 2)] {
+        for seq in 1..=n {
+            s.append_message("site", conv, &msg(seq, &format!("{conv}{seq}")))
+                .unwrap();
+        }
+    }
+    let all = s.messages("site", "a", 0, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["a1", "a2", "a3"]
+    );
+    assert_eq!(s.messages("site", "a", 1, 1).unwrap()[0].text, "a2");
+    assert!(s.messages("site", "zz", 0, 10).unwrap().is_empty());
+
+    assert!(s.handed_off().unwrap().is_empty());
+    c.handoff = Some(Handoff {
+        active: true,
+        reason: "keyword".into(),
+        summary: "s".into(),
+        since_ms: 9,
+        agent: None,
+    });
+    s.save_conversation(&c).unwrap();
+    assert_eq!(s.handed_off().unwrap().len(), 1);
+
+    assert!(!s.check_and_remember("wecom:1", 1000, 100).unwrap());
+    assert!(s.check_and_remember("wecom:1", 1050, 100).unwrap());
+    assert!(
+        !s.check_and_remember("wecom:1", 1200, 100).unwrap(),
+        "expired keys are new again"
+    );
+
+    let a = s.outbox_push(&item(0)).unwrap();
+    let b = s.outbox_push(&item(500)).unwrap();
+    assert!(b > a);
+    assert_eq!(s.outbox_len().unwrap(), 2);
+    let due = s.outbox_due(100, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, a);
+    let mut first = due[0].clone();
+    first.attempts = 1;
+    first.next_at_ms = 1000;
+    s.outbox_update(&first).unwrap();
+    assert!(s.outbox_due(100, 10).unwrap().is_empty());
+    s.outbox_remove(a).unwrap();
+    s.outbox_update(&first).unwrap(); // updating a removed entry doesn't resurrect it
+    assert_eq!(s.outbox_len().unwrap(), 1);
+
+    assert!(s.kv_get("token").unwrap().is_none());
+    s.kv_put("token", b"abc").unwrap();
+    assert_eq!(s.kv_get("token").unwrap().unwrap(), b"abc");
+    s.flush().unwrap();
+}
+
+#[test]
+fn memory_store_meets_the_contract() {
+    store_contract(&MemoryStore::new());
+}
+
+#[test]
+fn sled_store_meets_the_contract() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    store_contract(&SledStore::open(&db).unwrap());
+}
+
+#[test]
+fn sled_store_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let s = SledStore::open(&db).unwrap();
+        s.save_conversation(&Conversation::new("site", ChannelKind::Web, "x", user(), 1))
+            .unwrap();
+        s.append_message("site", "x", &msg(1, "hello")).unwrap();
+        s.outbox_push(&item(0)).unwrap();
+        s.flush().unwrap();
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let s = SledStore::open(&db).unwrap();
+    assert!(s.conversation("site", "x").unwrap().is_some());
+    assert_eq!(s.messages("site", "x", 0, 10).unwrap()[0].text, "hello");
+    assert_eq!(s.outbox_len().unwrap(), 1);
+    // Ids keep increasing after a restart.
+    let id = s.outbox_push(&item(0)).unwrap();
+    assert!(id > 1);
+}

@@ -1,0 +1,508 @@
+//! The website widget in a real browser: headless Chromium driven over the DevTools protocol
+//! against a `kefu serve` child process with a small knowledge base written here.
+//!
+//! Needs `/usr/bin/chromium` (Debian's `chromium` package; the README's test command installs
+//! it). `KEFU_CHROMIUM` names another binary. Screenshots land in
+//! `<target>/browser-artifacts/`.
+
+#[path = "browser/cdp.rs"]
+mod cdp;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use cdp::{Chromium, Page};
+use serde_json::{json, Value};
+
+/// Upper bound for anything the page waits on (a 2-core CI machine, a cold Chromium).
+const WAIT: Duration = Duration::from_secs(60);
+/// Agent replies arrive by polling (every ~3 s): allow several rounds.
+const WAIT_POLL: Duration = Duration::from_secs(45);
+
+const FAQ: &str = r#"{"id": "reset", "question": "How do I reset my password?", "answer": "Open Settings, choose Security and click Reset password. A reset link is emailed within 5 minutes."}
+{"id": "xss", "question": "What is the xss test?", "answer": "Here it is: <img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script> **bold**"}
+{"id": "hours", "question": "When is support open?", "answer": "Support is open Monday to Friday, 9:00 to 18:00."}
+"#;
+
+/// A `kefu serve` child on a free port, killed on drop.
+struct Kefu {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Kefu {
+    fn start(log: &Path) -> Result<Kefu> {
+        let dir = tempfile::tempdir()?;
+        if let Ok(base) = std::env::var("DEVTMP_BASE") {
+            let child = Command::new("sleep").arg("1000").spawn()?;
+            return Ok(Kefu {
+                child,
+                base,
+                _dir: dir,
+            });
+        }
+        let kb = dir.path().join("kb/faq");
+        std::fs::create_dir_all(&kb)?;
+        std::fs::write(kb.join("demo.jsonl"), FAQ)?;
+        let config = dir.path().join("kefu.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[server]
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+
+[knowledge]
+paths = ["{kb}"]
+
+[[channels]]
+name = "site"
+kind = "web"
+allowed_origins = ["http://127.0.0.1"]
+"#,
+                data = dir.path().join("data").display(),
+                kb = dir.path().join("kb").display(),
+            ),
+        )?;
+        let log_file = std::fs::File::create(log)?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env_remove("KEFU_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .context("start kefu")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if let Some(url) = line.strip_prefix("kefu listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url.trim().to_string());
+                    }
+                }
+            }
+        });
+        let mut kefu = Kefu {
+            child,
+            base: String::new(),
+            _dir: dir,
+        };
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(base) => kefu.base = base,
+            Err(_) => {
+                let status = kefu.child.try_wait()?;
+                bail!(
+                    "kefu printed no `kefu listening on http://...` line (exit status {status:?}); its log: {}\n{}",
+                    log.display(),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+        }
+        Ok(kefu)
+    }
+}
+
+impl Drop for Kefu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn artifacts_dir() -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => Path::new(env!("CARGO_MANIFEST_DIR")).join(t),
+        // <target>/debug/deps/widget_browser-<hash>
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target")),
+    };
+    target.join("browser-artifacts")
+}
+
+fn chromium_binary() -> PathBuf {
+    let path = std::env::var_os("KEFU_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.exists(),
+        "Chromium is required for this test but {} does not exist. Run the README's test \
+         command (it installs Debian's `chromium` package: `apt-get install -y chromium`), or \
+         set KEFU_CHROMIUM to a Chromium/Chrome binary.",
+        path.display()
+    );
+    path
+}
+
+/// Wrap `body` (a JS expression) with helpers for the launcher widget's DOM.
+fn js(body: &str) -> String {
+    format!(
+        r#"(() => {{
+  const W = document.querySelector('[data-kefu-mode="launcher"]');
+  const $ = (sel) => W && W.querySelector(sel);
+  const msgs = (from) => W ? [...W.querySelectorAll('[data-role="message"]' + (from ? '[data-from="' + from + '"]' : ''))] : [];
+  const last = (from) => msgs(from).slice(-1)[0] || null;
+  return ({body});
+}})()"#
+    )
+}
+
+async fn count(page: &Page<'_>, from: &str) -> Result<u64> {
+    page.eval(&js(&format!("msgs('{from}').length")))
+        .await?
+        .as_u64()
+        .context("message count")
+}
+
+/// Type into the launcher's input (focused) and press Enter.
+async fn ask(page: &Page<'_>, question: &str) -> Result<()> {
+    page.eval(&js("$('[data-role=\"input\"]').focus()")).await?;
+    page.insert_text(question).await?;
+    page.press("Enter", 13, Some("\r")).await?;
+    // The customer's message shows at once, and the input empties.
+    page.wait_for(
+        &format!("the user message {question:?}"),
+        &js(&format!(
+            "last('user') && last('user').textContent === {q} && $('[data-role=\"input\"]').value === ''",
+            q = json!(question)
+        )),
+        WAIT,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn open_launcher(page: &Page<'_>) -> Result<()> {
+    page.click(&js("$('[data-role=\"launcher\"]')")).await?;
+    page.wait_for(
+        "the panel to open with the input focused",
+        &js("!$('[data-role=\"panel\"]').hidden && document.activeElement === $('[data-role=\"input\"]')"),
+        WAIT,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
+    let chromium_path = chromium_binary();
+    let artifacts = artifacts_dir();
+    std::fs::create_dir_all(&artifacts)?;
+    let kefu = Kefu::start(&artifacts.join("kefu-serve.log"))?;
+    let base = kefu.base.clone();
+    let browser = Chromium::launch(&chromium_path).await?;
+    let page = browser.new_page().await?;
+    page.set_viewport(1280, 860, 1.0, false).await?;
+
+    // --- the demo page mounts the launcher through the one-line embed ---
+    page.navigate(&format!("{base}/"), WAIT).await?;
+    page.wait_for(
+        "the launcher, styled",
+        &js("$('[data-role=\"launcher\"]') && W.style.visibility === '' && getComputedStyle($('[data-role=\"launcher\"]')).borderRadius === '50%'"),
+        WAIT,
+    )
+    .await?;
+    let a11y = page
+        .eval(&js(r#"{
+            log: $('[data-role="log"]').getAttribute('role') + '/' + $('[data-role="log"]').getAttribute('aria-live'),
+            label: $('[data-role="input"]').labels.length === 1 && $('[data-role="input"]').labels[0].textContent.length > 0,
+            send: !!$('[data-role="send"]').getAttribute('aria-label'),
+            launcher: $('[data-role="launcher"]').getAttribute('aria-expanded'),
+            inline: !!document.querySelector('[data-kefu-mode="inline"] [data-role="log"]'),
+        }"#))
+        .await?;
+    ensure!(a11y["log"] == "log/polite", "message list aria: {a11y}");
+    ensure!(
+        a11y["label"] == true && a11y["send"] == true,
+        "labels: {a11y}"
+    );
+    ensure!(
+        a11y["launcher"] == "false",
+        "launcher starts closed: {a11y}"
+    );
+    ensure!(
+        a11y["inline"] == true,
+        "the inline seed-API panel is on the demo page: {a11y}"
+    );
+
+    // --- ask, see the streamed answer with its source ---
+    open_launcher(&page).await?;
+    ask(&page, "How do I reset my password?").await?;
+    let answer = page
+        .wait_for(
+            "a bot answer about resetting the password, with its source",
+            &js(r#"(() => {
+                const m = last('bot');
+                if (!m || !/Reset password|Security/.test(m.textContent)) return null;
+                const src = [...m.querySelectorAll('[data-role="source"]')].map(s => s.textContent);
+                return src.some(s => s.includes('faq/demo.jsonl')) ? { text: m.textContent, sources: src } : null;
+            })()"#),
+            WAIT,
+        )
+        .await?;
+    println!("answer: {answer}");
+    let session = page
+        .eval(&js("W.dataset.session"))
+        .await?
+        .as_str()
+        .context("session id on the widget")?
+        .to_string();
+    let shot = page.screenshot(&artifacts.join("1-answer.png")).await?;
+    println!("screenshot: {}", shot.display());
+
+    // --- a reload keeps the session and the conversation ---
+    page.reload(WAIT).await?;
+    page.wait_for(
+        "the restored conversation after a reload",
+        &js(
+            r#"msgs('user').some(m => m.textContent === 'How do I reset my password?')
+            && msgs('bot').some(m => /Reset password|Security/.test(m.textContent)
+                && m.querySelector('[data-role="source"]'))"#,
+        ),
+        WAIT,
+    )
+    .await?;
+    let same = page.eval(&js("W.dataset.session")).await?;
+    ensure!(
+        same == json!(session),
+        "session id changed on reload: {same} != {session}"
+    );
+
+    // --- a network error shows Retry, and Retry sends the message again ---
+    open_launcher(&page).await?;
+    page.eval(
+        r#"window.__realFetch = window.fetch;
+           window.fetch = function (url, init) {
+             if (init && init.method === 'POST') return Promise.reject(new TypeError('Failed to fetch'));
+             return window.__realFetch.apply(this, arguments);
+           }; true"#,
+    )
+    .await?;
+    let users_before = count(&page, "user").await?;
+    ask(&page, "What is the xss test?").await?;
+    page.wait_for(
+        "an inline error with a Retry button",
+        &js("$('[data-role=\"error\"]') && $('[data-role=\"retry\"]')"),
+        WAIT,
+    )
+    .await?;
+    page.eval("window.fetch = window.__realFetch; true").await?;
+    page.click(&js("$('[data-role=\"retry\"]')")).await?;
+
+    // --- a hostile answer renders as text; the markdown subset still works ---
+    let xss = page
+        .wait_for(
+            "the xss answer",
+            &js(r#"(() => {
+                const m = last('bot');
+                if (!m || !m.textContent.includes('Here it is')) return null;
+                return {
+                    text: m.textContent,
+                    elements: m.querySelectorAll('img, script, iframe, [onerror]').length,
+                    strong: [...m.querySelectorAll('strong')].map(s => s.textContent),
+                    xss: typeof window.__xss,
+                    error: !!$('[data-role="error"]'),
+                };
+            })()"#),
+            WAIT,
+        )
+        .await?;
+    println!("xss answer: {xss}");
+    let text = xss["text"].as_str().unwrap_or_default();
+    ensure!(
+        text.contains("<img") && text.contains("<script>"),
+        "the markup must show as literal text: {xss}"
+    );
+    ensure!(
+        xss["elements"] == 0,
+        "no element may come from the answer: {xss}"
+    );
+    ensure!(xss["xss"] == "undefined", "script ran: {xss}");
+    ensure!(
+        xss["strong"] == json!(["bold"]),
+        "**bold** → <strong>: {xss}"
+    );
+    ensure!(
+        xss["error"] == false,
+        "the error row goes away on retry: {xss}"
+    );
+    ensure!(
+        count(&page, "user").await? == users_before + 1,
+        "Retry re-sends without a second user bubble"
+    );
+
+    // --- handoff: banner, then an agent's reply arrives in the same window ---
+    ask(&page, "talk to a human").await?;
+    page.wait_for(
+        "the handoff banner",
+        &js(
+            r#"W.dataset.handoff === 'true' && !$('[data-role="handoff-banner"]').hidden
+            && $('[data-role="handoff-banner"]').offsetHeight > 0"#,
+        ),
+        WAIT,
+    )
+    .await?;
+    let banner = page
+        .eval(&js("$('[data-role=\"handoff-banner\"]').textContent"))
+        .await?;
+    ensure!(
+        banner.as_str().unwrap_or_default().contains("human agent"),
+        "banner text: {banner}"
+    );
+    let shot = page.screenshot(&artifacts.join("2-handoff.png")).await?;
+    println!("screenshot: {}", shot.display());
+
+    let agent_text = "Hi, this is Dana from support. I've sent you a new link, see [your account](https://example.com/account).";
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{base}/agent/api/conversations/site/{session}/reply"
+        ))
+        .json(&json!({ "text": agent_text }))
+        .send()
+        .await?;
+    let status = resp.status();
+    ensure!(
+        status.is_success(),
+        "agent reply: {status} {}",
+        resp.text().await?
+    );
+    let agent = page
+        .wait_for(
+            "the agent's reply in the widget",
+            &js(r#"(() => {
+                const m = last('agent');
+                if (!m || !m.textContent.includes('Dana from support')) return null;
+                const a = m.querySelector('a');
+                return { cls: m.className, link: a && [a.getAttribute('href'), a.rel, a.target] };
+            })()"#),
+            WAIT_POLL,
+        )
+        .await?;
+    ensure!(
+        agent["cls"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kefu-from-agent"),
+        "agent styling: {agent}"
+    );
+    ensure!(
+        agent["link"]
+            == json!([
+                "https://example.com/account",
+                "noopener noreferrer",
+                "_blank"
+            ]),
+        "agent link: {agent}"
+    );
+    let shot = page
+        .screenshot(&artifacts.join("3-agent-reply.png"))
+        .await?;
+    println!("screenshot: {}", shot.display());
+
+    // --- Enter while an IME is composing does not send ---
+    let users = count(&page, "user").await?;
+    page.eval(&js(r#"(() => {
+        const i = $('[data-role="input"]');
+        i.value = '';
+        window.__composition = [];
+        i.addEventListener('compositionstart', () => window.__composition.push('start'));
+        i.addEventListener('compositionend', () => window.__composition.push('end'));
+        i.focus();
+        return true;
+    })()"#))
+        .await?;
+    // A real composition (as a pinyin IME makes it), then Enter to pick the candidate.
+    page.call(
+        "Input.imeSetComposition",
+        json!({ "text": "nihao", "selectionStart": 5, "selectionEnd": 5 }),
+    )
+    .await?;
+    let started = page.eval("window.__composition.join(',')").await?;
+    ensure!(started == "start", "the composition started: {started}");
+    // The IME consumes that Enter: a key event without a character.
+    page.press("Enter", 13, None).await?;
+    ensure!(
+        count(&page, "user").await? == users,
+        "Enter during a composition sent the message"
+    );
+    page.insert_text("你好").await?; // commits the composition
+                                     // Enter as IMEs deliver it (keyCode 229), and a synthetic isComposing event.
+    page.call(
+        "Input.dispatchKeyEvent",
+        json!({ "type": "rawKeyDown", "key": "Enter", "code": "Enter",
+                "windowsVirtualKeyCode": 229, "nativeVirtualKeyCode": 229 }),
+    )
+    .await?;
+    let synthetic = page
+        .eval(&js(r#"(() => {
+            const e = new KeyboardEvent('keydown', { key: 'Enter', code: 'Enter', isComposing: true, bubbles: true, cancelable: true });
+            $('[data-role="input"]').dispatchEvent(e);
+            return { prevented: e.defaultPrevented, value: $('[data-role="input"]').value };
+        })()"#))
+        .await?;
+    ensure!(
+        count(&page, "user").await? == users,
+        "Enter with keyCode 229 / isComposing sent the message"
+    );
+    ensure!(
+        synthetic["prevented"] == false && synthetic["value"] == "你好",
+        "the composed text stays in the input: {synthetic}"
+    );
+    // Once composing is over, Enter sends (so the checks above were not vacuous).
+    page.press("Enter", 13, Some("\r")).await?;
+    page.wait_for(
+        "Enter after the composition to send",
+        &js("last('user') && last('user').textContent === '你好'"),
+        WAIT,
+    )
+    .await?;
+    ensure!(
+        count(&page, "user").await? == users + 1,
+        "exactly one message sent"
+    );
+
+    // --- Escape closes the panel and gives focus back to the launcher ---
+    page.eval(&js("$('[data-role=\"input\"]').focus()")).await?;
+    page.press("Escape", 27, None).await?;
+    page.wait_for(
+        "Escape to close the panel",
+        &js(r#"$('[data-role="panel"]').hidden && document.activeElement === $('[data-role="launcher"]')
+            && $('[data-role="launcher"]').getAttribute('aria-expanded') === 'false'"#),
+        WAIT,
+    )
+    .await?;
+
+    // --- a phone: the panel fills the screen ---
+    page.set_viewport(390, 844, 2.0, true).await?;
+    open_launcher(&page).await?;
+    let rect: Value = page
+        .wait_for(
+            "the full-screen panel on a small viewport",
+            &js(r#"(() => {
+                const r = $('[data-role="panel"]').getBoundingClientRect();
+                return r.left === 0 && r.top === 0 && r.width === innerWidth && r.height === innerHeight
+                    ? [r.width, r.height] : null;
+            })()"#),
+            WAIT,
+        )
+        .await
+        .map_err(|e| anyhow!("mobile layout: {e}"))?;
+    println!("mobile panel: {rect}");
+    let shot = page.screenshot(&artifacts.join("4-mobile.png")).await?;
+    println!("screenshot: {}", shot.display());
+
+    drop(browser);
+    drop(kefu);
+    Ok(())
+}
