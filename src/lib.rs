@@ -6,6 +6,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod eval;
 pub mod knowledge;

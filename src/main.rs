@@ -122,7 +122,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             tracing::info!(config = %source.describe(), "starting");
             let listen = config.server.listen.clone();
             let app = App::open(config, IngestPolicy::WhenStale).await?;
-            kefu::server::serve(kefu::server::AppState::new(app), &listen).await?;
+            kefu::server::serve(kefu::server::AppState::new(app)?, &listen).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest { cfg, paths } => {

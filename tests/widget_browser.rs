@@ -1,8 +1,8 @@
 //! The website widget in a real browser: headless Chromium driven over the DevTools protocol
 //! against a `kefu serve` child process with a small knowledge base written here.
 //!
-//! Needs `/usr/bin/chromium` (Debian's `chromium` package; the README's test command installs
-//! it). `KEFU_CHROMIUM` names another binary. Screenshots land in
+//! Needs `/usr/bin/chromium` (Debian's `chromium` package; the README's test command,
+//! `scripts/test.sh`, installs it). `KEFU_CHROMIUM` names another binary. Screenshots land in
 //! `<target>/browser-artifacts/`.
 
 #[path = "browser/cdp.rs"]
@@ -35,16 +35,9 @@ struct Kefu {
 }
 
 impl Kefu {
-    fn start(log: &Path) -> Result<Kefu> {
+    /// `origins`: pages on other origins that may embed the widget (`allowed_origins`).
+    fn start(log: &Path, origins: &[String]) -> Result<Kefu> {
         let dir = tempfile::tempdir()?;
-        if let Ok(base) = std::env::var("DEVTMP_BASE") {
-            let child = Command::new("sleep").arg("1000").spawn()?;
-            return Ok(Kefu {
-                child,
-                base,
-                _dir: dir,
-            });
-        }
         let kb = dir.path().join("kb/faq");
         std::fs::create_dir_all(&kb)?;
         std::fs::write(kb.join("demo.jsonl"), FAQ)?;
@@ -62,10 +55,13 @@ paths = ["{kb}"]
 [[channels]]
 name = "site"
 kind = "web"
-allowed_origins = ["http://127.0.0.1"]
+allowed_origins = {origins}
 "#,
                 data = dir.path().join("data").display(),
                 kb = dir.path().join("kb").display(),
+                origins = json!(std::iter::once("http://127.0.0.1".to_string())
+                    .chain(origins.iter().cloned())
+                    .collect::<Vec<_>>()),
             ),
         )?;
         let log_file = std::fs::File::create(log)?;
@@ -138,8 +134,8 @@ fn chromium_binary() -> PathBuf {
     assert!(
         path.exists(),
         "Chromium is required for this test but {} does not exist. Run the README's test \
-         command (it installs Debian's `chromium` package: `apt-get install -y chromium`), or \
-         set KEFU_CHROMIUM to a Chromium/Chrome binary.",
+         command, `scripts/test.sh` (it installs Debian's `chromium` package), or \
+         `apt-get install -y chromium`, or set KEFU_CHROMIUM to a Chromium/Chrome binary.",
         path.display()
     );
     path
@@ -183,6 +179,17 @@ async fn ask(page: &Page<'_>, question: &str) -> Result<()> {
     Ok(())
 }
 
+/// Let finite CSS animations (a message fading in) end, so screenshots show the final look.
+async fn settle(page: &Page<'_>) -> Result<()> {
+    page.wait_for(
+        "animations to finish",
+        "document.getAnimations().every(a => a.playState !== 'running' || a.effect.getComputedTiming().iterations === Infinity)",
+        WAIT,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn open_launcher(page: &Page<'_>) -> Result<()> {
     page.click(&js("$('[data-role=\"launcher\"]')")).await?;
     page.wait_for(
@@ -199,7 +206,7 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
     let chromium_path = chromium_binary();
     let artifacts = artifacts_dir();
     std::fs::create_dir_all(&artifacts)?;
-    let kefu = Kefu::start(&artifacts.join("kefu-serve.log"))?;
+    let kefu = Kefu::start(&artifacts.join("kefu-serve.log"), &[])?;
     let base = kefu.base.clone();
     let browser = Chromium::launch(&chromium_path).await?;
     let page = browser.new_page().await?;
@@ -236,6 +243,19 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
         "the inline seed-API panel is on the demo page: {a11y}"
     );
 
+    // --- the inline seed-API panel answers an example chip ---
+    page.click(
+        "[...document.querySelectorAll('#chips button')].find(b => b.textContent === 'How do I reset my password?')",
+    )
+    .await?;
+    page.wait_for(
+        "the inline panel's answer to the chip",
+        r#"[...document.querySelectorAll('[data-kefu-mode="inline"] [data-role="message"][data-from="bot"]')]
+            .some(m => /Reset password/.test(m.textContent) && m.querySelector('[data-role="source"]'))"#,
+        WAIT,
+    )
+    .await?;
+
     // --- ask, see the streamed answer with its source ---
     open_launcher(&page).await?;
     ask(&page, "How do I reset my password?").await?;
@@ -246,18 +266,24 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
                 const m = last('bot');
                 if (!m || !/Reset password|Security/.test(m.textContent)) return null;
                 const src = [...m.querySelectorAll('[data-role="source"]')].map(s => s.textContent);
-                return src.some(s => s.includes('faq/demo.jsonl')) ? { text: m.textContent, sources: src } : null;
+                return src.some(s => s.includes('faq/demo.jsonl'))
+                    ? { text: m.textContent, sources: src, streamed: m.dataset.streamed === 'true' } : null;
             })()"#),
             WAIT,
         )
         .await?;
     println!("answer: {answer}");
+    ensure!(
+        answer["streamed"] == true,
+        "the answer arrived as server-sent deltas: {answer}"
+    );
     let session = page
         .eval(&js("W.dataset.session"))
         .await?
         .as_str()
         .context("session id on the widget")?
         .to_string();
+    settle(&page).await?;
     let shot = page.screenshot(&artifacts.join("1-answer.png")).await?;
     println!("screenshot: {}", shot.display());
 
@@ -360,6 +386,21 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
         banner.as_str().unwrap_or_default().contains("human agent"),
         "banner text: {banner}"
     );
+    page.wait_for(
+        "messages stacked without overlap in a full log",
+        &js(r#"(() => {
+            const log = $('[data-role="log"]'), items = [...log.children];
+            if (log.scrollHeight <= log.clientHeight) return 'not full yet';
+            for (let i = 1; i < items.length; i++) {
+                const a = items[i - 1].getBoundingClientRect(), b = items[i].getBoundingClientRect();
+                if (b.top < a.bottom - 0.5 || a.height < 10) return null;
+            }
+            return true;
+        })()"#),
+        WAIT,
+    )
+    .await?;
+    settle(&page).await?;
     let shot = page.screenshot(&artifacts.join("2-handoff.png")).await?;
     println!("screenshot: {}", shot.display());
 
@@ -405,6 +446,7 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
             ]),
         "agent link: {agent}"
     );
+    settle(&page).await?;
     let shot = page
         .screenshot(&artifacts.join("3-agent-reply.png"))
         .await?;
@@ -472,6 +514,21 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
         "exactly one message sent"
     );
 
+    // --- the agent hands the conversation back: the banner goes away ---
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{base}/agent/api/conversations/site/{session}/release"
+        ))
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "release: {}", resp.status());
+    page.wait_for(
+        "the banner to go after the agent hands back",
+        &js(r#"W.dataset.handoff === 'false' && $('[data-role="handoff-banner"]').hidden"#),
+        WAIT_POLL,
+    )
+    .await?;
+
     // --- Escape closes the panel and gives focus back to the launcher ---
     page.eval(&js("$('[data-role=\"input\"]').focus()")).await?;
     page.press("Escape", 27, None).await?;
@@ -491,18 +548,171 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
             "the full-screen panel on a small viewport",
             &js(r#"(() => {
                 const r = $('[data-role="panel"]').getBoundingClientRect();
-                return r.left === 0 && r.top === 0 && r.width === innerWidth && r.height === innerHeight
-                    ? [r.width, r.height] : null;
+                return r.left === 0 && r.top === 0 && r.width === 390 && innerWidth === 390
+                    && r.height === innerHeight ? [r.width, r.height] : null;
             })()"#),
             WAIT,
         )
         .await
         .map_err(|e| anyhow!("mobile layout: {e}"))?;
     println!("mobile panel: {rect}");
+    settle(&page).await?;
     let shot = page.screenshot(&artifacts.join("4-mobile.png")).await?;
     println!("screenshot: {}", shot.display());
 
     drop(browser);
     drop(kefu);
+    Ok(())
+}
+
+/// A shop page on another origin, with its own heavy-handed element styles.
+fn shop_page(kefu: &str) -> String {
+    format!(
+        r##"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Example shop</title>
+<style>
+  body {{ font-family: Georgia, serif; font-size: 20px; }}
+  div {{ margin: 7px; padding: 11px; }}
+  button {{ background: rgb(255, 0, 0); border-radius: 0; padding: 30px; }}
+  textarea {{ font-size: 30px; }}
+</style></head>
+<body>
+<h1>Example shop</h1>
+<button id="host-button" type="button">Host button</button>
+<div id="host-div">Host box</div>
+<script src="{kefu}/widget.js" data-channel="site" data-lang="zh" data-position="bottom-left"
+        data-primary-color="#16a34a" data-open-on-load="true" async></script>
+</body></html>"##
+    )
+}
+
+/// Serve `html` for every request on an already bound listener.
+fn serve_page(listener: tokio::net::TcpListener, html: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widget_embeds_on_another_origin_isolated_and_in_chinese() -> Result<()> {
+    let chromium_path = chromium_binary();
+    let artifacts = artifacts_dir();
+    std::fs::create_dir_all(&artifacts)?;
+    let shop = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let shop_port = shop.local_addr()?.port();
+    let shop_origin = format!("http://127.0.0.1:{shop_port}");
+    let kefu = Kefu::start(
+        &artifacts.join("kefu-serve-cross-origin.log"),
+        std::slice::from_ref(&shop_origin),
+    )?;
+    serve_page(shop, shop_page(&kefu.base));
+    let browser = Chromium::launch(&chromium_path).await?;
+    let page = browser.new_page().await?;
+    page.set_viewport(1100, 800, 1.0, false).await?;
+
+    // --- an allowed origin: the one-line embed, opened on load, in Chinese ---
+    page.navigate(&format!("{shop_origin}/"), WAIT).await?;
+    page.wait_for(
+        "the widget opened on load",
+        &js(r#"$('[data-role="launcher"]') && W.style.visibility === ''
+            && !$('[data-role="panel"]').hidden"#),
+        WAIT,
+    )
+    .await?;
+    let look = page
+        .eval(&js(r#"(() => {
+            const host = document.getElementById('host-button'), box = document.getElementById('host-div');
+            const panel = $('[data-role="panel"]');
+            const header = $('.kefu-header');
+            return {
+                placeholder: $('[data-role="input"]').placeholder,
+                left: W.getBoundingClientRect().left,
+                // offsetLeft ignores the opening animation's transform.
+                panelLeft: W.getBoundingClientRect().left + panel.offsetLeft,
+                launcher: getComputedStyle($('[data-role="launcher"]')).backgroundColor,
+                launcherPadding: getComputedStyle($('[data-role="launcher"]')).paddingTop,
+                headerMargin: getComputedStyle(header).marginTop,
+                inputFont: getComputedStyle($('[data-role="input"]')).fontSize,
+                hostButton: [getComputedStyle(host).backgroundColor, getComputedStyle(host).borderRadius],
+                hostDiv: getComputedStyle(box).marginTop,
+                hostFont: getComputedStyle(document.body).fontFamily,
+            };
+        })()"#))
+        .await?;
+    println!("cross-origin look: {look}");
+    ensure!(
+        look["placeholder"] == "请输入您的问题…",
+        "data-lang=zh: {look}"
+    );
+    ensure!(
+        look["left"] == 20 && look["panelLeft"] == 20,
+        "data-position=bottom-left: {look}"
+    );
+    ensure!(
+        look["launcher"] == "rgb(22, 163, 74)" && look["launcherPadding"] == "0px",
+        "widget styles win over the host's element styles: {look}"
+    );
+    ensure!(
+        look["headerMargin"] == "0px" && look["inputFont"] == "14px",
+        "host element styles stay out of the widget: {look}"
+    );
+    ensure!(
+        look["hostButton"] == json!(["rgb(255, 0, 0)", "0px"]) && look["hostDiv"] == "7px",
+        "widget styles stay out of the host page: {look}"
+    );
+
+    ask(&page, "转人工").await?;
+    page.wait_for(
+        "the Chinese handoff banner",
+        &js(r#"!$('[data-role="handoff-banner"]').hidden
+            && $('[data-role="handoff-banner"]').textContent.includes('已为您转接人工客服，请稍候')"#),
+        WAIT,
+    )
+    .await?;
+    settle(&page).await?;
+    let shot = page
+        .screenshot(&artifacts.join("5-cross-origin-zh.png"))
+        .await?;
+    println!("screenshot: {}", shot.display());
+
+    // --- the same page from an origin not in allowed_origins: refused, shown inline ---
+    page.navigate(&format!("http://localhost:{shop_port}/"), WAIT)
+        .await?;
+    page.wait_for(
+        "the widget on the refused origin",
+        &js(r#"$('[data-role="input"]') && !$('[data-role="panel"]').hidden"#),
+        WAIT,
+    )
+    .await?;
+    ensure!(
+        count(&page, "user").await? == 0,
+        "another origin has its own storage"
+    );
+    ask(&page, "你好").await?;
+    page.wait_for(
+        "an inline error with Retry on a refused origin",
+        &js(r#"$('[data-role="error"]') && $('[data-role="retry"]') && msgs('bot').length === 0"#),
+        WAIT,
+    )
+    .await?;
     Ok(())
 }

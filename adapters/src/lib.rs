@@ -186,6 +186,12 @@ pub trait Channel: Send + Sync {
         now: SystemTime,
         rng: &mut dyn rand_core::RngCore,
     ) -> Result<Vec<Call>, EncodeError>;
+    /// The calls to try instead when `failed` (one of `encode`'s calls for `out`) fails for
+    /// good. DingTalk: the OpenAPI send after an expired sessionWebhook. Default: none.
+    fn fallback(&self, out: &Outbound, failed: &Call) -> Vec<Call> {
+        let _ = (out, failed);
+        Vec::new()
+    }
 }
 
 /// Unix milliseconds of `t` (0 before the epoch).

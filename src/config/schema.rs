@@ -286,6 +286,8 @@ impl Default for QualityConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RepliesConfig {
     pub greeting: LocalizedText,
+    /// The answer to "are you a bot?".
+    pub identity: LocalizedText,
     pub clarify: LocalizedText,
     pub thanks: LocalizedText,
     pub empathy: LocalizedText,
@@ -324,6 +326,10 @@ impl Default for RepliesConfig {
             greeting: LocalizedText::new(
                 "Hello! I'm the support assistant. Ask me about our product, plans, billing or your orders.",
                 "您好！我是智能客服，可以回答产品、套餐、账单和订单相关的问题。",
+            ),
+            identity: LocalizedText::new(
+                "I'm a virtual assistant: I answer from our help center, and I can bring in a human agent whenever you ask.",
+                "我是智能客服助手，会根据帮助中心的内容回答您的问题；需要时也可以随时为您转接人工客服。",
             ),
             clarify: LocalizedText::new(
                 "Sorry, I'm not sure I understood. Could you tell me a bit more about what you need?",

@@ -32,6 +32,12 @@ const HUMAN_PHRASES: &[&str] = &[
     "talk to someone",
     "speak to someone",
     "operator",
+    "connect me to",
+    "customer service staff",
+    "support staff",
+    "human being",
+    "转接人工",
+    "找客服",
 ];
 
 /// Why a conversation went to a human. The strings are stable: metrics and the agent queue

@@ -84,6 +84,8 @@ pub struct Intent {
 #[serde(rename_all = "lowercase")]
 pub enum SmallTalk {
     Hello,
+    /// "Are you a bot?"
+    Identity,
     Thanks,
     Bye,
 }
@@ -96,6 +98,9 @@ pub trait IntentClassifier: Send + Sync {
 // Lexicons. English entries are matched on word boundaries (multi-word phrases as phrases);
 // Chinese ones as substrings. Weights: 2 = decisive, 1 = suggestive.
 const REFUND: &[(&str, u8)] = &[
+    ("退给我", 2),
+    ("退还", 2),
+    ("要回", 1),
     ("refund", 2),
     ("refunds", 2),
     ("refunded", 2),
@@ -118,6 +123,14 @@ const REFUND: &[(&str, u8)] = &[
     ("把钱", 1),
 ];
 const CANCEL: &[(&str, u8)] = &[
+    ("auto renewal", 2),
+    ("stop renewal", 2),
+    ("turn off renewal", 2),
+    ("don't want to be charged", 2),
+    ("stop charging", 2),
+    ("自动续费", 2),
+    ("不续了", 2),
+    ("停止续费", 2),
     ("cancel", 2),
     ("cancelling", 2),
     ("canceling", 2),
@@ -141,6 +154,49 @@ const CANCEL: &[(&str, u8)] = &[
     ("不用了", 1),
 ];
 const COMPLAINT: &[(&str, u8)] = &[
+    ("slow", 1),
+    ("so slow", 2),
+    ("annoying", 2),
+    ("took forever", 2),
+    ("takes forever", 2),
+    ("late", 1),
+    ("please fix", 1),
+    ("fix it", 1),
+    ("outrageous", 2),
+    ("emergency", 1),
+    ("locked out", 1),
+    ("charged me", 1),
+    ("charged my", 1),
+    ("nobody answers", 2),
+    ("no one answers", 2),
+    ("down for", 1),
+    ("慢", 1),
+    ("不太好", 2),
+    ("不好用", 3),
+    ("乱", 1),
+    ("找不到", 1),
+    ("延迟", 1),
+    ("修一下", 1),
+    ("好几天", 1),
+    ("搜不到", 1),
+    ("挂了", 2),
+    ("没法", 1),
+    ("体验", 1),
+    ("三次", 1),
+    ("sue", 2),
+    ("lawsuit", 2),
+    ("lawyer", 2),
+    ("media", 1),
+    ("起诉", 2),
+    ("曝光", 2),
+    ("律师", 2),
+    ("太过分", 2),
+    ("过分", 1),
+    ("没人回", 2),
+    ("没人理", 2),
+    ("登不上", 1),
+    ("十万火急", 2),
+    ("what a joke", 2),
     ("terrible", 2),
     ("awful", 2),
     ("worst", 2),
@@ -205,6 +261,13 @@ const COMPLAINT: &[(&str, u8)] = &[
     ("还没解决", 2),
 ];
 const PRAISE: &[(&str, u8)] = &[
+    ("好用", 2),
+    ("赞", 2),
+    ("帮了大忙", 2),
+    ("清楚", 1),
+    ("专业", 1),
+    ("solved it", 2),
+    ("you rock", 2),
     ("thank", 1),
     ("thanks", 1),
     ("thx", 1),
@@ -269,6 +332,7 @@ const REQUEST_MARKERS: &[&str] = &[
 ];
 /// Chinese question and request markers, matched anywhere.
 const QUESTION_MARKERS_ZH: &[&str] = &[
+    "多久",
     "怎么",
     "如何",
     "什么",
@@ -287,6 +351,13 @@ const QUESTION_MARKERS_ZH: &[&str] = &[
     "帮",
 ];
 const URGENT: &[&str] = &[
+    "fix it now",
+    "now!",
+    "emergency",
+    "locked out",
+    "挂了",
+    "没法干活",
+    "十万火急",
     "urgent",
     "urgently",
     "asap",
@@ -300,11 +371,12 @@ const URGENT: &[&str] = &[
     "立刻",
     "赶紧",
     "立即",
-    "急",
     "火速",
-    "尽快",
 ];
 const STRONG_NEGATIVE: &[&str] = &[
+    "scammer",
+    "太过分",
+    "outrageous",
     "scam",
     "fraud",
     "fuck",
@@ -378,6 +450,20 @@ const THANKS: &[&str] = &[
     "好的谢谢",
     "好的，谢谢",
 ];
+/// "Are you a bot?": answered as small talk, not searched for.
+const IDENTITY: &[&str] = &[
+    "are you a bot",
+    "are you a robot",
+    "are you human",
+    "are you real",
+    "is this a bot",
+    "am i talking to a bot",
+    "你是机器人",
+    "是机器人吗",
+    "你是真人吗",
+    "你是ai",
+    "你是谁",
+];
 const BYE: &[&str] = &[
     "bye",
     "goodbye",
@@ -427,8 +513,10 @@ impl BuiltinClassifier {
 
     pub fn classify_sync(&self, text: &str) -> Intent {
         let norm = normalize(text);
+        // ASCII word runs only ("我要refund" has the word "refund"); Chinese phrases are
+        // matched as substrings.
         let words: Vec<&str> = norm
-            .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
             .filter(|w| !w.is_empty())
             .collect();
         let score = |lex: &[(&str, u8)]| -> u32 {
@@ -462,9 +550,14 @@ impl BuiltinClassifier {
         }
         let best = scores
             .iter()
-            .max_by_key(|(_, s)| *s)
-            .copied()
-            .unwrap_or((IntentKind::Query, 0));
+            // On a tie the earlier intent wins: acting on a request beats commenting on it.
+            .fold((IntentKind::Query, 0), |best, &(k, sc)| {
+                if sc > best.1 {
+                    (k, sc)
+                } else {
+                    best
+                }
+            });
         let kind = if best.1 == 0 {
             if looks_like_other(&norm, &words) {
                 IntentKind::Other
@@ -477,7 +570,7 @@ impl BuiltinClassifier {
         } else if best.1 == 1 && question && matches!(best.0, IntentKind::Complaint) {
             IntentKind::Query
         } else if matches!(best.0, IntentKind::Refund | IntentKind::Cancel)
-            && question
+            && info_question(&norm, &words)
             && self.find_order(text).is_none()
             && !REQUEST_MARKERS
                 .iter()
@@ -495,7 +588,7 @@ impl BuiltinClassifier {
     fn finish(&self, text: &str, norm: &str, words: &[&str], kind: IntentKind) -> Intent {
         let sentiment = sentiment(norm, words, kind);
         let urgent = URGENT.iter().any(|p| matches_phrase(norm, words, p));
-        let shouting = text.matches('!').count() + text.matches('！').count() >= 3
+        let shouting = text.matches('!').count() + text.matches('！').count() >= 2
             || (text.chars().filter(|c| c.is_ascii_uppercase()).count() >= 12
                 && text.chars().filter(|c| c.is_ascii_lowercase()).count() * 2
                     < text.chars().filter(|c| c.is_ascii_uppercase()).count());
@@ -516,13 +609,28 @@ impl BuiltinClassifier {
         let needs_order_info = order.is_none()
             && (matches!(kind, IntentKind::Refund | IntentKind::Cancel)
                 || (about_order && kind == IntentKind::Complaint));
+        let small_talk = small_talk(norm, words);
+        // Small talk is `other` ("hello", "are you a bot?"), thanks are praise — unless the
+        // message also asks for something specific.
+        let kind = match (small_talk, kind) {
+            (
+                Some(SmallTalk::Thanks),
+                IntentKind::Query | IntentKind::Other | IntentKind::Praise,
+            ) => IntentKind::Praise,
+            (Some(_), IntentKind::Query) => IntentKind::Other,
+            (_, k) => k,
+        };
         Intent {
             intent: kind,
             urgency,
-            sentiment,
+            sentiment: if kind == IntentKind::Praise && sentiment == Sentiment::Neutral {
+                Sentiment::Positive
+            } else {
+                sentiment
+            },
             needs_order_info,
             order,
-            small_talk: small_talk(norm, words),
+            small_talk,
         }
     }
 
@@ -576,7 +684,10 @@ fn matches_phrase(norm: &str, words: &[&str], phrase: &str) -> bool {
     }
     words.iter().any(|w| {
         *w == phrase
-            || (phrase.len() >= 5 && w.len() + 1 >= phrase.len() && within_one_edit(w, phrase))
+            // A plural ("frauds", "scammers") is the same complaint.
+            || w.strip_suffix('s') == Some(phrase)
+            // One typo only in longer words: "treat" must not read as "great".
+            || (phrase.len() >= 6 && w.len() + 1 >= phrase.len() && within_one_edit(w, phrase))
     })
 }
 
@@ -609,6 +720,19 @@ fn is_question(norm: &str, words: &[&str]) -> bool {
         || QUESTION_MARKERS_ZH.iter().any(|p| norm.contains(p))
 }
 
+/// A question asking for information ("how long does a refund take", "退款多久到账"),
+/// as opposed to "can I get my money back?", which asks for the money.
+fn info_question(norm: &str, words: &[&str]) -> bool {
+    const OPENERS: &[&str] = &[
+        "how", "what", "what's", "whats", "when", "where", "why", "which", "is", "are", "does",
+        "do", "will", "whats",
+    ];
+    const ZH: &[&str] = &[
+        "多久", "怎么", "如何", "什么", "几天", "哪", "规则", "政策", "吗", "多少",
+    ];
+    words.first().is_some_and(|w| OPENERS.contains(w)) || ZH.iter().any(|p| norm.contains(p))
+}
+
 /// Too short and too vague to search for: "ok", "hmm", "asdf", "嗯".
 fn looks_like_other(norm: &str, words: &[&str]) -> bool {
     let cjk = norm
@@ -635,7 +759,7 @@ fn sentiment(norm: &str, words: &[&str], kind: IntentKind) -> Sentiment {
         .sum::<usize>();
     let intense = INTENSIFIERS.iter().any(|p| matches_phrase(norm, words, p))
         || norm.matches('!').count() >= 2;
-    if strong >= 1 && (complaint >= 2 || intense) || strong >= 2 || complaint >= 6 {
+    if strong >= 1 && (complaint >= 2 || intense) || strong >= 2 || complaint >= 7 {
         Sentiment::VeryNegative
     } else if complaint >= 2 || strong >= 1 {
         Sentiment::Negative
@@ -653,13 +777,23 @@ fn small_talk(norm: &str, words: &[&str]) -> Option<SmallTalk> {
         .collect::<String>()
         .trim()
         .to_string();
+    if IDENTITY.iter().any(|p| norm.contains(p)) && stripped.chars().count() <= 40 {
+        return Some(SmallTalk::Identity);
+    }
     let short = words.len() <= 4 && stripped.chars().count() <= 12;
     if !short {
         return None;
     }
     let has = |list: &[&str]| {
-        list.iter()
-            .any(|p| stripped == *p || (matches_phrase(norm, words, p) && words.len() <= 3))
+        list.iter().any(|p| {
+            stripped == *p
+                || if p.is_ascii() {
+                    matches_phrase(norm, words, p) && words.len() <= 3
+                } else {
+                    // "你好呀" and "在吗？" yes; "取消订阅后数据还在吗" no.
+                    stripped.contains(p) && stripped.chars().count() <= p.chars().count() + 2
+                }
+        })
     };
     if has(THANKS) {
         Some(SmallTalk::Thanks)

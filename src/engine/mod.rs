@@ -405,6 +405,7 @@ impl Engine {
         if let Some(st) = intent.small_talk {
             let r = match st {
                 SmallTalk::Hello => &replies.greeting,
+                SmallTalk::Identity => &replies.identity,
                 SmallTalk::Thanks => &replies.thanks,
                 SmallTalk::Bye => &replies.goodbye,
             };

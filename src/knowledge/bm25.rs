@@ -9,15 +9,23 @@
 
 use std::collections::HashMap;
 
+use super::analyze::is_stopword;
+
 #[derive(Clone, Debug)]
 pub struct Bm25Params {
     pub k1: f32,
     pub b: f32,
+    /// Weight of a stop word (`how`, `my`, `的`) in the query, numerator and denominator.
+    pub stop_weight: f32,
 }
 
 impl Default for Bm25Params {
     fn default() -> Self {
-        Self { k1: 1.2, b: 0.75 }
+        Self {
+            k1: 1.2,
+            b: 0.5,
+            stop_weight: 0.5,
+        }
     }
 }
 
@@ -77,12 +85,16 @@ impl Bm25 {
         let mut uniq: Vec<&String> = query_terms.iter().collect();
         uniq.sort();
         uniq.dedup();
-        let Bm25Params { k1, b } = self.params;
+        let Bm25Params { k1, b, stop_weight } = self.params;
+        let qweight = |t: &str| if is_stopword(t) { stop_weight } else { 1.0 };
         let denom: f32 = uniq
             .iter()
-            .map(|t| match self.vocab.get(*t) {
-                Some(id) => self.idf[*id as usize],
-                None => idf(n, 0.0),
+            .map(|t| {
+                qweight(t)
+                    * match self.vocab.get(*t) {
+                        Some(id) => self.idf[*id as usize],
+                        None => idf(n, 0.0),
+                    }
             })
             .sum::<f32>();
         let mut touched = Vec::new();
@@ -93,7 +105,7 @@ impl Bm25 {
             let Some(&id) = self.vocab.get(t) else {
                 continue;
             };
-            let w = self.idf[id as usize] / denom;
+            let w = qweight(t) * self.idf[id as usize] / denom;
             for &(u, tf) in &self.postings[id as usize] {
                 let tf = f32::from(tf);
                 let norm = k1 * (1.0 - b + b * self.unit_len[u as usize] / self.avg_len);

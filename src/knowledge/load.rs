@@ -221,4 +221,24 @@ mod tests {
         let (_, problems) = walk(&dir.path().join("missing"));
         assert_eq!(problems.len(), 1);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn loaders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            for rel in ["a/x.md", "a/x.jsonl", "a/x.csv", "x.txt"] {
+                let f = load_file(rel, &bytes);
+                for c in &f.chunks {
+                    proptest::prop_assert!(!c.match_texts.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn structured_noise_never_panics(s in r#"(---\n|#{1,7} ?|\{|\}|"|,|:|\[|\]|\||\n|```|question|answer|id|[a-z退款 ]{0,8}){0,60}"#) {
+            for rel in ["x.md", "x.jsonl", "x.csv"] {
+                let _ = load_file(rel, s.as_bytes());
+            }
+            let _ = crate::knowledge::analyze::terms(&s);
+        }
+    }
 }

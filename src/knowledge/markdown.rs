@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn long_sections_split_near_max() {
         let para = "This is a sentence about refunds. ".repeat(20);
-        let body = vec![para.as_str(); 6].join("\n\n");
+        let body = [para.as_str(); 6].join("\n\n");
         let pieces = split_long(&body, 1200);
         assert!(pieces.len() >= 3);
         assert!(pieces.iter().all(|p| p.chars().count() <= 1200));

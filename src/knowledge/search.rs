@@ -27,12 +27,14 @@ use super::vectors::Matrix;
 use super::RetrievalMode;
 
 /// The threshold recommended for `knowledge.min_score` (see the module docs).
-pub const RECOMMENDED_MIN_SCORE: f32 = 0.5;
+pub const RECOMMENDED_MIN_SCORE: f32 = 0.6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UnitKind {
     Match,
     Body,
+    /// All match texts of an FAQ entry as one text: the entry as a whole (a class centroid).
+    Pool,
 }
 
 /// A chunk as stored and as returned (everything a `Hit` needs but the score).
@@ -56,6 +58,8 @@ pub struct SearchParams {
     pub faq_body_weight: f32,
     /// Weight of a section body against its heading line.
     pub section_body_weight: f32,
+    /// Share of the pooled unit in an FAQ's match similarity (the rest: best single text).
+    pub pool_weight: f32,
     /// (k, c) of the calibration sigmoid for hybrid, vector, lexical.
     pub calibration: [(f32, f32); 3],
 }
@@ -63,10 +67,11 @@ pub struct SearchParams {
 impl Default for SearchParams {
     fn default() -> Self {
         Self {
-            alpha: 0.5,
-            faq_body_weight: 0.5,
+            alpha: 0.4,
+            faq_body_weight: 0.7,
             section_body_weight: 1.0,
-            calibration: [(12.0, 0.45), (12.0, 0.45), (12.0, 0.45)],
+            pool_weight: 0.7,
+            calibration: [(11.0, 0.22), (9.0, 0.32), (10.0, 0.16)],
         }
     }
 }
@@ -123,30 +128,37 @@ impl Snapshot {
             mode
         };
         let weight = |u: usize| match self.unit_kind[u] {
-            UnitKind::Match => 1.0,
+            UnitKind::Match | UnitKind::Pool => 1.0,
             UnitKind::Body => match self.chunks[self.unit_chunk[u] as usize].kind {
                 ChunkKind::Faq => p.faq_body_weight,
                 ChunkKind::Section => p.section_body_weight,
             },
         };
-        let mut v = vec![0f32; n];
+        let mut v = Signal::new(n);
         if mode != RetrievalMode::Lexical {
             if let Some((m, q)) = vectors {
                 for (u, cos) in m.cosines(q).into_iter().enumerate() {
-                    let c = self.unit_chunk[u] as usize;
-                    v[c] = v[c].max(weight(u) * cos.max(0.0));
+                    v.add(
+                        self.unit_chunk[u] as usize,
+                        self.unit_kind[u],
+                        weight(u) * cos.max(0.0),
+                    );
                 }
             }
         }
-        let mut l = vec![0f32; n];
+        let mut l = Signal::new(n);
         if mode != RetrievalMode::Vector {
             let mut per_unit = vec![0f32; self.unit_chunk.len()];
             for u in self.bm25.score_into(qterms, &mut per_unit) {
                 let u = u as usize;
-                let c = self.unit_chunk[u] as usize;
-                l[c] = l[c].max(weight(u) * per_unit[u]);
+                l.add(
+                    self.unit_chunk[u] as usize,
+                    self.unit_kind[u],
+                    weight(u) * per_unit[u],
+                );
             }
         }
+        let (v, l) = (v.finish(p.pool_weight), l.finish(p.pool_weight));
         let mut ranked: Vec<Ranked> = (0..n)
             .filter_map(|c| {
                 let raw = match mode {
@@ -172,6 +184,45 @@ impl Snapshot {
     }
 }
 
+/// Per chunk: best match unit, pooled unit (if any), best weighted body unit.
+struct Signal {
+    best: Vec<f32>,
+    pool: Vec<Option<f32>>,
+    body: Vec<f32>,
+}
+
+impl Signal {
+    fn new(n: usize) -> Self {
+        Self {
+            best: vec![0.0; n],
+            pool: vec![None; n],
+            body: vec![0.0; n],
+        }
+    }
+
+    fn add(&mut self, chunk: usize, kind: UnitKind, s: f32) {
+        match kind {
+            UnitKind::Match => self.best[chunk] = self.best[chunk].max(s),
+            UnitKind::Pool => self.pool[chunk] = Some(s),
+            UnitKind::Body => self.body[chunk] = self.body[chunk].max(s),
+        }
+    }
+
+    /// `max((1-β)·best + β·pool, body)`; without a pool unit (a single match text),
+    /// `max(best, body)`.
+    fn finish(self, beta: f32) -> Vec<f32> {
+        self.best
+            .into_iter()
+            .zip(self.pool)
+            .zip(self.body)
+            .map(|((best, pool), body)| {
+                let m = pool.map_or(best, |pool| (1.0 - beta) * best + beta * pool);
+                m.max(body)
+            })
+            .collect()
+    }
+}
+
 /// The texts embedded and indexed for a loaded chunk, in unit order.
 pub fn unit_texts(c: &super::load::LoadedChunk) -> Vec<(UnitKind, String)> {
     let mut out: Vec<(UnitKind, String)> = c
@@ -179,6 +230,9 @@ pub fn unit_texts(c: &super::load::LoadedChunk) -> Vec<(UnitKind, String)> {
         .iter()
         .map(|t| (UnitKind::Match, t.clone()))
         .collect();
+    if c.kind == ChunkKind::Faq && c.match_texts.len() > 1 {
+        out.push((UnitKind::Pool, c.match_texts.join("\n")));
+    }
     let body = match c.kind {
         ChunkKind::Faq => c.text.clone(),
         ChunkKind::Section => match c.match_texts.first() {

@@ -1,11 +1,18 @@
 //! Vectors in memory and on disk: L2-normalized, quantized to `i8` with one scale per vector
-//! (a quarter of the f32 size, cosine error ≈ 1e-3), scanned brute force. Past
-//! [`PARALLEL_ROWS`] rows the scan is split across the available cores.
+//! (a quarter of the f32 size, cosine error ≈ 1e-3), scanned brute force.
+//!
+//! In memory the matrix is stored in blocks of [`BLOCK`] rows, each block dimension-major, so
+//! a scan touches only the dimensions where the (quantized) query is non-zero: the built-in
+//! embedder's queries are sparse (≈50–200 of 1024 dimensions), which makes the scan 5–10×
+//! cheaper than a row-by-row dot product; a dense query (an HTTP embedder) costs the same as
+//! a plain scan. Past [`PARALLEL_ROWS`] rows, blocks are split across the available cores.
 
+/// Rows per block: the block's i32 accumulators stay in L1.
+const BLOCK: usize = 1024;
 /// Rows above which a scan uses more than one thread.
 const PARALLEL_ROWS: usize = 16_384;
 
-/// Normalize and quantize one vector: (codes, scale) with `v[i] ≈ codes[i] * scale`.
+/// Normalize and quantize one vector: (codes, scale) with `v[i]/|v| ≈ codes[i] * scale`.
 pub fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
@@ -37,11 +44,12 @@ pub fn decode(bytes: &[u8], dim: usize) -> Option<(&[u8], f32)> {
     Some((&bytes[4..], scale))
 }
 
-/// Row-major quantized vectors.
+/// Quantized vectors in dimension-major blocks of [`BLOCK`] rows.
 #[derive(Debug, Default)]
 pub struct Matrix {
     dim: usize,
-    codes: Vec<i8>,
+    /// `blocks[b][d * BLOCK + r]` = dimension `d` of row `b * BLOCK + r` (0-padded).
+    blocks: Vec<Vec<i8>>,
     scales: Vec<f32>,
 }
 
@@ -61,16 +69,24 @@ impl Matrix {
         self.scales.len()
     }
 
+    /// Append one row of codes (as stored: `i8` reinterpreted as `u8`).
     pub fn push(&mut self, codes: &[u8], scale: f32) {
         debug_assert_eq!(codes.len(), self.dim);
-        self.codes.extend(codes.iter().map(|c| *c as i8));
+        let r = self.rows() % BLOCK;
+        if r == 0 {
+            self.blocks.push(vec![0; self.dim * BLOCK]);
+        }
+        let block = self.blocks.last_mut().expect("a block was just ensured");
+        for (d, c) in codes.iter().enumerate().take(self.dim) {
+            block[d * BLOCK + r] = *c as i8;
+        }
         self.scales.push(scale);
     }
 
     pub fn push_f32(&mut self, v: &[f32]) {
         let (codes, scale) = quantize(v);
-        self.codes.extend(codes);
-        self.scales.push(scale);
+        let bytes: Vec<u8> = codes.iter().map(|c| *c as u8).collect();
+        self.push(&bytes, scale);
     }
 
     /// Cosine of `query` with every row (0 for a zero query or a wrong dimension).
@@ -83,6 +99,13 @@ impl Matrix {
         if qscale == 0.0 {
             return out;
         }
+        // Only the query's non-zero dimensions contribute.
+        let nz: Vec<(usize, i16)> = q
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0)
+            .map(|(d, c)| (d, i16::from(*c)))
+            .collect();
         let threads = if self.rows() >= PARALLEL_ROWS {
             std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
@@ -90,44 +113,39 @@ impl Matrix {
         } else {
             1
         };
-        let per = self.rows().div_ceil(threads).max(1);
+        let blocks_per = self.blocks.len().div_ceil(threads).max(1);
         if threads == 1 {
-            self.scan(&q, qscale, 0, &mut out);
+            self.scan(&nz, qscale, 0, &mut out);
         } else {
             std::thread::scope(|s| {
-                for (i, part) in out.chunks_mut(per).enumerate() {
-                    let q = &q;
-                    s.spawn(move || self.scan(q, qscale, i * per, part));
+                for (i, part) in out.chunks_mut(blocks_per * BLOCK).enumerate() {
+                    let nz = &nz;
+                    s.spawn(move || self.scan(nz, qscale, i * blocks_per, part));
                 }
             });
         }
         out
     }
 
-    fn scan(&self, q: &[i8], qscale: f32, first: usize, out: &mut [f32]) {
-        let rows = self.codes[first * self.dim..].chunks_exact(self.dim);
-        for ((o, row), scale) in out.iter_mut().zip(rows).zip(&self.scales[first..]) {
-            *o = dot(q, row) as f32 * qscale * scale;
+    /// Score the rows of blocks `first_block..` into `out` (which starts at that block).
+    fn scan(&self, nz: &[(usize, i16)], qscale: f32, first_block: usize, out: &mut [f32]) {
+        let mut acc = vec![0i32; BLOCK];
+        for (b, part) in out.chunks_mut(BLOCK).enumerate() {
+            let block = &self.blocks[first_block + b];
+            acc.iter_mut().for_each(|a| *a = 0);
+            for &(d, qd) in nz {
+                let col = &block[d * BLOCK..(d + 1) * BLOCK];
+                // |qd·c| ≤ 127² fits i16; the sum over dimensions needs i32.
+                for (a, c) in acc.iter_mut().zip(col) {
+                    *a += i32::from(qd * i16::from(*c));
+                }
+            }
+            let row0 = (first_block + b) * BLOCK;
+            for (r, o) in part.iter_mut().enumerate() {
+                *o = acc[r] as f32 * qscale * self.scales[row0 + r];
+            }
         }
     }
-}
-
-/// i8 dot product in i32, in blocks the compiler vectorizes (i16 products, i32 sums).
-fn dot(a: &[i8], b: &[i8]) -> i32 {
-    let mut acc = [0i32; 16];
-    let (ac, ar) = a.split_at(a.len() / 16 * 16);
-    let (bc, br) = b.split_at(ac.len());
-    for (x, y) in ac.chunks_exact(16).zip(bc.chunks_exact(16)) {
-        for i in 0..16 {
-            acc[i] += i32::from(i16::from(x[i]) * i16::from(y[i]));
-        }
-    }
-    let tail: i32 = ar
-        .iter()
-        .zip(br)
-        .map(|(x, y)| i32::from(*x) * i32::from(*y))
-        .sum();
-    acc.iter().sum::<i32>() + tail
 }
 
 #[cfg(test)]
@@ -176,8 +194,13 @@ mod tests {
         let q: Vec<f32> = (0..dim).map(|j| j as f32).collect();
         let all = m.cosines(&q);
         let (qc, qs) = quantize(&q);
+        let nz: Vec<(usize, i16)> = qc
+            .iter()
+            .enumerate()
+            .map(|(d, c)| (d, i16::from(*c)))
+            .collect();
         let mut one = vec![0.0; m.rows()];
-        m.scan(&qc, qs, 0, &mut one);
+        m.scan(&nz, qs, 0, &mut one);
         assert_eq!(all, one);
     }
 }

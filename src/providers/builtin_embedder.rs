@@ -22,7 +22,7 @@ use crate::knowledge::analyze::{is_stopword, tokens, Token};
 /// Model name recorded in the index. Bump the version when features or weights change.
 pub const MODEL: &str = "builtin-hash-v1";
 /// Default dimension (see the report in `knowledge/mod.rs` for the measurement).
-pub const DEFAULT_DIM: usize = 2048;
+pub const DEFAULT_DIM: usize = 1024;
 
 /// Class weights of the hashed features. Public so tuning code can vary them; the defaults
 /// are what [`MODEL`] means.
@@ -43,7 +43,7 @@ impl Default for FeatureWeights {
         Self {
             word: 1.0,
             stopword: 0.3,
-            bigram: 0.6,
+            bigram: 0.3,
             chars: 1.0,
             cjk_word: 1.0,
             cjk_char: 0.4,

@@ -31,10 +31,16 @@ pub async fn web_origin(State(s): State<AppState>, req: Request, next: Next) -> 
             _ => false,
         });
     if !allowed {
-        return ApiError::Forbidden(format!(
+        let mut resp = ApiError::Forbidden(format!(
             "origin {origin} is not allowed to call this API; add it to allowed_origins of a web channel"
         ))
         .into_response();
+        // Let the refused page read the reason (the widget shows it) — it still gets nothing else.
+        if let Ok(v) = HeaderValue::from_str(&origin) {
+            resp.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        return resp;
     }
     let preflight = req.method() == Method::OPTIONS;
     let mut resp = if preflight {

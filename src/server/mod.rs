@@ -3,8 +3,10 @@
 mod agent;
 mod chat;
 mod cors;
+pub mod dingtalk_stream;
 mod error;
 mod ops;
+pub mod platform;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,20 +24,39 @@ use crate::app::App;
 #[derive(Clone)]
 pub struct AppState {
     pub app: Arc<App>,
+    /// WeCom / DingTalk codecs, the outbox and per-conversation queues.
+    pub platforms: Arc<platform::Platforms>,
 }
 
 impl AppState {
-    pub fn new(app: App) -> Self {
-        AppState { app: Arc::new(app) }
+    pub fn new(app: App) -> anyhow::Result<Self> {
+        let senders =
+            crate::delivery::build_senders(&app.config, &app.http, &app.store, &app.clock)?;
+        let outbox = Arc::new(crate::delivery::Outbox::new(
+            app.store.clone(),
+            senders,
+            app.clock.clone(),
+            app.metrics.clone(),
+        ));
+        let platforms = Arc::new(platform::Platforms::new(&app.config, outbox)?);
+        Ok(AppState {
+            app: Arc::new(app),
+            platforms,
+        })
     }
 
     /// Send an agent's message to the customer on the conversation's own channel. The web
     /// widget polls the history, so web conversations need nothing more.
     pub async fn deliver_agent_message(&self, conv: &crate::store::Conversation, text: &str) {
-        if conv.kind == adapters::ChannelKind::Web {
-            return;
-        }
-        tracing::warn!(channel = %conv.channel, len = text.len(), "no sender for this channel kind yet");
+        platform::deliver_agent_message(self, conv, text);
+    }
+
+    /// Start the background work: outbox workers, the inbox replay, DingTalk Stream clients.
+    /// Everything stops when `stop` turns true.
+    pub fn start_background(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.platforms.outbox.spawn_workers(stop.clone());
+        platform::replay_inbox(self);
+        dingtalk_stream::spawn_all(self, stop);
     }
 }
 
@@ -73,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/widget.css", get(ops::widget_css))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
+        .route("/wecom/{name}", get(platform::wecom).post(platform::wecom))
+        .route("/dingtalk/{name}", post(platform::dingtalk))
         .merge(api)
         .merge(agent)
         .fallback(ops::not_found)
@@ -90,10 +113,13 @@ pub async fn serve(state: AppState, listen: &str) -> anyhow::Result<()> {
     println!("kefu listening on http://{addr}");
     tracing::info!(%addr, "listening");
     let store = state.app.store.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    state.start_background(stop_rx);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    let _ = stop_tx.send(true);
     store.flush().ok();
     tracing::info!("stopped");
     Ok(())

@@ -35,7 +35,7 @@ async fn test_app() -> (Router, AppState, tempfile::TempDir) {
     let app = App::with_db(Arc::new(cfg), db, IngestPolicy::WhenStale)
         .await
         .unwrap();
-    let state = AppState::new(app);
+    let state = AppState::new(app).unwrap();
     (router(state.clone()), state, dir)
 }
 

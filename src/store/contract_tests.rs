@@ -96,6 +96,16 @@ fn store_contract(s: &dyn Store) {
     s.outbox_update(&first).unwrap(); // updating a removed entry doesn't resurrect it
     assert_eq!(s.outbox_len().unwrap(), 1);
 
+    let m = crate::testing::web_message("s", "m1", "hi");
+    s.inbox_put("site:m1", &m).unwrap();
+    s.inbox_put("site:m2", &crate::testing::web_message("s", "m2", "there"))
+        .unwrap();
+    let all = s.inbox_all().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], ("site:m1".to_string(), m));
+    s.inbox_remove("site:m1").unwrap();
+    assert_eq!(s.inbox_all().unwrap()[0].0, "site:m2");
+
     assert!(s.kv_get("token").unwrap().is_none());
     s.kv_put("token", b"abc").unwrap();
     assert_eq!(s.kv_get("token").unwrap().unwrap(), b"abc");

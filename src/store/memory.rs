@@ -19,6 +19,7 @@ struct Inner {
     outbox: BTreeMap<u64, OutboxItem>,
     next_id: u64,
     kv: BTreeMap<String, Vec<u8>>,
+    inbox: Vec<(String, adapters::Inbound)>,
 }
 
 impl MemoryStore {
@@ -132,6 +133,20 @@ impl Store for MemoryStore {
     fn outbox_remove(&self, id: u64) -> StoreResult<()> {
         self.lock().outbox.remove(&id);
         Ok(())
+    }
+
+    fn inbox_put(&self, key: &str, m: &adapters::Inbound) -> StoreResult<()> {
+        self.lock().inbox.push((key.to_string(), m.clone()));
+        Ok(())
+    }
+
+    fn inbox_remove(&self, key: &str) -> StoreResult<()> {
+        self.lock().inbox.retain(|(k, _)| k != key);
+        Ok(())
+    }
+
+    fn inbox_all(&self) -> StoreResult<Vec<(String, adapters::Inbound)>> {
+        Ok(self.lock().inbox.clone())
     }
 
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -56,6 +56,12 @@ pub trait Store: Send + Sync {
     fn outbox_len(&self) -> StoreResult<usize>;
     fn outbox_update(&self, item: &OutboxItem) -> StoreResult<()>;
     fn outbox_remove(&self, id: u64) -> StoreResult<()>;
+    /// Keep a platform message that was acknowledged but not handled yet, so a crash
+    /// between the 200 and the reply loses nothing: `serve` replays the inbox on start.
+    fn inbox_put(&self, key: &str, m: &adapters::Inbound) -> StoreResult<()>;
+    fn inbox_remove(&self, key: &str) -> StoreResult<()>;
+    /// Every waiting message, in the order they were put.
+    fn inbox_all(&self) -> StoreResult<Vec<(String, adapters::Inbound)>>;
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()>;
     /// Make everything written so far durable (called at shutdown; sled also flushes on a timer).

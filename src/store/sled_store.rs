@@ -14,6 +14,7 @@ pub struct SledStore {
     dedupe: sled::Tree,
     outbox: sled::Tree,
     kv: sled::Tree,
+    inbox: sled::Tree,
 }
 
 impl SledStore {
@@ -25,6 +26,7 @@ impl SledStore {
             dedupe: db.open_tree("dedupe")?,
             outbox: db.open_tree("outbox")?,
             kv: db.open_tree("kv")?,
+            inbox: db.open_tree("inbox")?,
         })
     }
 }
@@ -183,6 +185,34 @@ impl Store for SledStore {
     fn outbox_remove(&self, id: u64) -> StoreResult<()> {
         self.outbox.remove(id.to_be_bytes())?;
         Ok(())
+    }
+
+    fn inbox_put(&self, key: &str, m: &adapters::Inbound) -> StoreResult<()> {
+        // Keyed by a sequence so replay keeps arrival order; the value carries the key.
+        let seq = self.db.generate_id()?;
+        self.inbox.insert(seq.to_be_bytes(), encode(&(key, m))?)?;
+        Ok(())
+    }
+
+    fn inbox_remove(&self, key: &str) -> StoreResult<()> {
+        for kv in self.inbox.iter() {
+            let (k, v) = kv?;
+            let (stored, _): (String, adapters::Inbound) = decode(&k, &v)?;
+            if stored == key {
+                self.inbox.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn inbox_all(&self) -> StoreResult<Vec<(String, adapters::Inbound)>> {
+        self.inbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
     }
 
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {

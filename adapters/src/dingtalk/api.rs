@@ -80,6 +80,10 @@ pub enum AnswerError {
     Malformed { status: u16, reason: String },
 }
 
+/// A custom group robot may send this many messages a minute; more blocks it for 10 minutes
+/// (errcode 130101, dingtalk.md §6). Throttle client-side: queue, don't drop.
+pub const CUSTOM_ROBOT_PER_MINUTE: u32 = 20;
+
 /// errcode: sending too fast (custom robot: 20/min, then blocked 10 min).
 pub const ERR_TOO_FAST: i64 = 130_101;
 /// errcode: message too long.

@@ -1,8 +1,11 @@
-//! DingTalk (钉钉) enterprise-internal robot: `/work/shared/protocols/dingtalk.md`.
+//! DingTalk (钉钉) enterprise-internal app robot. `dingtalk.md §n` in comments are the sections
+//! of the shared protocol notes (`protocols/dingtalk.md`); the operator guide is
+//! `docs/channels/dingtalk.md`.
 //!
 //! - [`DingTalk`] is the [`Channel`]: `decode` checks the `timestamp`/`sign` headers and turns
-//!   the callback JSON into an [`Inbound`]; `encode` turns an [`Outbound`] into calls to the
-//!   message's `sessionWebhook` while it lives, else to the OpenAPI robot send endpoints.
+//!   the callback JSON into an [`Inbound`](crate::Inbound); `encode` turns an [`Outbound`] into
+//!   calls to the message's `sessionWebhook` while it lives, else to the OpenAPI robot send
+//!   endpoints.
 //! - [`sign`]: callback verification and custom group robot URL signing.
 //! - [`payload`]: the callback body. [`reply`]: message bodies and size limits.
 //! - [`api`]: access token, reading DingTalk's answers. [`stream`]: Stream mode frames.
@@ -315,6 +318,14 @@ impl Channel for DingTalk {
             None => self.openapi_calls(out),
         }
     }
+
+    /// dingtalk.md §3: a failed sessionWebhook call is retried through the OpenAPI.
+    fn fallback(&self, out: &Outbound, failed: &Call) -> Vec<Call> {
+        if failed.auth != crate::CallAuth::None {
+            return Vec::new();
+        }
+        self.openapi_fallback(out, failed).unwrap_or_default()
+    }
 }
 
 /// A realistic group text callback (shape of dingtalk.md §2), for tests.
@@ -534,7 +545,7 @@ mod tests {
             vec![Call {
                 method: "POST".into(),
                 url: "/v1.0/robot/oToMessages/batchSend".into(),
-                body: r#"{"robotCode":"dingrobot1","userIds":["manager4711"],"msgKey":"sampleMarkdown","msgParam":"{\"title\":\"您好**\",\"text\":\"**您好**\"}"}"#.into(),
+                body: r#"{"robotCode":"dingrobot1","userIds":["manager4711"],"msgKey":"sampleMarkdown","msgParam":"{\"title\":\"您好\",\"text\":\"**您好**\"}"}"#.into(),
                 auth: CallAuth::DingTalkToken,
             }]
         );

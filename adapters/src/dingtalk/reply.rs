@@ -211,18 +211,22 @@ pub fn group_send(robot_code: &str, open_conversation_id: &str, msg: OpenApiMsg<
     })
 }
 
-/// The notification title of a markdown answer: its first non-blank line without markdown
-/// markers, at most 40 characters.
+/// The notification title of a markdown answer: its first line with words, without heading,
+/// quote, list and emphasis markers, at most 40 characters.
 pub fn markdown_title(text: &str) -> String {
+    let plain = |l: &str| -> String {
+        l.trim_start_matches(['#', '>', '-', '+', ' ', '\t'])
+            .chars()
+            .filter(|c| !matches!(c, '*' | '`'))
+            .collect::<String>()
+            .trim()
+            .to_string()
+    };
     let line = text
         .lines()
-        .map(|l| {
-            l.trim_start_matches(['#', '>', '*', '-', '_', ' ', '\t'])
-                .trim()
-        })
+        .map(plain)
         .find(|l| !l.is_empty())
-        .unwrap_or("");
-    let line = if line.is_empty() { text.trim() } else { line };
+        .unwrap_or_else(|| text.trim().to_string());
     let title: String = line.chars().take(40).collect();
     if title.is_empty() {
         "…".to_string()
@@ -236,7 +240,9 @@ pub fn markdown_title(text: &str) -> String {
 /// `build(markdown, part)` makes one body. A markdown answer that fits one body goes as
 /// markdown; a longer one falls back to text parts (dingtalk.md §5: a markdown message cut
 /// in two can break its formatting). Parts come from [`split_utf8`] on a budget of the limit
-/// minus the envelope; a part whose JSON escaping still overflows is split again.
+/// minus the envelope; when JSON escaping (quotes, newlines, control characters, doubled in
+/// OpenAPI's `msgParam`) still overflows a body, the budget shrinks in proportion and the
+/// text is split again, so parts stay even rather than leaving a sliver at the end.
 pub fn fit_bodies(text: &str, markdown: bool, build: &dyn Fn(bool, &str) -> String) -> Vec<String> {
     if markdown {
         let whole = build(true, text);
@@ -245,12 +251,26 @@ pub fn fit_bodies(text: &str, markdown: bool, build: &dyn Fn(bool, &str) -> Stri
         }
     }
     let envelope = build(false, "").len();
-    let budget = MAX_BODY_BYTES.saturating_sub(envelope).max(64);
-    let mut out = Vec::new();
-    for part in split_utf8(text, budget) {
-        push_fitting(&part, build, &mut out);
+    let mut budget = MAX_BODY_BYTES.saturating_sub(envelope).max(64);
+    loop {
+        let bodies: Vec<String> = split_utf8(text, budget)
+            .iter()
+            .map(|part| build(false, part))
+            .collect();
+        let worst = bodies.iter().map(String::len).max().unwrap_or(0);
+        if worst <= MAX_BODY_BYTES {
+            return bodies;
+        }
+        if budget <= 64 {
+            // Pathological envelope or escaping: halve what still overflows.
+            let mut out = Vec::new();
+            for part in split_utf8(text, budget) {
+                push_fitting(&part, build, &mut out);
+            }
+            return out;
+        }
+        budget = (budget * MAX_BODY_BYTES / worst).saturating_sub(16).max(64);
     }
-    out
 }
 
 fn push_fitting(part: &str, build: &dyn Fn(bool, &str) -> String, out: &mut Vec<String>) {
@@ -350,8 +370,10 @@ mod tests {
     #[test]
     fn titles() {
         assert_eq!(markdown_title("#### 退款政策\n正文"), "退款政策");
-        assert_eq!(markdown_title("\n\n> **注意** 事项"), "注意** 事项");
-        assert_eq!(markdown_title("---"), "---");
+        assert_eq!(markdown_title("\n\n> **注意** `事项`"), "注意 事项");
+        assert_eq!(markdown_title("- **您好**"), "您好");
+        assert_eq!(markdown_title("---\n"), "---");
+        assert_eq!(markdown_title("***"), "***");
         assert_eq!(markdown_title("a".repeat(100).as_str()).len(), 40);
         assert_eq!(markdown_title(""), "…");
     }
@@ -413,6 +435,22 @@ mod tests {
             })
             .collect();
         assert_eq!(joined, nasty);
+    }
+
+    #[test]
+    fn newline_heavy_text_splits_evenly() {
+        let long: String = (0..4000).map(|i| format!("第{i}行\n")).collect();
+        let bodies = fit_bodies(&long, false, &|_, part| text(part, None));
+        assert!(bodies.iter().all(|b| b.len() <= MAX_BODY_BYTES));
+        let lens: Vec<usize> = bodies.iter().map(String::len).collect();
+        // Full parts, the remainder last: no sliver in between.
+        assert!(
+            lens[..lens.len() - 1]
+                .iter()
+                .all(|&l| l > MAX_BODY_BYTES * 9 / 10),
+            "{lens:?}"
+        );
+        assert_eq!(texts_of(&bodies).concat(), long);
     }
 
     proptest! {

@@ -93,6 +93,30 @@ pub fn sign_webhook_url(webhook: &str, secret: &Secret, timestamp_ms: u64) -> St
     format!("{webhook}{sep}timestamp={timestamp}&sign={encoded}")
 }
 
+/// Path of the custom group robot's send endpoint under `https://oapi.dingtalk.com`.
+pub const CUSTOM_ROBOT_PATH: &str = "/robot/send";
+
+/// The full send URL of a custom group robot (dingtalk.md §6):
+/// `{oapi_base}/robot/send?access_token=TOKEN`, plus `&timestamp=…&sign=…` when the robot
+/// has a signing secret (`SEC…`). A `Secret`: the URL carries the token.
+pub fn custom_robot_url(
+    oapi_base: &str,
+    access_token: &Secret,
+    secret: Option<&Secret>,
+    timestamp_ms: u64,
+) -> Secret {
+    let token: String =
+        url::form_urlencoded::byte_serialize(access_token.expose().as_bytes()).collect();
+    let base = format!(
+        "{}{CUSTOM_ROBOT_PATH}?access_token={token}",
+        oapi_base.trim_end_matches('/')
+    );
+    Secret::new(match secret.filter(|s| !s.is_empty()) {
+        Some(secret) => sign_webhook_url(&base, secret, timestamp_ms),
+        None => base,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +187,26 @@ mod tests {
         assert_eq!(
             sign_webhook_url(s(c, &["webhook"]), &secret, ms),
             s(c, &["signed_webhook"])
+        );
+    }
+
+    #[test]
+    fn custom_robot_url_from_parts() {
+        let v = vectors();
+        let c = &v["custom_robot_url_sign"];
+        let ms: u64 = s(c, &["timestamp"]).parse().expect("ms");
+        let secret = Secret::new(s(c, &["secret"]));
+        let url = custom_robot_url(
+            "https://oapi.dingtalk.com/",
+            &Secret::new("T"),
+            Some(&secret),
+            ms,
+        );
+        assert_eq!(url.expose(), s(c, &["signed_webhook"]));
+        let plain = custom_robot_url("http://127.0.0.1:9", &Secret::new("a b"), None, ms);
+        assert_eq!(
+            plain.expose(),
+            "http://127.0.0.1:9/robot/send?access_token=a+b"
         );
     }
 

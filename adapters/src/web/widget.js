@@ -407,6 +407,7 @@
       var composing = false;
       input.addEventListener('compositionstart', function () { composing = true; });
       input.addEventListener('compositionend', function () { composing = false; });
+      input.addEventListener('blur', function () { composing = false; });
       input.addEventListener('keydown', (e) => {
         if (e.key !== 'Enter' && e.keyCode !== 13) return;
         if (e.isComposing || composing || e.keyCode === 229) return;
@@ -608,7 +609,8 @@
           this._scroll(false);
         });
         if (turn.reply) {
-          this._add({ role: 'bot', text: turn.reply, sources: turn.sources || [], seq: 0, at: Date.now() }, pending);
+          var m = this._add({ role: 'bot', text: turn.reply, sources: turn.sources || [], seq: 0, at: Date.now() }, pending);
+          if (streamed) m.el.setAttribute('data-streamed', 'true'); // arrived as server-sent deltas
         } else if (pending.parentNode) {
           pending.parentNode.removeChild(pending);
         }

@@ -1,0 +1,257 @@
+//! Delivery: a reply is a record before it is a request.
+//!
+//! Every outbound call (WeCom message/send, DingTalk sessionWebhook or OpenAPI, robot
+//! notices) is written to the sled outbox, then sent by one worker per target (a channel or
+//! a `[[notify]]` target) with retry, backoff and the platform's rate limit; it leaves the
+//! outbox only when the platform confirms it. A restart drains what is left. Channels
+//! contribute a `Sender`, not their own queue.
+//!
+//! Guarantee: at least once, in order per target. A crash between the platform's "ok" and
+//! the outbox delete re-sends that one call after the restart (a window of microseconds).
+
+pub mod dingtalk;
+pub mod rate;
+pub mod wecom;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters::Call;
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{OutboxItem, Store, StoreResult};
+
+/// Why a send did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Try again after the usual backoff (network error, 5xx, "system busy").
+    #[error("retry: {0}")]
+    Retry(String),
+    /// Try again no sooner than this (rate limited).
+    #[error("retry after {0:?}: {1}")]
+    RetryAfter(Duration, String),
+    /// Will never work as is (bad request, unknown user): use the fallback calls or drop it.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Sends one stored call to its platform: adds `api_base`, tokens, signatures.
+#[async_trait]
+pub trait Sender: Send + Sync {
+    async fn send(&self, call: &Call) -> Result<(), SendError>;
+}
+
+/// Backoff after `attempts` failures: 1 s, 2 s, 4 s … capped at 5 minutes. A call is never
+/// given up for being slow to succeed, only for a permanent error.
+pub fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    senders: HashMap<String, Arc<dyn Sender>>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    wake: Notify,
+}
+
+impl Outbox {
+    pub fn new(
+        store: Arc<dyn Store>,
+        senders: HashMap<String, Arc<dyn Sender>>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Outbox {
+            store,
+            senders,
+            clock,
+            metrics,
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn has_target(&self, target: &str) -> bool {
+        self.senders.contains_key(target)
+    }
+
+    /// Queue calls for `target`, each with the calls to try instead if it fails for good.
+    pub fn enqueue(&self, target: &str, calls: Vec<(Call, Vec<Call>)>) -> StoreResult<()> {
+        let now = self.clock.now_ms();
+        for (call, fallback) in calls {
+            self.store.outbox_push(&OutboxItem {
+                id: 0,
+                target: target.to_string(),
+                call,
+                fallback,
+                attempts: 0,
+                next_at_ms: now,
+                created_ms: now,
+                last_error: None,
+            })?;
+        }
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    /// Send what is due for `target`, in order; stop at the first call that must wait, so a
+    /// later message never overtakes an earlier one. Returns how many calls were delivered.
+    pub async fn drain_target(&self, target: &str) -> usize {
+        let Some(sender) = self.senders.get(target) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        loop {
+            let now = self.clock.now_ms();
+            let due = match self.store.outbox_due(u64::MAX, 256) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox unreadable");
+                    return delivered;
+                }
+            };
+            // The head of this target's queue, due or not: order matters more than speed.
+            let Some(mut item) = due.into_iter().find(|i| i.target == target) else {
+                return delivered;
+            };
+            if item.next_at_ms > now {
+                return delivered;
+            }
+            match sender.send(&item.call).await {
+                Ok(()) => {
+                    if let Err(e) = self.store.outbox_remove(item.id) {
+                        tracing::error!(error = %e, "outbox delete failed");
+                        return delivered;
+                    }
+                    delivered += 1;
+                    self.metrics.inc(
+                        "kefu_deliveries_total",
+                        &[("target", target), ("outcome", "sent")],
+                    );
+                }
+                Err(SendError::Permanent(why)) if !item.fallback.is_empty() => {
+                    tracing::warn!(target, error = %why, "delivery failed; trying the fallback");
+                    item.call = item.fallback.remove(0);
+                    item.attempts = 0;
+                    item.last_error = Some(why);
+                    self.metrics.inc(
+                        "kefu_deliveries_total",
+                        &[("target", target), ("outcome", "fallback")],
+                    );
+                    if self.store.outbox_update(&item).is_err() {
+                        return delivered;
+                    }
+                }
+                Err(SendError::Permanent(why)) => {
+                    tracing::error!(target, error = %why, "delivery failed for good; dropped");
+                    self.metrics.inc(
+                        "kefu_deliveries_total",
+                        &[("target", target), ("outcome", "dropped")],
+                    );
+                    if self.store.outbox_remove(item.id).is_err() {
+                        return delivered;
+                    }
+                }
+                Err(e) => {
+                    item.attempts += 1;
+                    let wait = match &e {
+                        SendError::RetryAfter(d, _) => *d,
+                        _ => backoff(item.attempts),
+                    };
+                    tracing::warn!(target, attempts = item.attempts, error = %e, retry_in = ?wait, "delivery will be retried");
+                    item.next_at_ms = now + wait.as_millis() as u64;
+                    item.last_error = Some(e.to_string());
+                    self.metrics.inc(
+                        "kefu_deliveries_total",
+                        &[("target", target), ("outcome", "retry")],
+                    );
+                    let _ = self.store.outbox_update(&item);
+                    return delivered;
+                }
+            }
+        }
+    }
+
+    /// Run one worker per target until `stop` fires. Each wakes on new work or every second.
+    pub fn spawn_workers(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        for target in self.senders.keys() {
+            let target = target.clone();
+            let me = self.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    me.drain_target(&target).await;
+                    tokio::select! {
+                        _ = me.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => break,
+                    }
+                    if *stop.borrow() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// A notice for a `[[notify]]` robot: the body is the plain text; the robot's sender wraps
+/// it in its platform's JSON (and splits it) when it sends.
+pub fn notify_calls(text: &str) -> Vec<Call> {
+    vec![Call {
+        method: "POST".into(),
+        url: String::new(),
+        body: text.to_string(),
+        auth: adapters::CallAuth::None,
+    }]
+}
+
+/// One sender per channel and per `[[notify]]` target, by name.
+pub fn build_senders(
+    config: &crate::config::Config,
+    http: &reqwest::Client,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<HashMap<String, Arc<dyn Sender>>> {
+    use crate::config::{ChannelConfig, NotifyConfig};
+    let mut out: HashMap<String, Arc<dyn Sender>> = HashMap::new();
+    for c in &config.channels {
+        let s: Arc<dyn Sender> = match c {
+            ChannelConfig::Web(_) => continue,
+            ChannelConfig::WeCom(w) => Arc::new(wecom::WeComSender::new(
+                w,
+                http.clone(),
+                store.clone(),
+                clock.clone(),
+            )),
+            ChannelConfig::DingTalk(d) => Arc::new(dingtalk::DingTalkSender::new(
+                d,
+                http.clone(),
+                store.clone(),
+                clock.clone(),
+            )),
+        };
+        out.insert(c.name().to_string(), s);
+    }
+    for n in &config.notify {
+        let s: Arc<dyn Sender> = match n {
+            NotifyConfig::WeComRobot(r) => {
+                Arc::new(wecom::WeComRobotSender::new(r, http.clone(), clock.clone()))
+            }
+            NotifyConfig::DingTalkRobot(r) => Arc::new(dingtalk::DingTalkRobotSender::new(
+                r,
+                http.clone(),
+                clock.clone(),
+            )),
+        };
+        out.insert(n.name().to_string(), s);
+    }
+    Ok(out)
+}

@@ -1,0 +1,117 @@
+use std::sync::Mutex;
+
+use adapters::CallAuth;
+
+use super::*;
+use crate::clock::FixedClock;
+use crate::store::MemoryStore;
+
+/// Answers from a script, records what it was asked to send.
+struct Scripted {
+    answers: Mutex<Vec<Result<(), SendError>>>,
+    sent: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Sender for Scripted {
+    async fn send(&self, call: &Call) -> Result<(), SendError> {
+        self.sent.lock().unwrap().push(call.body.clone());
+        let mut a = self.answers.lock().unwrap();
+        if a.is_empty() {
+            Ok(())
+        } else {
+            a.remove(0)
+        }
+    }
+}
+
+fn call(body: &str) -> Call {
+    Call {
+        method: "POST".into(),
+        url: "/send".into(),
+        body: body.into(),
+        auth: CallAuth::None,
+    }
+}
+
+fn outbox(
+    answers: Vec<Result<(), SendError>>,
+) -> (Arc<Outbox>, Arc<Scripted>, Arc<FixedClock>, Arc<dyn Store>) {
+    let s = Arc::new(Scripted {
+        answers: Mutex::new(answers),
+        sent: Mutex::new(vec![]),
+    });
+    let clock = Arc::new(FixedClock::at_ms(1_000_000));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
+    senders.insert("t".into(), s.clone());
+    let o = Arc::new(Outbox::new(
+        store.clone(),
+        senders,
+        clock.clone(),
+        Arc::new(Metrics::new()),
+    ));
+    (o, s, clock, store)
+}
+
+#[tokio::test]
+async fn sends_in_order_and_empties_the_outbox() {
+    let (o, s, _, store) = outbox(vec![]);
+    o.enqueue("t", vec![(call("a"), vec![]), (call("b"), vec![])])
+        .unwrap();
+    assert_eq!(o.drain_target("t").await, 2);
+    assert_eq!(*s.sent.lock().unwrap(), ["a", "b"]);
+    assert_eq!(store.outbox_len().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_failure_waits_with_backoff_and_keeps_order() {
+    let (o, s, clock, store) = outbox(vec![Err(SendError::Retry("503".into()))]);
+    o.enqueue("t", vec![(call("a"), vec![]), (call("b"), vec![])])
+        .unwrap();
+    assert_eq!(o.drain_target("t").await, 0);
+    assert_eq!(store.outbox_len().unwrap(), 2, "nothing lost");
+    assert_eq!(
+        o.drain_target("t").await,
+        0,
+        "not due yet; b does not overtake a"
+    );
+    clock.advance(backoff(1));
+    assert_eq!(o.drain_target("t").await, 2);
+    assert_eq!(*s.sent.lock().unwrap(), ["a", "a", "b"]);
+}
+
+#[tokio::test]
+async fn permanent_failure_uses_the_fallback_then_drops() {
+    let (o, s, _, store) = outbox(vec![
+        Err(SendError::Permanent("webhook expired".into())),
+        Err(SendError::Permanent("bad user".into())),
+    ]);
+    o.enqueue("t", vec![(call("webhook"), vec![call("openapi")])])
+        .unwrap();
+    o.drain_target("t").await;
+    assert_eq!(*s.sent.lock().unwrap(), ["webhook", "openapi"]);
+    assert_eq!(store.outbox_len().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn rate_limited_waits_as_told() {
+    let (o, _, clock, store) = outbox(vec![Err(SendError::RetryAfter(
+        Duration::from_secs(30),
+        "45009".into(),
+    ))]);
+    o.enqueue("t", vec![(call("a"), vec![])]).unwrap();
+    o.drain_target("t").await;
+    clock.advance(Duration::from_secs(29));
+    assert_eq!(o.drain_target("t").await, 0);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(o.drain_target("t").await, 1);
+    assert_eq!(store.outbox_len().unwrap(), 0);
+}
+
+#[test]
+fn backoff_grows_and_caps() {
+    assert_eq!(backoff(1), Duration::from_secs(1));
+    assert_eq!(backoff(3), Duration::from_secs(4));
+    assert_eq!(backoff(50), Duration::from_secs(256));
+}

@@ -1,0 +1,903 @@
+//! WeCom senders: the app's replies (`message/send` with the app's access token) and the
+//! group robot's notices (`webhook/send?key=`).
+//!
+//! Facts: `shared/protocols/wecom.md` §7 (gettoken, message/send, errcodes) and §9 (robot);
+//! official pages path/91039 (gettoken), path/90236 (message/send), path/90313 (errcodes),
+//! path/91770 (robot). Every WeCom answer is HTTP 200, errors too: the outcome is decided on
+//! `errcode` alone, never on `errmsg` (which is only copied into the error text for people).
+//!
+//! | answer | outcome |
+//! | --- | --- |
+//! | errcode 0 | sent |
+//! | 40014 / 41001 / 42001 (token invalid, missing, expired) | drop the token, fetch a new one, send again once |
+//! | -1 (busy), 45033 (concurrency) | `Retry` (outbox backoff) |
+//! | 45009 (rate limit), HTTP 429 | `RetryAfter(60 s)`: WeCom blocks for a minute |
+//! | HTTP 5xx, network error, timeout, unreadable answer | `Retry` |
+//! | any other errcode (60020 untrusted IP, 81013 unknown user, 93000 bad robot key, …) | `Permanent("errcode N: …")` |
+//! | gettoken refused (40001 bad secret, 40013 bad corp id, …) | `Retry`, logged as an error |
+//!
+//! gettoken failures are retried, not dropped: they are configuration problems the operator
+//! fixes with a restart, and the replies waiting in the outbox then go out. The outbox backoff
+//! (capped at 5 minutes) keeps the rate-limited gettoken from being hammered meanwhile.
+//!
+//! Neither the app secret, the access token nor the robot key is ever logged: URLs carrying
+//! them never reach an error message (`reqwest::Error::without_url`), and tokens live in
+//! [`Secret`]s.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adapters::wecom::api::{
+    gettoken_path, parse_reply, webhook_path, webhook_text_bodies, ApiReply, ERR_RATE_LIMIT,
+};
+use adapters::{Call, CallAuth, Secret};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::rate::RateLimit;
+use super::{SendError, Sender};
+use crate::clock::Clock;
+use crate::config::{WeComChannelConfig, WeComRobotConfig};
+use crate::store::Store;
+
+/// Each WeCom request gives up after this long (then `Retry`): the outbox worker must not
+/// hang on a dead connection.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refresh the access token this long before WeCom says it expires.
+pub const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+/// How long to wait after errcode 45009: WeCom blocks the caller for a minute.
+pub const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
+/// gettoken's usual `expires_in` (seconds), used when the answer leaves it out.
+const DEFAULT_EXPIRES_IN: u64 = 7200;
+/// Group robot: the webhook key is invalid (path/91770).
+pub const ERR_BAD_ROBOT_KEY: i64 = 93000;
+
+/// The store key under which a channel's access token survives a restart.
+pub fn token_store_key(channel: &str) -> String {
+    format!("wecom_token:{channel}")
+}
+
+/// Sends a WeCom channel's `message/send` calls with the app's access token.
+pub struct WeComSender {
+    name: String,
+    corp_id: String,
+    secret: Secret,
+    api_base: String,
+    /// Which (corp_id, secret) a stored token belongs to: a token saved before the config
+    /// changed to another app is not reused.
+    credentials: String,
+    http: reqwest::Client,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    /// The cached token. An async lock, held across gettoken, so concurrent sends fetch once.
+    token: tokio::sync::Mutex<Option<Token>>,
+}
+
+/// An access token and when to stop using it.
+#[derive(Clone)]
+struct Token {
+    value: Secret,
+    expires_at_ms: u64,
+    /// `expires_at_ms` minus the refresh margin: from here on a new token is fetched.
+    refresh_at_ms: u64,
+}
+
+impl Token {
+    fn usable(&self, now_ms: u64) -> bool {
+        !self.value.is_empty() && now_ms < self.refresh_at_ms
+    }
+}
+
+/// The persisted form (`kv_put(token_store_key(name), json)`).
+#[derive(Serialize, Deserialize)]
+struct StoredToken {
+    token: String,
+    expires_at_ms: u64,
+    #[serde(default)]
+    refresh_at_ms: u64,
+    #[serde(default)]
+    credentials: String,
+}
+
+impl WeComSender {
+    pub fn new(
+        c: &WeComChannelConfig,
+        http: reqwest::Client,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let mut h = Sha256::new();
+        h.update(c.corp_id.as_bytes());
+        h.update([0]);
+        h.update(c.secret.expose().as_bytes());
+        let credentials = hex::encode(&h.finalize()[..8]);
+        WeComSender {
+            name: c.name.clone(),
+            corp_id: c.corp_id.clone(),
+            secret: c.secret.clone(),
+            api_base: c.api_base.trim_end_matches('/').to_string(),
+            credentials,
+            http,
+            store,
+            clock,
+            token: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A usable token: the cached one, else the stored one (after a restart), else a new one.
+    async fn token(&self) -> Result<Secret, SendError> {
+        let mut slot = self.token.lock().await;
+        let now = self.clock.now_ms();
+        if let Some(t) = slot.as_ref().filter(|t| t.usable(now)) {
+            return Ok(t.value.clone());
+        }
+        if let Some(t) = self.load().filter(|t| t.usable(now)) {
+            tracing::debug!(channel = %self.name, "wecom access token reloaded from the store");
+            let value = t.value.clone();
+            *slot = Some(t);
+            return Ok(value);
+        }
+        let t = self.fetch_token().await?;
+        self.save(&t);
+        let value = t.value.clone();
+        *slot = Some(t);
+        Ok(value)
+    }
+
+    /// Forget `used` (WeCom refused it), in memory and in the store, unless a newer token
+    /// has replaced it meanwhile.
+    async fn invalidate(&self, used: &Secret) {
+        let mut slot = self.token.lock().await;
+        if slot.as_ref().is_some_and(|t| t.value == *used) {
+            *slot = None;
+        }
+        if self.load().is_some_and(|t| t.value == *used) {
+            self.save(&Token {
+                value: Secret::default(),
+                expires_at_ms: 0,
+                refresh_at_ms: 0,
+            });
+        }
+    }
+
+    fn load(&self) -> Option<Token> {
+        let bytes = match self.store.kv_get(&token_store_key(&self.name)) {
+            Ok(b) => b?,
+            Err(e) => {
+                tracing::warn!(channel = %self.name, error = %e, "cannot read the stored wecom token");
+                return None;
+            }
+        };
+        let s: StoredToken = serde_json::from_slice(&bytes).ok()?;
+        if s.credentials != self.credentials {
+            return None;
+        }
+        Some(Token {
+            value: Secret::new(s.token),
+            expires_at_ms: s.expires_at_ms,
+            refresh_at_ms: if s.refresh_at_ms == 0 {
+                s.expires_at_ms
+                    .saturating_sub(REFRESH_BEFORE.as_millis() as u64)
+            } else {
+                s.refresh_at_ms
+            },
+        })
+    }
+
+    fn save(&self, t: &Token) {
+        let s = StoredToken {
+            token: t.value.expose().to_string(),
+            expires_at_ms: t.expires_at_ms,
+            refresh_at_ms: t.refresh_at_ms,
+            credentials: self.credentials.clone(),
+        };
+        let json = serde_json::to_vec(&s).unwrap_or_default();
+        if let Err(e) = self.store.kv_put(&token_store_key(&self.name), &json) {
+            // Only a restart pays for this: it fetches a new token.
+            tracing::warn!(channel = %self.name, error = %e, "cannot store the wecom token");
+        }
+    }
+
+    /// `GET /cgi-bin/gettoken`. Any failure is `Retry` (see the module doc).
+    async fn fetch_token(&self) -> Result<Token, SendError> {
+        // The URL holds the secret: it goes to reqwest and nowhere else.
+        let url = format!(
+            "{}{}",
+            self.api_base,
+            gettoken_path(&self.corp_id, &self.secret)
+        );
+        let reply = request(self.http.get(url))
+            .await
+            .map_err(|e| prefix("gettoken", e))?;
+        let value = reply.access_token.clone().filter(|t| !t.is_empty());
+        match (reply.errcode, value) {
+            (0, Some(value)) => {
+                let now = self.clock.now_ms();
+                let life_ms = reply.expires_in.unwrap_or(DEFAULT_EXPIRES_IN) * 1000;
+                // A short-lived token (tests, a proxy) is still refreshed before it runs out.
+                let margin = (REFRESH_BEFORE.as_millis() as u64).min(life_ms / 2);
+                tracing::info!(channel = %self.name, expires_in_s = life_ms / 1000, "wecom access token fetched");
+                Ok(Token {
+                    value,
+                    expires_at_ms: now + life_ms,
+                    refresh_at_ms: now + life_ms - margin,
+                })
+            }
+            (0, None) => Err(SendError::Retry(
+                "gettoken: errcode 0 without an access_token".into(),
+            )),
+            (code, _) => {
+                let hint = match code {
+                    40001 | 40091 => " (check the channel's `secret`)",
+                    40013 => " (check the channel's `corp_id`)",
+                    60020 => " (add this server's egress IP to the app's trusted IPs)",
+                    _ => "",
+                };
+                tracing::error!(channel = %self.name, errcode = code, errmsg = %reply.errmsg, "wecom gettoken refused{hint}");
+                if code == ERR_RATE_LIMIT {
+                    Err(SendError::RetryAfter(
+                        RATE_LIMITED_WAIT,
+                        format!("gettoken: errcode {code}: {}", reply.errmsg),
+                    ))
+                } else {
+                    Err(SendError::Retry(format!(
+                        "gettoken: errcode {code}: {}{hint}",
+                        reply.errmsg
+                    )))
+                }
+            }
+        }
+    }
+
+    /// One attempt of `call` with `token`.
+    async fn attempt(&self, call: &Call, token: Option<&Secret>) -> Result<ApiReply, SendError> {
+        let method = reqwest::Method::from_bytes(call.method.as_bytes())
+            .map_err(|_| SendError::Permanent(format!("bad method {:?}", call.method)))?;
+        let mut url = format!("{}{}", self.api_base, call.url);
+        if let Some(token) = token {
+            url.push(if call.url.contains('?') { '&' } else { '?' });
+            url.push_str("access_token=");
+            url.extend(url::form_urlencoded::byte_serialize(
+                token.expose().as_bytes(),
+            ));
+        }
+        let mut req = self.http.request(method, url);
+        if !call.body.is_empty() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(call.body.clone());
+        }
+        request(req).await
+    }
+}
+
+#[async_trait]
+impl Sender for WeComSender {
+    async fn send(&self, call: &Call) -> Result<(), SendError> {
+        // Only paths under our own api_base: the token must never go to another host.
+        if !call.url.starts_with('/') {
+            return Err(SendError::Permanent(format!(
+                "wecom call url is not a path under api_base: {:?}",
+                call.url.split('?').next().unwrap_or_default()
+            )));
+        }
+        match call.auth {
+            CallAuth::WeComToken => {}
+            CallAuth::None => return classify(&self.attempt(call, None).await?),
+            CallAuth::DingTalkToken => {
+                return Err(SendError::Permanent(
+                    "a DingTalk call queued on a WeCom channel".into(),
+                ))
+            }
+        }
+        let token = self.token().await?;
+        let reply = self.attempt(call, Some(&token)).await?;
+        if !reply.is_token_error() {
+            return classify(&reply);
+        }
+        // WeCom invalidated the token early (or it expired under us): once more, fresh.
+        tracing::info!(channel = %self.name, errcode = reply.errcode, "wecom refused the access token; fetching a new one");
+        self.invalidate(&token).await;
+        let token = self.token().await?;
+        let reply = self.attempt(call, Some(&token)).await?;
+        if reply.is_token_error() {
+            self.invalidate(&token).await;
+            return Err(SendError::Retry(format!(
+                "errcode {} with a fresh access token: {}",
+                reply.errcode, reply.errmsg
+            )));
+        }
+        classify(&reply)
+    }
+}
+
+/// Sends `[[notify]] kind = "wecom_robot"` notices: the call's body is the plain text.
+pub struct WeComRobotSender {
+    name: String,
+    /// `{api_base}/cgi-bin/webhook/send?key=KEY`: holds the key, never logged.
+    url: Secret,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    /// WeCom allows 20 messages a minute per robot and blocks it for a minute after that.
+    rate: RateLimit,
+    /// (hash of the notice, parts already sent): a long notice goes out in parts, and a retry
+    /// of the same notice skips the parts WeCom already took. Only the head of the queue can
+    /// be half sent, so one slot is enough; it lives in memory (a restart may repeat a part).
+    progress: Mutex<Option<(u64, usize)>>,
+}
+
+impl WeComRobotSender {
+    pub fn new(c: &WeComRobotConfig, http: reqwest::Client, clock: Arc<dyn Clock>) -> Self {
+        WeComRobotSender {
+            name: c.name.clone(),
+            url: Secret::new(format!(
+                "{}{}",
+                c.api_base.trim_end_matches('/'),
+                webhook_path(&c.key)
+            )),
+            http,
+            clock,
+            rate: RateLimit::per_minute(20),
+            progress: Mutex::new(None),
+        }
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Option<(u64, usize)>> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Sender for WeComRobotSender {
+    async fn send(&self, call: &Call) -> Result<(), SendError> {
+        if call.body.trim().is_empty() {
+            return Ok(());
+        }
+        let bodies = webhook_text_bodies(&call.body, &[], &[]);
+        let id = {
+            let mut h = DefaultHasher::new();
+            call.body.hash(&mut h);
+            h.finish()
+        };
+        let mut done = match *self.progress() {
+            Some((p, n)) if p == id => n,
+            _ => 0,
+        };
+        for body in bodies.iter().skip(done) {
+            if let Err(wait) = self.rate.acquire(self.clock.now_ms()) {
+                *self.progress() = Some((id, done));
+                return Err(SendError::RetryAfter(
+                    wait,
+                    "robot limit of 20 messages a minute".into(),
+                ));
+            }
+            let req = self
+                .http
+                .post(self.url.expose())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            let outcome = match request(req).await {
+                Ok(reply) if reply.errcode == ERR_BAD_ROBOT_KEY => {
+                    Err(SendError::Permanent(format!(
+                        "errcode {ERR_BAD_ROBOT_KEY}: the key of robot {} is invalid",
+                        self.name
+                    )))
+                }
+                Ok(reply) => classify(&reply),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                *self.progress() = Some((id, done));
+                return Err(e);
+            }
+            done += 1;
+        }
+        *self.progress() = None;
+        Ok(())
+    }
+}
+
+/// Send `req` and read WeCom's JSON answer. Transport trouble is `Retry`.
+async fn request(req: reqwest::RequestBuilder) -> Result<ApiReply, SendError> {
+    let resp = req
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| SendError::Retry(describe(e)))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(SendError::RetryAfter(
+            RATE_LIMITED_WAIT,
+            format!("HTTP {status}"),
+        ));
+    }
+    if status.is_server_error() {
+        return Err(SendError::Retry(format!("HTTP {status}")));
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| SendError::Retry(describe(e)))?;
+    // Not an API answer (a proxy's page, a cut-off body): the call may not have arrived.
+    parse_reply(&body).map_err(|e| {
+        if status.is_success() {
+            SendError::Retry(e.to_string())
+        } else {
+            SendError::Retry(format!("HTTP {status} without a WeCom answer"))
+        }
+    })
+}
+
+/// The outcome of an answer that is not a token error.
+fn classify(reply: &ApiReply) -> Result<(), SendError> {
+    let code = reply.errcode;
+    if reply.is_ok() {
+        if let Some(who) = reply.invaliduser.as_deref().filter(|u| !u.is_empty()) {
+            // errcode 0 with refused recipients: not in the app's visible range.
+            tracing::warn!(
+                invaliduser = who,
+                "wecom did not deliver to some recipients"
+            );
+        }
+        Ok(())
+    } else if reply.is_retryable() || reply.is_token_error() {
+        Err(SendError::Retry(format!(
+            "errcode {code}: {}",
+            reply.errmsg
+        )))
+    } else if code == ERR_RATE_LIMIT {
+        Err(SendError::RetryAfter(
+            RATE_LIMITED_WAIT,
+            format!("errcode {code}: {}", reply.errmsg),
+        ))
+    } else {
+        Err(SendError::Permanent(format!(
+            "errcode {code}: {}",
+            reply.errmsg
+        )))
+    }
+}
+
+/// A transport error without its URL (which holds a token, a secret or a key).
+fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn prefix(what: &str, e: SendError) -> SendError {
+    match e {
+        SendError::Retry(m) => SendError::Retry(format!("{what}: {m}")),
+        SendError::RetryAfter(d, m) => SendError::RetryAfter(d, format!("{what}: {m}")),
+        SendError::Permanent(m) => SendError::Permanent(format!("{what}: {m}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::store::MemoryStore;
+
+    const SECRET: &str = "app-secret-123";
+    const KEY: &str = "robot-key-456";
+
+    /// What the fake answers next: a JSON body (HTTP 200) or a bare status.
+    #[derive(Clone)]
+    enum Answer {
+        Json(&'static str),
+        Status(u16),
+    }
+
+    /// A scripted WeCom: gettoken issues `tok-1`, `tok-2`, …; every request is recorded.
+    #[derive(Default)]
+    struct Fake {
+        gettoken: Mutex<VecDeque<Answer>>,
+        send: Mutex<VecDeque<Answer>>,
+        issued: AtomicUsize,
+        /// (path, query, body) of every call.
+        seen: Mutex<Vec<(String, String, String)>>,
+    }
+
+    impl Fake {
+        fn seen(&self, path: &str) -> Vec<(String, String)> {
+            let seen = self.seen.lock().unwrap();
+            seen.iter()
+                .filter(|(p, _, _)| p.ends_with(path))
+                .map(|(_, q, b)| (q.clone(), b.clone()))
+                .collect()
+        }
+        fn script(&self, which: &str, answers: &[Answer]) {
+            let q = if which == "gettoken" {
+                &self.gettoken
+            } else {
+                &self.send
+            };
+            q.lock().unwrap().extend(answers.iter().cloned());
+        }
+    }
+
+    fn answer(a: Answer) -> Response {
+        match a {
+            Answer::Json(j) => j.to_string().into_response(),
+            Answer::Status(s) => (StatusCode::from_u16(s).unwrap(), "oops").into_response(),
+        }
+    }
+
+    async fn serve_fake() -> (Arc<Fake>, String) {
+        async fn gettoken(State(f): State<Arc<Fake>>, RawQuery(q): RawQuery) -> Response {
+            let q = q.unwrap_or_default();
+            f.seen
+                .lock()
+                .unwrap()
+                .push(("/cgi-bin/gettoken".into(), q.clone(), String::new()));
+            if let Some(a) = f.gettoken.lock().unwrap().pop_front() {
+                return answer(a);
+            }
+            if !q.contains(&format!("corpsecret={SECRET}")) {
+                return answer(Answer::Json(
+                    r#"{"errcode":40001,"errmsg":"invalid secret"}"#,
+                ));
+            }
+            let n = f.issued.fetch_add(1, Ordering::SeqCst) + 1;
+            format!(r#"{{"errcode":0,"errmsg":"ok","access_token":"tok-{n}","expires_in":7200}}"#)
+                .into_response()
+        }
+        async fn send(
+            State(f): State<Arc<Fake>>,
+            Path(path): Path<String>,
+            RawQuery(q): RawQuery,
+            body: String,
+        ) -> Response {
+            f.seen
+                .lock()
+                .unwrap()
+                .push((path, q.unwrap_or_default(), body));
+            let next = f.send.lock().unwrap().pop_front();
+            answer(next.unwrap_or(Answer::Json(r#"{"errcode":0,"errmsg":"ok"}"#)))
+        }
+        let fake = Arc::new(Fake::default());
+        let app = axum::Router::new()
+            .route("/cgi-bin/gettoken", get(gettoken))
+            .route("/cgi-bin/{*path}", post(send))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (fake, base)
+    }
+
+    fn channel(base: &str) -> WeComChannelConfig {
+        WeComChannelConfig {
+            name: "support".into(),
+            corp_id: "ww1436e0e65a779aee".into(),
+            agent_id: 1000002,
+            secret: Secret::new(SECRET),
+            token: Secret::new("t"),
+            encoding_aes_key: Secret::new("6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"),
+            api_base: format!("{base}/"),
+            markdown: false,
+            greet_on_enter: true,
+        }
+    }
+
+    fn sender(base: &str, store: &Arc<dyn Store>, clock: &Arc<FixedClock>) -> WeComSender {
+        WeComSender::new(
+            &channel(base),
+            reqwest::Client::new(),
+            store.clone(),
+            clock.clone(),
+        )
+    }
+
+    fn send_call(text: &str) -> Call {
+        Call {
+            method: "POST".into(),
+            url: adapters::wecom::MESSAGE_SEND_PATH.into(),
+            body: adapters::wecom::message_send_body("ChenJiaShun", 1000002, text, false),
+            auth: CallAuth::WeComToken,
+        }
+    }
+
+    fn setup() -> (Arc<dyn Store>, Arc<FixedClock>) {
+        (
+            Arc::new(MemoryStore::new()),
+            Arc::new(FixedClock::at_ms(1_700_000_000_000)),
+        )
+    }
+
+    #[tokio::test]
+    async fn token_is_fetched_once_cached_persisted_and_reloaded() {
+        let (fake, base) = serve_fake().await;
+        let (store, clock) = setup();
+        let s = sender(&base, &store, &clock);
+        s.send(&send_call("a")).await.unwrap();
+        s.send(&send_call("b")).await.unwrap();
+        assert_eq!(fake.seen("gettoken").len(), 1, "one gettoken for two sends");
+        let sent = fake.seen("message/send");
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].0, "access_token=tok-1");
+        assert!(sent[1].1.contains(r#""content":"b""#));
+        let stored: serde_json::Value =
+            serde_json::from_slice(&store.kv_get("wecom_token:support").unwrap().unwrap()).unwrap();
+        assert_eq!(stored["token"], "tok-1");
+        assert_eq!(stored["expires_at_ms"], 1_700_000_000_000u64 + 7_200_000);
+
+        // A restart: a new sender on the same store uses the stored token.
+        let again = sender(&base, &store, &clock);
+        again.send(&send_call("c")).await.unwrap();
+        assert_eq!(fake.seen("gettoken").len(), 1);
+        assert_eq!(fake.seen("message/send")[2].0, "access_token=tok-1");
+
+        // ...unless the config now names other credentials.
+        let mut other = channel(&base);
+        other.corp_id = "wwother".into();
+        let s3 = WeComSender::new(&other, reqwest::Client::new(), store.clone(), clock.clone());
+        s3.send(&send_call("d")).await.unwrap();
+        assert_eq!(fake.seen("gettoken").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn token_is_refreshed_five_minutes_before_expiry() {
+        let (fake, base) = serve_fake().await;
+        let (store, clock) = setup();
+        let s = sender(&base, &store, &clock);
+        s.send(&send_call("a")).await.unwrap();
+        clock.advance(Duration::from_secs(7200 - 301));
+        s.send(&send_call("b")).await.unwrap();
+        assert_eq!(fake.seen("gettoken").len(), 1, "still fresh");
+        clock.advance(Duration::from_secs(2));
+        s.send(&send_call("c")).await.unwrap();
+        assert_eq!(fake.seen("gettoken").len(), 2, "refreshed in the margin");
+        assert_eq!(fake.seen("message/send")[2].0, "access_token=tok-2");
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_replaced_and_the_call_retried_once() {
+        for code in ["40014", "41001", "42001"] {
+            let (fake, base) = serve_fake().await;
+            let (store, clock) = setup();
+            let s = sender(&base, &store, &clock);
+            let refused: &'static str =
+                Box::leak(format!(r#"{{"errcode":{code},"errmsg":"ok"}}"#).into_boxed_str());
+            fake.script("send", &[Answer::Json(refused)]);
+            s.send(&send_call("a")).await.unwrap();
+            let sent = fake.seen("message/send");
+            assert_eq!(sent.len(), 2, "{code}");
+            assert_eq!(sent[1].0, "access_token=tok-2", "{code}");
+            // The stored token is the new one.
+            let stored =
+                String::from_utf8(store.kv_get("wecom_token:support").unwrap().unwrap()).unwrap();
+            assert!(stored.contains("tok-2"), "{code}");
+        }
+        // Refused again with the fresh token: retry later, no third attempt now.
+        let (fake, base) = serve_fake().await;
+        let (store, clock) = setup();
+        let s = sender(&base, &store, &clock);
+        let refused = Answer::Json(r#"{"errcode":42001,"errmsg":"expired"}"#);
+        fake.script("send", &[refused.clone(), refused]);
+        assert!(matches!(
+            s.send(&send_call("a")).await,
+            Err(SendError::Retry(_))
+        ));
+        assert_eq!(fake.seen("message/send").len(), 2);
+        s.send(&send_call("a")).await.unwrap();
+        assert_eq!(
+            fake.seen("gettoken").len(),
+            3,
+            "the refused token was dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_classified_by_errcode_and_status() {
+        let (fake, base) = serve_fake().await;
+        let (store, clock) = setup();
+        let s = sender(&base, &store, &clock);
+        let cases: Vec<(Answer, &str)> = vec![
+            (
+                Answer::Json(r#"{"errcode":-1,"errmsg":"system busy"}"#),
+                "retry",
+            ),
+            (Answer::Json(r#"{"errcode":45033,"errmsg":"x"}"#), "retry"),
+            (Answer::Json(r#"{"errcode":45009,"errmsg":"x"}"#), "after"),
+            (Answer::Status(429), "after"),
+            (Answer::Status(500), "retry"),
+            (Answer::Status(503), "retry"),
+            (Answer::Json("<html>gateway</html>"), "retry"),
+            (
+                Answer::Json(r#"{"errcode":81013,"errmsg":"ok"}"#),
+                "permanent",
+            ),
+            (
+                Answer::Json(r#"{"errcode":60020,"errmsg":"not allow to access from your ip"}"#),
+                "permanent",
+            ),
+            (Answer::Json(r#"{"errcode":0,"errmsg":"failed"}"#), "ok"),
+            (
+                Answer::Json(r#"{"errcode":0,"errmsg":"ok","invaliduser":"ChenJiaShun"}"#),
+                "ok",
+            ),
+        ];
+        for (a, want) in cases {
+            fake.script("send", &[a]);
+            let got = s.send(&send_call("x")).await;
+            let class = match &got {
+                Ok(()) => "ok",
+                Err(SendError::Retry(_)) => "retry",
+                Err(SendError::RetryAfter(d, _)) => {
+                    assert_eq!(*d, RATE_LIMITED_WAIT);
+                    "after"
+                }
+                Err(SendError::Permanent(_)) => "permanent",
+            };
+            assert_eq!(class, want, "{got:?}");
+            if let Err(SendError::Permanent(m)) = &got {
+                assert!(m.starts_with("errcode "), "{m}");
+            }
+        }
+        assert_eq!(fake.seen("gettoken").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn gettoken_failures_retry_and_nothing_leaks() {
+        let (fake, base) = serve_fake().await;
+        let (store, clock) = setup();
+        let mut bad = channel(&base);
+        bad.secret = Secret::new("wrong-secret");
+        let s = WeComSender::new(&bad, reqwest::Client::new(), store.clone(), clock.clone());
+        match s.send(&send_call("a")).await {
+            Err(SendError::Retry(m)) => {
+                assert!(m.contains("40001") && m.contains("secret"), "{m}");
+                assert!(!m.contains("wrong-secret"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(fake.seen("message/send").is_empty());
+        fake.script("gettoken", &[Answer::Status(502)]);
+        let s = sender(&base, &store, &clock);
+        assert!(matches!(
+            s.send(&send_call("a")).await,
+            Err(SendError::Retry(_))
+        ));
+
+        // Nothing listens: a network error, with neither the secret nor the token in it.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let s = sender(&closed, &store, &clock);
+        match s.send(&send_call("a")).await {
+            Err(SendError::Retry(m)) => {
+                assert!(m.contains("gettoken") && !m.contains(SECRET), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // With a stored token (from the first sender above), the send itself fails.
+        let ok = sender(&base, &store, &clock);
+        ok.send(&send_call("a")).await.unwrap();
+        let s = sender(&closed, &store, &clock);
+        match s.send(&send_call("a")).await {
+            Err(SendError::Retry(m)) => assert!(!m.contains("tok-"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_outside_api_base_are_refused() {
+        let (fake, base) = serve_fake().await;
+        let (store, clock) = setup();
+        let s = sender(&base, &store, &clock);
+        let mut c = send_call("a");
+        c.url = "https://evil.example.com/cgi-bin/message/send".into();
+        assert!(matches!(s.send(&c).await, Err(SendError::Permanent(_))));
+        assert!(
+            fake.seen.lock().unwrap().is_empty(),
+            "no token fetched for it"
+        );
+    }
+
+    fn robot(base: &str, clock: &Arc<FixedClock>) -> WeComRobotSender {
+        WeComRobotSender::new(
+            &WeComRobotConfig {
+                name: "agents".into(),
+                key: Secret::new(KEY),
+                api_base: base.into(),
+            },
+            reqwest::Client::new(),
+            clock.clone(),
+        )
+    }
+
+    #[tokio::test]
+    async fn robot_sends_text_within_twenty_a_minute() {
+        let (fake, base) = serve_fake().await;
+        let (_, clock) = setup();
+        let r = robot(&base, &clock);
+        let notice = &crate::delivery::notify_calls("[kefu] 需要人工")[0];
+        r.send(notice).await.unwrap();
+        let seen = fake.seen("webhook/send");
+        assert_eq!(seen[0].0, format!("key={KEY}"));
+        let v: serde_json::Value = serde_json::from_str(&seen[0].1).unwrap();
+        assert_eq!(v["msgtype"], "text");
+        assert_eq!(v["text"]["content"], "[kefu] 需要人工");
+        for _ in 1..20 {
+            r.send(notice).await.unwrap();
+        }
+        match r.send(notice).await {
+            Err(SendError::RetryAfter(d, _)) => assert_eq!(d, Duration::from_secs(60)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fake.seen("webhook/send").len(), 20);
+        clock.advance(Duration::from_secs(60));
+        r.send(notice).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn robot_errcodes_and_split_notices() {
+        let (fake, base) = serve_fake().await;
+        let (_, clock) = setup();
+        let r = robot(&base, &clock);
+        let notice = crate::delivery::notify_calls("hi").remove(0);
+        fake.script(
+            "send",
+            &[Answer::Json(
+                r#"{"errcode":93000,"errmsg":"invalid webhook url"}"#,
+            )],
+        );
+        match r.send(&notice).await {
+            Err(SendError::Permanent(m)) => assert!(m.contains("93000") && !m.contains(KEY)),
+            other => panic!("{other:?}"),
+        }
+        fake.script("send", &[Answer::Json(r#"{"errcode":45009,"errmsg":"x"}"#)]);
+        assert!(matches!(
+            r.send(&notice).await,
+            Err(SendError::RetryAfter(..))
+        ));
+        // 3000 bytes: two parts; the second fails, the retry sends only the second.
+        let long = crate::delivery::notify_calls(&"警".repeat(1000)).remove(0);
+        let before = fake.seen("webhook/send").len();
+        fake.script(
+            "send",
+            &[Answer::Json(r#"{"errcode":0}"#), Answer::Status(502)],
+        );
+        assert!(matches!(r.send(&long).await, Err(SendError::Retry(_))));
+        r.send(&long).await.unwrap();
+        let seen = fake.seen("webhook/send");
+        let parts: Vec<String> = seen[before..]
+            .iter()
+            .map(|(_, b)| {
+                let v: serde_json::Value = serde_json::from_str(b).unwrap();
+                v["text"]["content"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(parts.len(), 3, "part 1, part 2 refused, part 2 again");
+        assert_eq!(parts[1], parts[2]);
+        assert!(parts.iter().all(|p| p.len() <= 2048));
+        assert_eq!(format!("{}{}", parts[0], parts[1]), "警".repeat(1000));
+    }
+}

@@ -1,0 +1,355 @@
+//! WeCom and DingTalk callbacks: verify and decode through the channel's codec, answer at
+//! once, then handle the turn in the background and deliver through the outbox.
+//!
+//! A message is written to the inbox before the 200 goes out and removed after its reply is
+//! queued, so a crash in between loses nothing (`serve` replays the inbox on start). The
+//! dedupe key is remembered for a day, also across restarts: a platform retry after a
+//! restart is still recognized.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adapters::{Channel, ChannelKind, Decoded, Inbound, Outbound};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use tokio::sync::mpsc;
+
+use super::error::read_body;
+use super::{ApiError, AppState};
+use crate::config::{ChannelConfig, Config};
+use crate::delivery::Outbox;
+use crate::engine::Turn;
+use crate::store::Conversation;
+
+/// Largest callback body accepted (WeCom and DingTalk send a few KB).
+const MAX_CALLBACK_BYTES: usize = 256 * 1024;
+/// How long a message id is remembered for dedupe.
+const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
+/// A conversation's worker exits after this long without messages.
+const WORKER_IDLE: Duration = Duration::from_secs(60);
+
+/// The platform channels, their outbox and the per-conversation queues.
+pub struct Platforms {
+    pub channels: HashMap<String, Arc<dyn Channel>>,
+    /// Channel name → send replies as markdown.
+    pub markdown: HashMap<String, bool>,
+    pub outbox: Arc<Outbox>,
+    queues: Mutex<HashMap<(String, String), mpsc::UnboundedSender<(String, Inbound)>>>,
+}
+
+impl Platforms {
+    pub fn new(config: &Config, outbox: Arc<Outbox>) -> anyhow::Result<Self> {
+        let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+        let mut markdown = HashMap::new();
+        for c in &config.channels {
+            let ch: Arc<dyn Channel> = match c {
+                ChannelConfig::Web(_) => continue,
+                ChannelConfig::WeCom(w) => {
+                    markdown.insert(w.name.clone(), w.markdown);
+                    Arc::new(
+                        adapters::wecom::WeCom::new(adapters::wecom::WeComParams {
+                            name: w.name.clone(),
+                            corp_id: w.corp_id.clone(),
+                            agent_id: w.agent_id,
+                            token: w.token.clone(),
+                            encoding_aes_key: w.encoding_aes_key.clone(),
+                        })
+                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", w.name))?
+                        .with_markdown(w.markdown),
+                    )
+                }
+                ChannelConfig::DingTalk(d) => {
+                    markdown.insert(d.name.clone(), d.markdown);
+                    Arc::new(
+                        adapters::dingtalk::DingTalk::new(adapters::dingtalk::DingTalkParams {
+                            name: d.name.clone(),
+                            app_key: d.app_key.clone(),
+                            app_secret: d.app_secret.clone(),
+                            robot_code: d.robot_code.clone(),
+                        })
+                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?,
+                    )
+                }
+            };
+            channels.insert(c.name().to_string(), ch);
+        }
+        Ok(Platforms {
+            channels,
+            markdown,
+            outbox,
+            queues: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn channel(&self, name: &str, kind: ChannelKind) -> Result<&Arc<dyn Channel>, ApiError> {
+        self.channels
+            .get(name)
+            .filter(|c| c.kind() == kind)
+            .ok_or_else(|| ApiError::UnknownChannel(name.to_string()))
+    }
+}
+
+pub async fn wecom(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    callback(s, name, ChannelKind::WeCom, req).await
+}
+
+pub async fn dingtalk(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    callback(s, name, ChannelKind::DingTalk, req).await
+}
+
+async fn callback(
+    s: AppState,
+    name: String,
+    kind: ChannelKind,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let ch = s.platforms.channel(&name, kind)?.clone();
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, MAX_CALLBACK_BYTES).await?;
+    let req = http::Request::from_parts(parts, bytes);
+    let decoded = match ch.decode(&req, s.app.clock.now()) {
+        Ok(d) => d,
+        Err(e) => {
+            let outcome = if e.is_auth() {
+                "unauthorized"
+            } else {
+                "malformed"
+            };
+            s.app.metrics.inc(
+                "kefu_callbacks_total",
+                &[("channel", &name), ("outcome", outcome)],
+            );
+            return Err(e.into());
+        }
+    };
+    Ok(accept(&s, &name, decoded))
+}
+
+/// After a successful decode: always a 2xx, whatever happens next.
+pub fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
+    let count = |outcome: &str| {
+        s.app.metrics.inc(
+            "kefu_callbacks_total",
+            &[("channel", name), ("outcome", outcome)],
+        )
+    };
+    match decoded {
+        Decoded::Challenge(echo) => {
+            count("verified");
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], echo).into_response()
+        }
+        Decoded::Ignored(why) => {
+            count("ignored");
+            tracing::debug!(channel = name, why, "callback ignored");
+            StatusCode::OK.into_response()
+        }
+        Decoded::Message(m) => {
+            let key = format!("{name}:{}", m.id);
+            match s
+                .app
+                .store
+                .check_and_remember(&key, s.app.clock.now_ms(), DEDUPE_TTL_MS)
+            {
+                Ok(true) => {
+                    count("duplicate");
+                    return StatusCode::OK.into_response();
+                }
+                Ok(false) => {}
+                // Can't tell: handle it; a rare double answer beats a lost question.
+                Err(e) => tracing::error!(error = %e, "dedupe store failed"),
+            }
+            if let Err(e) = s.app.store.inbox_put(&key, &m) {
+                tracing::error!(error = %e, "inbox write failed; handling from memory");
+            }
+            count("accepted");
+            enqueue(s, key, *m);
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+/// Hand a message to its conversation's worker: one customer in order, customers in parallel.
+pub fn enqueue(s: &AppState, key: String, m: Inbound) {
+    let conv = (m.channel.clone(), m.conversation.clone());
+    let mut queues = s.platforms.queues.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = queues.get(&conv) {
+        match tx.send((key, m)) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(back)) => {
+                // The worker just exited; start a new one below.
+                queues.remove(&conv);
+                let (tx, rx) = mpsc::unbounded_channel();
+                let _ = tx.send(back);
+                queues.insert(conv.clone(), tx);
+                tokio::spawn(worker(s.clone(), conv, rx));
+                return;
+            }
+        }
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send((key, m));
+    queues.insert(conv.clone(), tx);
+    tokio::spawn(worker(s.clone(), conv, rx));
+}
+
+async fn worker(
+    s: AppState,
+    conv: (String, String),
+    mut rx: mpsc::UnboundedReceiver<(String, Inbound)>,
+) {
+    loop {
+        let next = match tokio::time::timeout(WORKER_IDLE, rx.recv()).await {
+            Ok(Some(next)) => next,
+            Ok(None) => return,
+            Err(_idle) => {
+                // Leave only if nothing arrived meanwhile; senders hold this lock to send.
+                let mut queues = s.platforms.queues.lock().unwrap_or_else(|p| p.into_inner());
+                match rx.try_recv() {
+                    Ok(next) => next,
+                    Err(_) => {
+                        queues.remove(&conv);
+                        return;
+                    }
+                }
+            }
+        };
+        handle(&s, next.0, next.1).await;
+    }
+}
+
+async fn handle(s: &AppState, key: String, m: Inbound) {
+    match s.app.engine.handle(m.clone()).await {
+        Ok(turn) => {
+            deliver_turn(s, &m, &turn);
+            if let Err(e) = s.app.store.inbox_remove(&key) {
+                tracing::error!(error = %e, "inbox delete failed");
+            }
+        }
+        // The message stays in the inbox and is handled again after a restart.
+        Err(e) => {
+            tracing::error!(error = %e, channel = %m.channel, "turn failed; message kept in the inbox")
+        }
+    }
+}
+
+/// Queue the turn's reply on the customer's channel, and alert agents on a new handoff.
+pub fn deliver_turn(s: &AppState, m: &Inbound, turn: &Turn) {
+    if !turn.reply.is_empty() {
+        send_text(
+            s,
+            &m.channel,
+            &m.conversation,
+            &m.user,
+            &m.route,
+            &turn.reply,
+        );
+    }
+    if turn.handoff_started {
+        notify_agents(s, &m.channel, &m.conversation);
+    }
+}
+
+fn send_text(
+    s: &AppState,
+    channel: &str,
+    conversation: &str,
+    user: &adapters::UserRef,
+    route: &std::collections::BTreeMap<String, String>,
+    text: &str,
+) {
+    let Some(ch) = s.platforms.channels.get(channel) else {
+        return;
+    };
+    let out = Outbound {
+        channel: channel.to_string(),
+        conversation: conversation.to_string(),
+        user: user.clone(),
+        text: text.to_string(),
+        markdown: s.platforms.markdown.get(channel).copied().unwrap_or(false),
+        route: route.clone(),
+    };
+    let mut rng = rand::thread_rng();
+    match ch.encode(&out, s.app.clock.now(), &mut rng) {
+        Ok(calls) => {
+            let calls = calls
+                .into_iter()
+                .map(|c| {
+                    let fb = ch.fallback(&out, &c);
+                    (c, fb)
+                })
+                .collect();
+            if let Err(e) = s.platforms.outbox.enqueue(channel, calls) {
+                tracing::error!(error = %e, "outbox write failed; reply lost");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, channel, "reply cannot be encoded"),
+    }
+}
+
+/// Post the handoff summary to every `handoff.notify` target.
+fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
+    let targets = &s.app.config.handoff.notify;
+    if targets.is_empty() {
+        return;
+    }
+    let conv = match s.app.store.conversation(channel, conversation) {
+        Ok(Some(c)) => c,
+        _ => return,
+    };
+    let Some(h) = conv.handoff.as_ref() else {
+        return;
+    };
+    let text = format!(
+        "[kefu] conversation {channel}/{conversation} needs a human ({})\n{}",
+        h.reason, h.summary
+    );
+    for t in targets {
+        let calls = crate::delivery::notify_calls(&text);
+        if let Err(e) = s
+            .platforms
+            .outbox
+            .enqueue(t, calls.into_iter().map(|c| (c, vec![])).collect())
+        {
+            tracing::error!(error = %e, target = %t, "notify write failed");
+        }
+    }
+}
+
+/// An agent's message goes to the customer through the conversation's channel.
+pub fn deliver_agent_message(s: &AppState, conv: &Conversation, text: &str) {
+    send_text(
+        s,
+        &conv.channel,
+        &conv.conversation,
+        &conv.user,
+        &conv.route,
+        text,
+    );
+}
+
+/// Messages acknowledged before the last stop but never answered.
+pub fn replay_inbox(s: &AppState) {
+    match s.app.store.inbox_all() {
+        Ok(items) => {
+            if !items.is_empty() {
+                tracing::info!(count = items.len(), "replaying unanswered messages");
+            }
+            for (key, m) in items {
+                enqueue(s, key, m);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "inbox unreadable"),
+    }
+}
