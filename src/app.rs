@@ -47,12 +47,18 @@ impl App {
                 config.server.data_dir.display()
             )
         })?;
-        let db = sled::open(&config.server.data_dir).with_context(|| {
-            format!(
+        // sled's page cache defaults to 1 GB; the working set here is the index (held in
+        // memory by `Knowledge` anyway) and recent conversations.
+        let db = sled::Config::new()
+            .path(&config.server.data_dir)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .with_context(|| {
+                format!(
                 "server.data_dir: cannot open the database in {} (is another kefu running on it?)",
                 config.server.data_dir.display()
             )
-        })?;
+            })?;
         Self::with_db(config, db, policy).await
     }
 

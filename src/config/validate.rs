@@ -153,6 +153,12 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
     for (i, ch) in cfg.channels.iter().enumerate() {
         let path = format!("channels[{i}]");
         name_check(&mut bad, &format!("{path}.name"), ch.name());
+        if notify_names.contains(ch.name()) {
+            bad(
+                &format!("{path}.name"),
+                format!("`{}` is also a [[notify]] name; names must differ (they share the delivery queue)", ch.name()),
+            );
+        }
         if !names.insert(ch.name().to_string()) {
             bad(
                 &format!("{path}.name"),

@@ -107,16 +107,14 @@ impl Outbox {
         let mut delivered = 0;
         loop {
             let now = self.clock.now_ms();
-            let due = match self.store.outbox_due(u64::MAX, 256) {
-                Ok(d) => d,
+            // The head of this target's queue, due or not: order matters more than speed.
+            let mut item = match self.store.outbox_head(target) {
+                Ok(Some(item)) => item,
+                Ok(None) => return delivered,
                 Err(e) => {
                     tracing::error!(error = %e, "outbox unreadable");
                     return delivered;
                 }
-            };
-            // The head of this target's queue, due or not: order matters more than speed.
-            let Some(mut item) = due.into_iter().find(|i| i.target == target) else {
-                return delivered;
             };
             if item.next_at_ms > now {
                 return delivered;

@@ -362,13 +362,13 @@ impl Sender for WeComRobotSender {
             call.body.hash(&mut h);
             h.finish()
         };
-        let mut done = match *self.progress() {
+        let done = match *self.progress() {
             Some((p, n)) if p == id => n,
             _ => 0,
         };
-        for body in bodies.iter().skip(done) {
+        for (i, body) in bodies.iter().enumerate().skip(done) {
             if let Err(wait) = self.rate.acquire(self.clock.now_ms()) {
-                *self.progress() = Some((id, done));
+                *self.progress() = Some((id, i));
                 return Err(SendError::RetryAfter(
                     wait,
                     "robot limit of 20 messages a minute".into(),
@@ -390,10 +390,9 @@ impl Sender for WeComRobotSender {
                 Err(e) => Err(e),
             };
             if let Err(e) = outcome {
-                *self.progress() = Some((id, done));
+                *self.progress() = Some((id, i));
                 return Err(e);
             }
-            done += 1;
         }
         *self.progress() = None;
         Ok(())

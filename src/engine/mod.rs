@@ -35,6 +35,9 @@ use crate::store::{
     Conversation, FlowStage, Handoff, Message, Role, SourceRecord, Store, StoreError,
 };
 
+/// A customer who opens the app again within this time is not greeted again.
+const GREET_AGAIN_MS: u64 = 6 * 3600 * 1000;
+
 /// What the engine decided for one inbound message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Turn {
@@ -155,6 +158,12 @@ impl Engine {
             .unwrap_or_else(|| {
                 Conversation::new(&m.channel, m.kind, &m.conversation, m.user.clone(), now)
             });
+        // When the customer was last here (0 for a new conversation), before this message.
+        let last_seen_ms = if conv.next_seq > 1 {
+            conv.updated_ms
+        } else {
+            0
+        };
         conv.updated_ms = now;
         conv.route = m.route.clone();
         if m.user.name.is_some() {
@@ -192,7 +201,11 @@ impl Engine {
             },
         )?;
 
-        let is_text = m.content == ContentKind::Text || m.content == ContentKind::RichText;
+        // A voice message the platform transcribed reads like text.
+        let transcribed = m.content == ContentKind::Voice
+            && !m.text.trim().is_empty()
+            && !m.text.trim_start().starts_with('[');
+        let is_text = matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed;
         let mut intent = if is_text {
             self.p.classifier.classify(&text).await
         } else {
@@ -234,7 +247,8 @@ impl Engine {
             d.handoff = Some(Reason::Sensitive);
             d
         } else {
-            self.route(&m, &text, &intent, rule, &mut conv).await
+            self.route(&m, &text, &intent, rule, last_seen_ms, &mut conv)
+                .await
         };
 
         // Quality check before anything leaves.
@@ -368,14 +382,22 @@ impl Engine {
         text: &str,
         intent: &Intent,
         rule: Option<Reason>,
+        last_seen_ms: u64,
         conv: &mut Conversation,
     ) -> Draft {
         let zh = conv.zh;
         let replies = &self.p.config.replies;
+        let transcribed = m.content == ContentKind::Voice
+            && !text.trim().is_empty()
+            && !text.trim_start().starts_with('[');
         match &m.content {
             ContentKind::Text | ContentKind::RichText => {}
+            _ if transcribed => {}
             ContentKind::Event(name) => {
-                let greet = matches!(name.as_str(), "enter_agent" | "subscribe");
+                // Greet on opening the app, but not again within a few hours: WeCom sends
+                // `enter_agent` every time a member opens it.
+                let recent = self.p.clock.now_ms().saturating_sub(last_seen_ms) < GREET_AGAIN_MS;
+                let greet = matches!(name.as_str(), "enter_agent" | "subscribe") && !recent;
                 return Draft::say(
                     if greet {
                         replies.greeting.get(zh).to_string()

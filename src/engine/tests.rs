@@ -354,3 +354,31 @@ async fn messages_of_one_conversation_are_handled_in_order() {
         assert_eq!(m.role, if i % 2 == 0 { Role::User } else { Role::Bot });
     }
 }
+
+#[tokio::test]
+async fn enter_agent_greets_once_within_hours() {
+    let e = engine();
+    let event = |id: &str| {
+        let mut m = web_message("s", id, "");
+        m.content = adapters::ContentKind::Event("enter_agent".into());
+        m
+    };
+    let t = e.engine.handle(event("e1")).await.unwrap();
+    assert!(t.reply.starts_with("Hello"), "{}", t.reply);
+    e.clock.advance(std::time::Duration::from_secs(60));
+    assert!(e.engine.handle(event("e2")).await.unwrap().reply.is_empty());
+    e.clock.advance(std::time::Duration::from_secs(7 * 3600));
+    assert!(!e.engine.handle(event("e3")).await.unwrap().reply.is_empty());
+}
+
+#[tokio::test]
+async fn transcribed_voice_is_answered_like_text() {
+    let e = engine();
+    let mut m = web_message("s", "v1", "how do I reset my password");
+    m.content = adapters::ContentKind::Voice;
+    let t = e.engine.handle(m).await.unwrap();
+    assert_eq!(t.route, "knowledge");
+    let mut m = web_message("s", "v2", "[语音]");
+    m.content = adapters::ContentKind::Voice;
+    assert_eq!(e.engine.handle(m).await.unwrap().route, "non_text");
+}

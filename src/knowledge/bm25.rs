@@ -35,8 +35,8 @@ pub struct Bm25 {
     /// Per term: (unit, tf).
     postings: Vec<Vec<(u32, u16)>>,
     idf: Vec<f32>,
-    unit_len: Vec<f32>,
-    avg_len: f32,
+    /// Per unit: `k1·(1 − b + b·|u|/avg)`, precomputed for the scoring loop.
+    unit_norm: Vec<f32>,
     params: Bm25Params,
 }
 
@@ -65,18 +65,22 @@ impl Bm25 {
         } else {
             (unit_len.iter().sum::<f32>() / n).max(1.0)
         };
+        let Bm25Params { k1, b, .. } = params;
+        let unit_norm = unit_len
+            .iter()
+            .map(|len| k1 * (1.0 - b + b * len / avg_len))
+            .collect();
         Self {
             vocab,
             postings,
             idf,
-            unit_len,
-            avg_len,
+            unit_norm,
             params,
         }
     }
 
     pub fn units(&self) -> usize {
-        self.unit_len.len()
+        self.unit_norm.len()
     }
 
     /// Add each unit's normalized score into `out` (len = units), returning the units touched.
@@ -85,7 +89,7 @@ impl Bm25 {
         let mut uniq: Vec<&String> = query_terms.iter().collect();
         uniq.sort();
         uniq.dedup();
-        let Bm25Params { k1, b, stop_weight } = self.params;
+        let stop_weight = self.params.stop_weight;
         let qweight = |t: &str| if is_stopword(t) { stop_weight } else { 1.0 };
         let denom: f32 = uniq
             .iter()
@@ -108,12 +112,12 @@ impl Bm25 {
             let w = qweight(t) * self.idf[id as usize] / denom;
             for &(u, tf) in &self.postings[id as usize] {
                 let tf = f32::from(tf);
-                let norm = k1 * (1.0 - b + b * self.unit_len[u as usize] / self.avg_len);
                 let slot = &mut out[u as usize];
                 if *slot == 0.0 {
                     touched.push(u);
                 }
-                *slot += w * tf * (k1 + 1.0) / (tf + norm) / (k1 + 1.0);
+                // tf(k1+1)/(tf+norm), divided by its maximum (k1+1): saturates at 1.
+                *slot += w * tf / (tf + self.unit_norm[u as usize]);
             }
         }
         touched

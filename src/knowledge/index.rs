@@ -25,7 +25,7 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use super::bm25::{Bm25, Bm25Params};
-use super::load::Problem;
+use super::load::{ChunkKind, Problem};
 use super::search::{ChunkRecord, Snapshot};
 use super::vectors::{self, Matrix};
 
@@ -277,6 +277,7 @@ impl Trees {
                 for kind in &rec.units {
                     snap.unit_chunk.push(c);
                     snap.unit_kind.push(*kind);
+                    snap.unit_faq.push(rec.kind == ChunkKind::Faq);
                 }
                 unit_terms.extend(terms);
                 snap.chunks.push(rec);

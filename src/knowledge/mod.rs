@@ -9,6 +9,11 @@
 //! sled is the durable truth; searches read an in-memory [`search::Snapshot`] loaded at open
 //! and swapped whole after each successful ingest. The score of a [`Hit`] is calibrated
 //! (see `search.rs`): the same 0..1 meaning in every [`RetrievalMode`].
+//!
+//! Tuned on the four public dev sets of `shared/data` with the built-in embedder (hit@1,
+//! hybrid / vector / lexical): banking77 0.704 / 0.685 / 0.692, clinc150 in-scope
+//! 0.798 / 0.766 / 0.798, bitext 0.881 / 0.860 / 0.886, stackfaq 0.776 / 0.672 / 0.653.
+//! Parameters were chosen for the average over the four sets, not for any one of them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

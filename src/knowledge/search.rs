@@ -71,7 +71,7 @@ impl Default for SearchParams {
             faq_body_weight: 0.7,
             section_body_weight: 1.0,
             pool_weight: 0.7,
-            calibration: [(11.0, 0.22), (9.0, 0.32), (10.0, 0.16)],
+            calibration: [(10.0, 0.21), (9.0, 0.32), (9.0, 0.14)],
         }
     }
 }
@@ -93,6 +93,8 @@ pub struct Snapshot {
     pub chunks: Vec<ChunkRecord>,
     pub unit_chunk: Vec<u32>,
     pub unit_kind: Vec<UnitKind>,
+    /// Whether the unit's chunk is an FAQ entry (its body weighs [`SearchParams::faq_body_weight`]).
+    pub unit_faq: Vec<bool>,
     /// `None` when the stored vectors belong to another model (lexical only until re-ingest).
     pub vectors: Option<Matrix>,
     pub bm25: Bm25,
@@ -127,12 +129,17 @@ impl Snapshot {
         } else {
             mode
         };
+        // Per unit kind and chunk kind; looked up without touching the chunk records.
+        let body_weight = |faq: bool| {
+            if faq {
+                p.faq_body_weight
+            } else {
+                p.section_body_weight
+            }
+        };
         let weight = |u: usize| match self.unit_kind[u] {
             UnitKind::Match | UnitKind::Pool => 1.0,
-            UnitKind::Body => match self.chunks[self.unit_chunk[u] as usize].kind {
-                ChunkKind::Faq => p.faq_body_weight,
-                ChunkKind::Section => p.section_body_weight,
-            },
+            UnitKind::Body => body_weight(self.unit_faq[u]),
         };
         let mut v = Signal::new(n);
         if mode != RetrievalMode::Lexical {
@@ -277,6 +284,7 @@ mod tests {
                 UnitKind::Match,
                 UnitKind::Body,
             ],
+            unit_faq: vec![true; 4],
             vectors: Some(m),
             bm25: Bm25::build(&terms, Bm25Params::default()),
         }

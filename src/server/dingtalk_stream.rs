@@ -308,8 +308,13 @@ where
     if ws.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
+    // Done at the gateway's Close frame (or end of stream); dropping the socket then is fine.
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(_)) = ws.next().await {}
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
     })
     .await;
 }
@@ -487,8 +492,15 @@ mod tests {
         assert!(ack.to_text().unwrap().contains("\"d1\""));
         let close = within(gateway.next()).await.unwrap().unwrap();
         assert!(matches!(close, Message::Close(_)));
-        within(async { while let Some(Ok(_)) = gateway.next().await {} }).await;
+        // Reading on sends the gateway's Close back.
+        let reader = tokio::spawn(async move { while let Some(Ok(_)) = gateway.next().await {} });
+        let started = Instant::now();
         assert_eq!(within(task).await.unwrap(), End::Disconnect);
+        assert!(
+            started.elapsed() < CLOSE_WAIT,
+            "done at the gateway's Close"
+        );
+        reader.abort();
     }
 
     #[test]

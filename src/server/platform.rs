@@ -37,19 +37,30 @@ pub struct Platforms {
     pub channels: HashMap<String, Arc<dyn Channel>>,
     /// Channel name → send replies as markdown.
     pub markdown: HashMap<String, bool>,
+    /// WeCom channels with `greet_on_enter = false`.
+    no_greeting: std::collections::HashSet<String>,
     pub outbox: Arc<Outbox>,
-    queues: Mutex<HashMap<(String, String), mpsc::UnboundedSender<(String, Inbound)>>>,
+    queues: Mutex<HashMap<ConversationKey, Queue>>,
 }
+
+/// `(channel, conversation)`.
+type ConversationKey = (String, String);
+/// A conversation's waiting messages, each with its dedupe/inbox key.
+type Queue = mpsc::UnboundedSender<(String, Inbound)>;
 
 impl Platforms {
     pub fn new(config: &Config, outbox: Arc<Outbox>) -> anyhow::Result<Self> {
         let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
         let mut markdown = HashMap::new();
+        let mut no_greeting = std::collections::HashSet::new();
         for c in &config.channels {
             let ch: Arc<dyn Channel> = match c {
                 ChannelConfig::Web(_) => continue,
                 ChannelConfig::WeCom(w) => {
                     markdown.insert(w.name.clone(), w.markdown);
+                    if !w.greet_on_enter {
+                        no_greeting.insert(w.name.clone());
+                    }
                     Arc::new(
                         adapters::wecom::WeCom::new(adapters::wecom::WeComParams {
                             name: w.name.clone(),
@@ -80,6 +91,7 @@ impl Platforms {
         Ok(Platforms {
             channels,
             markdown,
+            no_greeting,
             outbox,
             queues: Mutex::new(HashMap::new()),
         })
@@ -155,6 +167,13 @@ pub fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
             tracing::debug!(channel = name, why, "callback ignored");
             StatusCode::OK.into_response()
         }
+        Decoded::Message(m)
+            if matches!(&m.content, adapters::ContentKind::Event(e) if e == "enter_agent" || e == "subscribe")
+                && s.platforms.no_greeting.contains(name) =>
+        {
+            count("ignored");
+            StatusCode::OK.into_response()
+        }
         Decoded::Message(m) => {
             let key = format!("{name}:{}", m.id);
             match s
@@ -206,7 +225,7 @@ pub fn enqueue(s: &AppState, key: String, m: Inbound) {
 
 async fn worker(
     s: AppState,
-    conv: (String, String),
+    conv: ConversationKey,
     mut rx: mpsc::UnboundedReceiver<(String, Inbound)>,
 ) {
     loop {

@@ -84,6 +84,8 @@ fn store_contract(s: &dyn Store) {
     let b = s.outbox_push(&item(500)).unwrap();
     assert!(b > a);
     assert_eq!(s.outbox_len().unwrap(), 2);
+    assert_eq!(s.outbox_head("support").unwrap().unwrap().id, a);
+    assert!(s.outbox_head("nobody").unwrap().is_none());
     let due = s.outbox_due(100, 10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, a);

@@ -118,6 +118,15 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn outbox_head(&self, target: &str) -> StoreResult<Option<OutboxItem>> {
+        Ok(self
+            .lock()
+            .outbox
+            .values()
+            .find(|i| i.target == target)
+            .cloned())
+    }
+
     fn outbox_len(&self) -> StoreResult<usize> {
         Ok(self.lock().outbox.len())
     }

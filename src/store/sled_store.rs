@@ -170,6 +170,17 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn outbox_head(&self, target: &str) -> StoreResult<Option<OutboxItem>> {
+        for kv in self.outbox.iter() {
+            let (k, v) = kv?;
+            let item: OutboxItem = decode(&k, &v)?;
+            if item.target == target {
+                return Ok(Some(item));
+            }
+        }
+        Ok(None)
+    }
+
     fn outbox_len(&self) -> StoreResult<usize> {
         Ok(self.outbox.len())
     }

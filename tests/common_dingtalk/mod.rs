@@ -298,6 +298,8 @@ async fn gateway(listener: TcpListener, s: Arc<FakeState>) {
         };
         let s = s.clone();
         tokio::spawn(async move {
+            // The callback's types are tungstenite's (a large `ErrorResponse`).
+            #[allow(clippy::result_large_err)]
             let check = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
                 let ticket = req
                     .uri()
