@@ -221,12 +221,14 @@ async fn a_replayed_callback_is_answered_once() {
     e.kefu
         .post(&e.seal.text("sunqi", 44, "What is the refund policy?"))
         .await;
-    replies(&e.fake, "sunqi", 4).await;
+    replies(&e.fake, "sunqi", 3).await;
     eventually("an empty outbox", || {
         (e.kefu.outbox_len() == 0).then_some(())
     })
     .await;
-    assert_eq!(e.fake.sent_to("sunqi").len(), 4, "one greeting, not two");
+    // sunqi wrote minutes ago: opening the app again is not greeted (the engine greets
+    // once per few hours), and the duplicate event changes nothing either.
+    assert_eq!(e.fake.sent_to("sunqi").len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
