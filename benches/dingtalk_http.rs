@@ -120,8 +120,9 @@ fn dingtalk_http(c: &mut Criterion) {
     let _ = kefu.stop.send(true);
 }
 
+/// All turns handled, then (checked second) all replies sent.
 fn settled(kefu: &Kefu) -> bool {
-    kefu.outbox_len() == 0 && kefu.state.app.store.inbox_all().expect("inbox").is_empty()
+    kefu.state.app.store.inbox_all().expect("inbox").is_empty() && kefu.outbox_len() == 0
 }
 
 async fn post(kefu: &Kefu, body: &str) {

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ActionKind, Config, ProviderKind};
+use crate::config::{ActionKind, Config, IntentMode, ProviderKind};
 use crate::engine::actions::{BusinessActions, HandoffActions, HttpActions};
-use crate::engine::intent::BuiltinClassifier;
+use crate::engine::intent::{BuiltinClassifier, IntentClassifier};
+use crate::engine::llm_intent::LlmClassifier;
 use crate::engine::{Engine, EngineParts, KnowledgeRetriever};
 use crate::knowledge::{IngestReport, Knowledge};
 use crate::metrics::Metrics;
 use crate::providers::builtin_embedder::BuiltinEmbedder;
+use crate::providers::openai_chat::OpenAiChat;
+use crate::providers::openai_embed::OpenAiEmbedder;
 use crate::providers::{BuiltinGenerator, Embedder, Generator};
 use crate::store::{SledStore, Store};
 
@@ -87,11 +90,21 @@ impl App {
                 "the knowledge base is empty: every question will be handed to a human"
             );
         }
-        let generator: Arc<dyn Generator> = match config.providers.chat.as_ref().map(|c| c.kind) {
-            None | Some(ProviderKind::Builtin) => Arc::new(BuiltinGenerator::new()),
-            Some(other) => anyhow::bail!(
-                "providers.chat.kind = {other:?} is not available in this build; use \"builtin\""
-            ),
+        // The chat model, when configured: the generator and the LLM intent classifier share
+        // it (one connection pool, one circuit breaker).
+        let chat_model: Option<Arc<OpenAiChat>> = match config.providers.chat.as_ref() {
+            None => None,
+            Some(c) => match c.kind {
+                ProviderKind::Builtin => None,
+                ProviderKind::Openai => Some(Arc::new(OpenAiChat::new(c)?)),
+                ProviderKind::Local => anyhow::bail!(
+                    "providers.chat.kind = \"local\" is not supported; use \"builtin\" or \"openai\""
+                ),
+            },
+        };
+        let generator: Arc<dyn Generator> = match &chat_model {
+            None => Arc::new(BuiltinGenerator::new()),
+            Some(chat) => chat.clone(),
         };
         let actions: Arc<dyn BusinessActions> = match config.flows.action {
             ActionKind::Handoff => Arc::new(HandoffActions),
@@ -100,6 +113,30 @@ impl App {
                 url: config.flows.action_url.clone().unwrap_or_default(),
                 token: config.flows.action_token.clone(),
             }),
+        };
+        let builtin_classifier = Arc::new(BuiltinClassifier::new(
+            &config.intent.order_pattern,
+            &config.intent.examples,
+        )?);
+        let intent_mode = config
+            .providers
+            .chat
+            .as_ref()
+            .map_or(IntentMode::Builtin, |c| c.intent);
+        let classifier: Arc<dyn IntentClassifier> = match (intent_mode, &chat_model) {
+            (IntentMode::Builtin, _) => builtin_classifier,
+            (mode, Some(chat)) => Arc::new(LlmClassifier::new(
+                chat.clone(),
+                builtin_classifier,
+                mode,
+                metrics.clone(),
+            )),
+            (_, None) => {
+                tracing::warn!(
+                    "providers.chat.intent asks for the LLM but no chat model is configured (kind = \"openai\"); using the built-in classifier"
+                );
+                builtin_classifier
+            }
         };
         let engine = Arc::new(Engine::new(EngineParts {
             config: config.clone(),
@@ -110,10 +147,7 @@ impl App {
             store: app_store.clone(),
             generator,
             fallback_generator: Arc::new(BuiltinGenerator::new()),
-            classifier: Arc::new(BuiltinClassifier::new(
-                &config.intent.order_pattern,
-                &config.intent.examples,
-            )?),
+            classifier,
             actions,
             clock: clock.clone(),
             metrics: metrics.clone(),
@@ -138,8 +172,12 @@ impl App {
 fn embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     match config.providers.embedding.as_ref().map(|e| e.kind) {
         None | Some(ProviderKind::Builtin) => Ok(Arc::new(BuiltinEmbedder::new())),
-        Some(other) => anyhow::bail!(
-            "providers.embedding.kind = {other:?} is not available in this build; use \"builtin\""
+        Some(ProviderKind::Openai) => match config.providers.embedding.as_ref() {
+            Some(e) => Ok(Arc::new(OpenAiEmbedder::new(e)?)),
+            None => Ok(Arc::new(BuiltinEmbedder::new())),
+        },
+        Some(ProviderKind::Local) => anyhow::bail!(
+            "providers.embedding.kind = \"local\" needs a build with the `local-embeddings` feature, which this build does not have"
         ),
     }
 }

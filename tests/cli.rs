@@ -31,7 +31,11 @@ fn check_lists_every_config_error_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.toml");
     std::fs::write(&path, BROKEN).unwrap();
-    let out = kefu().args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = kefu()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -49,8 +53,19 @@ fn check_lists_every_config_error_and_exits_1() {
 fn serve_refuses_a_broken_config_and_leaves_no_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.toml");
-    std::fs::write(&path, BROKEN.replace("[server]", &format!("[server]\ndata_dir = {:?}", dir.path().join("data")))).unwrap();
-    let out = kefu().args(["serve", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        BROKEN.replace(
+            "[server]",
+            &format!("[server]\ndata_dir = {:?}", dir.path().join("data")),
+        ),
+    )
+    .unwrap();
+    let out = kefu()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing started"));
     assert!(!dir.path().join("data").exists());
@@ -76,14 +91,26 @@ fn check_and_ingest_report_bad_knowledge_lines_and_keep_the_rest() {
         ),
     )
     .unwrap();
-    let out = kefu().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let out = kefu()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("faq/a.jsonl:2:"), "{stdout}");
-    let out = kefu().args(["ingest", "--config"]).arg(&cfg).output().unwrap();
+    let out = kefu()
+        .args(["ingest", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("faq/a.jsonl:2:"));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 chunks"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 chunks"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -117,5 +144,8 @@ fn eval_prints_accuracy_and_the_closing_line() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("source     hit@1 1.000"), "{stdout}");
     assert!(stdout.contains("handoff    0.667  (2/3)"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("2 passed, 1 failed"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("2 passed, 1 failed"),
+        "{stdout}"
+    );
 }

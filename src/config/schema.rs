@@ -104,6 +104,19 @@ pub struct EmbeddingConfig {
     pub batch_size: usize,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Retries of one batch on 429 / 5xx / network errors, with backoff.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// Azure OpenAI: the `api-version` query parameter; setting it also switches the auth
+    /// header to `api-key` (as does a base_url on `openai.azure.com`).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Circuit breaker: after this many failed calls in a row, fail fast for
+    /// `breaker_cooldown_ms`, then let one call through to probe.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +140,19 @@ pub struct ChatConfig {
     /// `builtin` | `llm` | `llm_with_fallback` intent classification.
     #[serde(default)]
     pub intent: IntentMode,
+    /// Ask for a streamed (SSE) completion; the answer is still checked whole before it
+    /// leaves. `false` for servers without streaming.
+    #[serde(default = "yes")]
+    pub stream: bool,
+    /// Azure OpenAI: the `api-version` query parameter (also switches to the `api-key` header).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Circuit breaker: after this many failed calls in a row, fail fast (built-in answer) for
+    /// `breaker_cooldown_ms`, then let one call through to probe.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -146,6 +172,12 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_retries() -> u32 {
     2
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -56,8 +56,12 @@ pub struct Outbox {
     senders: HashMap<String, Arc<dyn Sender>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    wake: Notify,
+    /// One wake-up per target; `notify_one` keeps a permit, so a wake during a drain is not lost.
+    wake: HashMap<String, Notify>,
 }
+
+/// Entries looked at per drain round: bounds the work of one round, not what is kept.
+const DRAIN_WINDOW: usize = 512;
 
 impl Outbox {
     pub fn new(
@@ -66,12 +70,13 @@ impl Outbox {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let wake = senders.keys().map(|k| (k.clone(), Notify::new())).collect();
         Outbox {
             store,
             senders,
             clock,
             metrics,
-            wake: Notify::new(),
+            wake,
         }
     }
 
@@ -79,8 +84,14 @@ impl Outbox {
         self.senders.contains_key(target)
     }
 
-    /// Queue calls for `target`, each with the calls to try instead if it fails for good.
-    pub fn enqueue(&self, target: &str, calls: Vec<(Call, Vec<Call>)>) -> StoreResult<()> {
+    /// Queue calls for `target` in `queue` (a conversation: order is kept within it), each
+    /// with the calls that replace it if it fails for good.
+    pub fn enqueue(
+        &self,
+        target: &str,
+        queue: &str,
+        calls: Vec<(Call, Vec<Call>)>,
+    ) -> StoreResult<()> {
         let now = self.clock.now_ms();
         for (call, fallback) in calls {
             self.store.outbox_push(&OutboxItem {
@@ -88,88 +99,130 @@ impl Outbox {
                 target: target.to_string(),
                 call,
                 fallback,
+                then: Vec::new(),
+                queue: queue.to_string(),
                 attempts: 0,
                 next_at_ms: now,
                 created_ms: now,
                 last_error: None,
             })?;
         }
-        self.wake.notify_waiters();
+        if let Some(w) = self.wake.get(target) {
+            w.notify_one();
+        }
         Ok(())
     }
 
-    /// Send what is due for `target`, in order; stop at the first call that must wait, so a
-    /// later message never overtakes an earlier one. Returns how many calls were delivered.
+    /// Send what is due for `target`. Within a queue the order is kept: an entry that must
+    /// wait holds back the later entries of its queue, not those of other queues. Returns
+    /// how many calls were delivered.
     pub async fn drain_target(&self, target: &str) -> usize {
         let Some(sender) = self.senders.get(target) else {
             return 0;
         };
-        let mut delivered = 0;
-        loop {
-            let now = self.clock.now_ms();
-            // The head of this target's queue, due or not: order matters more than speed.
-            let mut item = match self.store.outbox_head(target) {
-                Ok(Some(item)) => item,
-                Ok(None) => return delivered,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox unreadable");
-                    return delivered;
-                }
-            };
-            if item.next_at_ms > now {
-                return delivered;
+        let items = match self.store.outbox_items(target, DRAIN_WINDOW) {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox unreadable");
+                return 0;
             }
-            match sender.send(&item.call).await {
-                Ok(()) => {
-                    if let Err(e) = self.store.outbox_remove(item.id) {
-                        tracing::error!(error = %e, "outbox delete failed");
-                        return delivered;
+        };
+        let mut held: std::collections::HashSet<String> = Default::default();
+        let mut delivered = 0;
+        for mut item in items {
+            if held.contains(&item.queue) {
+                continue;
+            }
+            loop {
+                let now = self.clock.now_ms();
+                if item.next_at_ms > now {
+                    held.insert(item.queue.clone());
+                    break;
+                }
+                match self.attempt(sender.as_ref(), target, &mut item, now).await {
+                    Step::Sent => {
+                        delivered += 1;
+                        if item.then.is_empty() {
+                            if let Err(e) = self.store.outbox_remove(item.id) {
+                                tracing::error!(error = %e, "outbox delete failed");
+                                held.insert(item.queue.clone());
+                            }
+                            break;
+                        }
+                        // The next part of a multi-part fallback goes right after.
+                        item.call = item.then.remove(0);
+                        item.attempts = 0;
+                        if self.store.outbox_update(&item).is_err() {
+                            held.insert(item.queue.clone());
+                            break;
+                        }
                     }
-                    delivered += 1;
-                    self.metrics.inc(
-                        "kefu_deliveries_total",
-                        &[("target", target), ("outcome", "sent")],
-                    );
-                }
-                Err(SendError::Permanent(why)) if !item.fallback.is_empty() => {
-                    tracing::warn!(target, error = %why, "delivery failed; trying the fallback");
-                    item.call = item.fallback.remove(0);
-                    item.attempts = 0;
-                    item.last_error = Some(why);
-                    self.metrics.inc(
-                        "kefu_deliveries_total",
-                        &[("target", target), ("outcome", "fallback")],
-                    );
-                    if self.store.outbox_update(&item).is_err() {
-                        return delivered;
+                    Step::Again => {
+                        if self.store.outbox_update(&item).is_err() {
+                            held.insert(item.queue.clone());
+                            break;
+                        }
+                    }
+                    Step::Dropped => {
+                        let _ = self.store.outbox_remove(item.id);
+                        break;
+                    }
+                    Step::Wait => {
+                        let _ = self.store.outbox_update(&item);
+                        held.insert(item.queue.clone());
+                        break;
                     }
                 }
-                Err(SendError::Permanent(why)) => {
-                    tracing::error!(target, error = %why, "delivery failed for good; dropped");
-                    self.metrics.inc(
-                        "kefu_deliveries_total",
-                        &[("target", target), ("outcome", "dropped")],
-                    );
-                    if self.store.outbox_remove(item.id).is_err() {
-                        return delivered;
-                    }
-                }
-                Err(e) => {
-                    item.attempts += 1;
-                    let wait = match &e {
-                        SendError::RetryAfter(d, _) => *d,
-                        _ => backoff(item.attempts),
-                    };
-                    tracing::warn!(target, attempts = item.attempts, error = %e, retry_in = ?wait, "delivery will be retried");
-                    item.next_at_ms = now + wait.as_millis() as u64;
-                    item.last_error = Some(e.to_string());
-                    self.metrics.inc(
-                        "kefu_deliveries_total",
-                        &[("target", target), ("outcome", "retry")],
-                    );
-                    let _ = self.store.outbox_update(&item);
-                    return delivered;
-                }
+            }
+        }
+        delivered
+    }
+
+    /// Send `item.call` once and decide what happens to the entry.
+    async fn attempt(
+        &self,
+        sender: &dyn Sender,
+        target: &str,
+        item: &mut OutboxItem,
+        now: u64,
+    ) -> Step {
+        let outcome = |o: &str| {
+            self.metrics.inc(
+                "kefu_deliveries_total",
+                &[("target", target), ("outcome", o)],
+            )
+        };
+        match sender.send(&item.call).await {
+            Ok(()) => {
+                outcome("sent");
+                Step::Sent
+            }
+            Err(SendError::Permanent(why)) if !item.fallback.is_empty() => {
+                tracing::warn!(target, error = %why, "delivery failed; trying the fallback");
+                outcome("fallback");
+                let mut fallback = std::mem::take(&mut item.fallback);
+                item.call = fallback.remove(0);
+                item.then = fallback;
+                item.attempts = 0;
+                item.last_error = Some(why);
+                Step::Again
+            }
+            Err(SendError::Permanent(why)) => {
+                tracing::error!(target, error = %why, "delivery failed for good; dropped");
+                outcome("dropped");
+                Step::Dropped
+            }
+            Err(e) => {
+                item.attempts += 1;
+                let wait = match &e {
+                    SendError::RetryAfter(d, _) => *d,
+                    _ => backoff(item.attempts),
+                };
+                tracing::warn!(target, attempts = item.attempts, error = %e, retry_in = ?wait, "delivery will be retried");
+                outcome("retry");
+                item.next_at_ms = now + wait.as_millis() as u64;
+                item.last_error = Some(e.to_string());
+                Step::Wait
             }
         }
     }
@@ -183,8 +236,9 @@ impl Outbox {
             tokio::spawn(async move {
                 loop {
                     me.drain_target(&target).await;
+                    let wake = me.wake.get(&target).expect("a wake per sender");
                     tokio::select! {
-                        _ = me.wake.notified() => {}
+                        _ = wake.notified() => {}
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = stop.changed() => break,
                     }
@@ -197,8 +251,15 @@ impl Outbox {
     }
 }
 
-#[cfg(test)]
-mod tests;
+/// What one attempt did to an outbox entry.
+enum Step {
+    Sent,
+    /// Try the (replaced) call again now.
+    Again,
+    Dropped,
+    /// Not now: it waits, and so does the rest of its queue.
+    Wait,
+}
 
 /// A notice for a `[[notify]]` robot: the body is the plain text; the robot's sender wraps
 /// it in its platform's JSON (and splits it) when it sends.
@@ -253,3 +314,6 @@ pub fn build_senders(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -57,7 +57,7 @@ fn outbox(
 #[tokio::test]
 async fn sends_in_order_and_empties_the_outbox() {
     let (o, s, _, store) = outbox(vec![]);
-    o.enqueue("t", vec![(call("a"), vec![]), (call("b"), vec![])])
+    o.enqueue("t", "c1", vec![(call("a"), vec![]), (call("b"), vec![])])
         .unwrap();
     assert_eq!(o.drain_target("t").await, 2);
     assert_eq!(*s.sent.lock().unwrap(), ["a", "b"]);
@@ -67,7 +67,7 @@ async fn sends_in_order_and_empties_the_outbox() {
 #[tokio::test]
 async fn a_failure_waits_with_backoff_and_keeps_order() {
     let (o, s, clock, store) = outbox(vec![Err(SendError::Retry("503".into()))]);
-    o.enqueue("t", vec![(call("a"), vec![]), (call("b"), vec![])])
+    o.enqueue("t", "c1", vec![(call("a"), vec![]), (call("b"), vec![])])
         .unwrap();
     assert_eq!(o.drain_target("t").await, 0);
     assert_eq!(store.outbox_len().unwrap(), 2, "nothing lost");
@@ -87,7 +87,7 @@ async fn permanent_failure_uses_the_fallback_then_drops() {
         Err(SendError::Permanent("webhook expired".into())),
         Err(SendError::Permanent("bad user".into())),
     ]);
-    o.enqueue("t", vec![(call("webhook"), vec![call("openapi")])])
+    o.enqueue("t", "c1", vec![(call("webhook"), vec![call("openapi")])])
         .unwrap();
     o.drain_target("t").await;
     assert_eq!(*s.sent.lock().unwrap(), ["webhook", "openapi"]);
@@ -100,7 +100,7 @@ async fn rate_limited_waits_as_told() {
         Duration::from_secs(30),
         "45009".into(),
     ))]);
-    o.enqueue("t", vec![(call("a"), vec![])]).unwrap();
+    o.enqueue("t", "c1", vec![(call("a"), vec![])]).unwrap();
     o.drain_target("t").await;
     clock.advance(Duration::from_secs(29));
     assert_eq!(o.drain_target("t").await, 0);
@@ -114,4 +114,42 @@ fn backoff_grows_and_caps() {
     assert_eq!(backoff(1), Duration::from_secs(1));
     assert_eq!(backoff(3), Duration::from_secs(4));
     assert_eq!(backoff(50), Duration::from_secs(256));
+}
+
+#[tokio::test]
+async fn a_waiting_queue_does_not_hold_up_other_conversations() {
+    let (o, s, _, store) = outbox(vec![Err(SendError::RetryAfter(
+        Duration::from_secs(60),
+        "busy".into(),
+    ))]);
+    o.enqueue("t", "c1", vec![(call("a1"), vec![]), (call("a2"), vec![])])
+        .unwrap();
+    o.enqueue("t", "c2", vec![(call("b1"), vec![])]).unwrap();
+    assert_eq!(o.drain_target("t").await, 1);
+    assert_eq!(
+        *s.sent.lock().unwrap(),
+        ["a1", "b1"],
+        "a2 waits behind a1; b1 does not"
+    );
+    assert_eq!(store.outbox_len().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_fallback_in_parts_sends_every_part_in_order() {
+    let (o, s, _, store) = outbox(vec![Err(SendError::Permanent("expired".into()))]);
+    o.enqueue(
+        "t",
+        "c1",
+        vec![
+            (call("webhook"), vec![call("api-1"), call("api-2")]),
+            (call("next"), vec![]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(o.drain_target("t").await, 3);
+    assert_eq!(
+        *s.sent.lock().unwrap(),
+        ["webhook", "api-1", "api-2", "next"]
+    );
+    assert_eq!(store.outbox_len().unwrap(), 0);
 }

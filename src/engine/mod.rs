@@ -9,6 +9,7 @@ pub mod actions;
 pub mod flow;
 pub mod handoff;
 pub mod intent;
+pub mod llm_intent;
 mod locks;
 pub mod quality;
 mod retrieve;

@@ -6,6 +6,11 @@
 use async_trait::async_trait;
 
 pub mod builtin_embedder;
+pub mod grounding;
+pub mod openai;
+pub mod openai_chat;
+pub mod openai_embed;
+pub mod prompt;
 
 /// Why a provider call failed. The engine falls back (built-in generator, handoff) on any.
 #[derive(Debug, thiserror::Error)]

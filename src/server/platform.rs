@@ -309,7 +309,7 @@ fn send_text(
                     (c, fb)
                 })
                 .collect();
-            if let Err(e) = s.platforms.outbox.enqueue(channel, calls) {
+            if let Err(e) = s.platforms.outbox.enqueue(channel, conversation, calls) {
                 tracing::error!(error = %e, "outbox write failed; reply lost");
             }
         }
@@ -336,11 +336,11 @@ fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
     );
     for t in targets {
         let calls = crate::delivery::notify_calls(&text);
-        if let Err(e) = s
-            .platforms
-            .outbox
-            .enqueue(t, calls.into_iter().map(|c| (c, vec![])).collect())
-        {
+        if let Err(e) = s.platforms.outbox.enqueue(
+            t,
+            "notify",
+            calls.into_iter().map(|c| (c, vec![])).collect(),
+        ) {
             tracing::error!(error = %e, target = %t, "notify write failed");
         }
     }

@@ -34,6 +34,8 @@ fn item(next_at_ms: u64) -> OutboxItem {
             auth: CallAuth::WeComToken,
         },
         fallback: vec![],
+        then: vec![],
+        queue: "c1".into(),
         attempts: 0,
         next_at_ms,
         created_ms: 1,
@@ -84,8 +86,9 @@ fn store_contract(s: &dyn Store) {
     let b = s.outbox_push(&item(500)).unwrap();
     assert!(b > a);
     assert_eq!(s.outbox_len().unwrap(), 2);
-    assert_eq!(s.outbox_head("support").unwrap().unwrap().id, a);
-    assert!(s.outbox_head("nobody").unwrap().is_none());
+    assert_eq!(s.outbox_items("support", 10).unwrap()[0].id, a);
+    assert_eq!(s.outbox_items("support", 1).unwrap().len(), 1);
+    assert!(s.outbox_items("nobody", 10).unwrap().is_empty());
     let due = s.outbox_due(100, 10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, a);

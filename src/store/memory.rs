@@ -118,13 +118,15 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn outbox_head(&self, target: &str) -> StoreResult<Option<OutboxItem>> {
+    fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>> {
         Ok(self
             .lock()
             .outbox
             .values()
-            .find(|i| i.target == target)
-            .cloned())
+            .filter(|i| i.target == target)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn outbox_len(&self) -> StoreResult<usize> {

@@ -50,8 +50,8 @@ pub trait Store: Send + Sync {
     fn check_and_remember(&self, key: &str, now_ms: u64, ttl_ms: u64) -> StoreResult<bool>;
     /// Queue a delivery; returns its id (increasing).
     fn outbox_push(&self, item: &OutboxItem) -> StoreResult<u64>;
-    /// The oldest entry for `target`, due or not (delivery is in order per target).
-    fn outbox_head(&self, target: &str) -> StoreResult<Option<OutboxItem>>;
+    /// Entries for `target`, due or not, oldest first, at most `limit`.
+    fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>>;
     /// Entries due at `now_ms`, oldest first.
     fn outbox_due(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<OutboxItem>>;
     /// Every entry (for metrics and tests).

@@ -150,9 +150,17 @@ pub struct OutboxItem {
     /// Channel or notify target name whose sender delivers it.
     pub target: String,
     pub call: Call,
-    /// Tried in order when `call` fails for good (DingTalk: OpenAPI after sessionWebhook).
+    /// Replaces `call` when it fails for good (DingTalk: the OpenAPI send after an expired
+    /// sessionWebhook); all of these are sent, in order.
     #[serde(default)]
     pub fallback: Vec<Call>,
+    /// Calls still to send after `call` (the rest of a fallback split in parts).
+    #[serde(default)]
+    pub then: Vec<Call>,
+    /// Order is kept within a queue (a conversation), not across queues: one customer's
+    /// failing reply does not hold up the others.
+    #[serde(default)]
+    pub queue: String,
     pub attempts: u32,
     pub next_at_ms: u64,
     pub created_ms: u64,

@@ -170,15 +170,19 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn outbox_head(&self, target: &str) -> StoreResult<Option<OutboxItem>> {
+    fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>> {
+        let mut out = Vec::new();
         for kv in self.outbox.iter() {
             let (k, v) = kv?;
             let item: OutboxItem = decode(&k, &v)?;
             if item.target == target {
-                return Ok(Some(item));
+                out.push(item);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
-        Ok(None)
+        Ok(out)
     }
 
     fn outbox_len(&self) -> StoreResult<usize> {

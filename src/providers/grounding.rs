@@ -1,0 +1,245 @@
+//! The grounding check on a model's answer, before anything leaves.
+//!
+//! An answer is accepted when it cites at least one of the given sources (`[n]`) and every
+//! number in it (prices, dates, percentages, quantities) appears in the cited sources or in the
+//! customer's own question; or when it is the configured transfer sentence (then it declines).
+//! Anything else is `ProviderError::BadAnswer("ungrounded: ...")` and the engine answers with
+//! the built-in generator instead. Numbers are compared after folding full-width digits,
+//! dropping `¥ ￥ $` and thousands separators, and leading / trailing zeros (`05` = `5`,
+//! `5.0` = `5`). Chinese numerals (三十) are not checked.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::{Answer, GenerateRequest, ProviderError};
+
+static CITATION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\s*[\[【［](\d{1,3})[\]】］]").expect("citation regex"));
+static NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d+(?:\.\d+)?").expect("number regex"));
+static THOUSANDS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(\d),(\d{3})").expect("thousands regex"));
+
+/// Check `raw` (the model's text) against `req`; on success the customer-facing answer with
+/// the `[n]` markers removed and `used` set from them.
+pub fn check(raw: &str, req: &GenerateRequest<'_>) -> Result<Answer, ProviderError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(ProviderError::BadAnswer("ungrounded: empty answer".into()));
+    }
+    let mut used = Vec::new();
+    for c in CITATION.captures_iter(raw) {
+        let n: usize = c[1].parse().unwrap_or(0);
+        if (1..=req.hits.len()).contains(&n) && !used.contains(&(n - 1)) {
+            used.push(n - 1);
+        }
+    }
+    let text = strip_citations(raw);
+    if used.is_empty() {
+        if is_transfer(&text, req.transfer_message) {
+            return Ok(Answer {
+                text: req.transfer_message.to_string(),
+                confidence: 0.0,
+                used: vec![],
+                declined: true,
+            });
+        }
+        return Err(ProviderError::BadAnswer(
+            "ungrounded: the answer cites none of the given sources".into(),
+        ));
+    }
+    let mut known: HashSet<String> = numbers(req.question);
+    for &i in &used {
+        known.extend(numbers(&req.hits[i].text));
+        known.extend(numbers(&req.hits[i].title));
+    }
+    let missing: Vec<String> = numbers_in_order(&text)
+        .into_iter()
+        .filter(|n| !known.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ProviderError::BadAnswer(format!(
+            "ungrounded: {} not in the cited sources",
+            missing.join(", ")
+        )));
+    }
+    let confidence = used
+        .iter()
+        .map(|&i| req.hits[i].score)
+        .fold(0.0f32, f32::max)
+        .clamp(0.0, 1.0);
+    Ok(Answer {
+        text,
+        confidence,
+        used,
+        declined: false,
+    })
+}
+
+/// The answer without `[n]` markers (and the space before them).
+pub fn strip_citations(text: &str) -> String {
+    CITATION.replace_all(text, "").trim().to_string()
+}
+
+fn is_transfer(text: &str, transfer: &str) -> bool {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let (t, want) = (squash(text), squash(transfer));
+    !want.is_empty() && t == want
+}
+
+/// Full-width digits and punctuation folded, currency signs dropped, `1,299` → `1299`.
+fn normalize(text: &str) -> String {
+    let folded: String = text
+        .chars()
+        .filter_map(|c| match c {
+            '０'..='９' => char::from_u32(c as u32 - '０' as u32 + '0' as u32),
+            '．' => Some('.'),
+            '，' => Some(','),
+            '¥' | '￥' | '$' | '＄' => None,
+            c => Some(c),
+        })
+        .collect();
+    // Twice: `1,234,567` overlaps.
+    let once = THOUSANDS.replace_all(&folded, "$1$2");
+    THOUSANDS.replace_all(&once, "$1$2").into_owned()
+}
+
+fn canonical(n: &str) -> String {
+    let (int, frac) = n.split_once('.').unwrap_or((n, ""));
+    let int = int.trim_start_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{frac}")
+    }
+}
+
+fn numbers_in_order(text: &str) -> Vec<String> {
+    let norm = normalize(text);
+    let mut out: Vec<String> = Vec::new();
+    for m in NUMBER.find_iter(&norm) {
+        let c = canonical(m.as_str());
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn numbers(text: &str) -> HashSet<String> {
+    numbers_in_order(text).into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge::Hit;
+
+    fn hit(text: &str) -> Hit {
+        Hit {
+            source: "faq/pricing.jsonl#pro".into(),
+            title: "Pricing".into(),
+            heading_path: vec![],
+            category: "faq".into(),
+            text: text.into(),
+            score: 0.8,
+        }
+    }
+
+    fn run(answer: &str, hits: &[Hit], q: &str) -> Result<Answer, ProviderError> {
+        check(
+            answer,
+            &GenerateRequest {
+                question: q,
+                hits,
+                zh: false,
+                transfer_message: "I need to transfer you to a human agent for this issue.",
+            },
+        )
+    }
+
+    #[test]
+    fn cited_answer_with_known_numbers_passes_and_loses_its_markers() {
+        let hits = [
+            hit("The Pro plan costs ¥1,299 per year or ¥129 per month."),
+            hit("Refunds within 30 days."),
+        ];
+        let a = run(
+            "Pro costs ¥1299 a year [1]. Refunds: 30 days [2].",
+            &hits,
+            "price?",
+        )
+        .unwrap();
+        assert_eq!(a.text, "Pro costs ¥1299 a year. Refunds: 30 days.");
+        assert_eq!(a.used, vec![0, 1]);
+        assert!(!a.declined);
+        assert!((a.confidence - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn full_width_and_currency_forms_match() {
+        let hits = [hit("专业版每月１２９元，退款期限为30天。")];
+        let a = run("专业版每月 129 元【1】。", &hits, "多少钱").unwrap();
+        assert_eq!(a.text, "专业版每月 129 元。");
+        assert!(run("专业版每月 $129.00 [1]", &hits, "").is_ok());
+    }
+
+    #[test]
+    fn a_price_not_in_the_sources_is_rejected() {
+        let hits = [hit("The Pro plan costs ¥129 per month.")];
+        let e = run("Pro costs ¥99 per month [1].", &hits, "price").unwrap_err();
+        assert!(e.to_string().contains("ungrounded: 99"), "{e}");
+        // A number in an uncited source does not count.
+        let hits2 = [hit("Pro costs ¥129."), hit("Basic costs ¥99.")];
+        assert!(run("Pro costs ¥99 [1].", &hits2, "").is_err());
+        // Part of a longer number does not count either.
+        assert!(run("Refund within 3 days [1].", &[hit("within 30 days")], "").is_err());
+    }
+
+    #[test]
+    fn dates_and_percentages_are_checked() {
+        let hits = [hit("The sale ends on 2024-12-31 with 20% off.")];
+        assert!(run("Ends 2024-12-31, 20% off [1].", &hits, "").is_ok());
+        assert!(run("Ends 2025-01-31 [1].", &hits, "").is_err());
+        assert!(run("25% off [1].", &hits, "").is_err());
+    }
+
+    #[test]
+    fn numbers_from_the_question_may_be_echoed() {
+        let hits = [hit("Orders ship in 2 days.")];
+        assert!(run(
+            "Order 12345678 ships in 2 days [1].",
+            &hits,
+            "where is 12345678"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn uncited_answers_are_rejected_unless_they_transfer() {
+        let hits = [hit("Anything.")];
+        assert!(run("Sure, you can do that.", &hits, "").is_err());
+        assert!(
+            run("It is fine [7].", &hits, "").is_err(),
+            "out of range id"
+        );
+        let a = run(
+            "I need to transfer you to a human agent for this issue",
+            &hits,
+            "",
+        )
+        .unwrap();
+        assert!(a.declined);
+        assert!(a.used.is_empty());
+        assert!(run("", &hits, "").is_err());
+    }
+}
