@@ -55,6 +55,12 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
                 "required for kind = \"local\"".into(),
             );
         }
+        if e.kind == ProviderKind::Openai && e.dim.is_none() {
+            bad(
+                "providers.embedding.dim",
+                "required for kind = \"openai\": the vector size the model returns (e.g. 1024 for bge-m3)".into(),
+            );
+        }
         if e.batch_size == 0 {
             bad(
                 "providers.embedding.batch_size",

@@ -130,103 +130,125 @@ impl Snapshot {
             mode
         };
         // Per unit kind and chunk kind; looked up without touching the chunk records.
-        let body_weight = |faq: bool| {
-            if faq {
-                p.faq_body_weight
-            } else {
-                p.section_body_weight
-            }
-        };
         let weight = |u: usize| match self.unit_kind[u] {
             UnitKind::Match | UnitKind::Pool => 1.0,
-            UnitKind::Body => body_weight(self.unit_faq[u]),
+            UnitKind::Body if self.unit_faq[u] => p.faq_body_weight,
+            UnitKind::Body => p.section_body_weight,
         };
-        let mut v = Signal::new(n);
-        if mode != RetrievalMode::Lexical {
-            if let Some((m, q)) = vectors {
-                for (u, cos) in m.cosines(q).into_iter().enumerate() {
-                    v.add(
-                        self.unit_chunk[u] as usize,
-                        self.unit_kind[u],
-                        weight(u) * cos.max(0.0),
-                    );
+        SCRATCH.with(|scratch| {
+            let mut guard = scratch.borrow_mut();
+            let Scratch {
+                units,
+                v,
+                l,
+                candidates,
+            } = &mut *guard;
+            v.reset(n);
+            l.reset(n);
+            if mode != RetrievalMode::Lexical {
+                if let Some((m, q)) = vectors {
+                    m.cosines_into(q, units);
+                    for (u, cos) in units.iter().enumerate() {
+                        let s = weight(u) * cos.max(0.0);
+                        v.add(self.unit_chunk[u] as usize, self.unit_kind[u], s);
+                    }
                 }
             }
-        }
-        let mut l = Signal::new(n);
-        if mode != RetrievalMode::Vector {
-            let mut per_unit = vec![0f32; self.unit_chunk.len()];
-            for u in self.bm25.score_into(qterms, &mut per_unit) {
-                let u = u as usize;
-                l.add(
-                    self.unit_chunk[u] as usize,
-                    self.unit_kind[u],
-                    weight(u) * per_unit[u],
-                );
+            if mode != RetrievalMode::Vector {
+                units.clear();
+                units.resize(self.unit_chunk.len(), 0.0);
+                for u in self.bm25.score_into(qterms, units) {
+                    let u = u as usize;
+                    let s = weight(u) * units[u];
+                    l.add(self.unit_chunk[u] as usize, self.unit_kind[u], s);
+                }
             }
-        }
-        let (v, l) = (v.finish(p.pool_weight), l.finish(p.pool_weight));
-        let mut ranked: Vec<Ranked> = (0..n)
-            .filter_map(|c| {
+            candidates.clear();
+            for c in 0..n {
                 let raw = match mode {
-                    RetrievalMode::Vector => v[c],
-                    RetrievalMode::Lexical => l[c],
-                    RetrievalMode::Hybrid => p.alpha * v[c] + (1.0 - p.alpha) * l[c],
+                    RetrievalMode::Vector => v.get(c, p.pool_weight),
+                    RetrievalMode::Lexical => l.get(c, p.pool_weight),
+                    RetrievalMode::Hybrid => {
+                        p.alpha * v.get(c, p.pool_weight)
+                            + (1.0 - p.alpha) * l.get(c, p.pool_weight)
+                    }
                 };
-                (raw > 0.0).then(|| Ranked {
-                    chunk: c,
+                if raw > 0.0 {
+                    candidates.push((raw, c as u32));
+                }
+            }
+            // Ties break on chunk order, so results are the same run after run.
+            let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+            if candidates.len() > top_k {
+                candidates.select_nth_unstable_by(top_k - 1, order);
+                candidates.truncate(top_k);
+            }
+            candidates.sort_by(order);
+            candidates
+                .iter()
+                .map(|&(raw, c)| Ranked {
+                    chunk: c as usize,
                     score: p.calibrate(mode, raw),
                     raw,
                 })
-            })
-            .collect();
-        // Ties break on chunk order, so results are the same run after run.
-        let order = |a: &Ranked, b: &Ranked| b.raw.total_cmp(&a.raw).then(a.chunk.cmp(&b.chunk));
-        if ranked.len() > top_k {
-            ranked.select_nth_unstable_by(top_k - 1, order);
-            ranked.truncate(top_k);
-        }
-        ranked.sort_by(order);
-        ranked
+                .collect()
+        })
     }
 }
 
-/// Per chunk: best match unit, pooled unit (if any), best weighted body unit.
+thread_local! {
+    /// Per-thread buffers reused across searches: at 100k chunks a fresh set costs more in
+    /// page faults than the scoring itself.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+#[derive(Default)]
+struct Scratch {
+    /// Per unit: cosines, then BM25 scores.
+    units: Vec<f32>,
+    v: Signal,
+    l: Signal,
+    candidates: Vec<(f32, u32)>,
+}
+
+/// Per chunk: best match unit, pooled unit (NaN = none), best weighted body unit.
+#[derive(Default)]
 struct Signal {
     best: Vec<f32>,
-    pool: Vec<Option<f32>>,
+    pool: Vec<f32>,
     body: Vec<f32>,
 }
 
 impl Signal {
-    fn new(n: usize) -> Self {
-        Self {
-            best: vec![0.0; n],
-            pool: vec![None; n],
-            body: vec![0.0; n],
+    fn reset(&mut self, n: usize) {
+        for (v, fill) in [
+            (&mut self.best, 0.0),
+            (&mut self.pool, f32::NAN),
+            (&mut self.body, 0.0),
+        ] {
+            v.clear();
+            v.resize(n, fill);
         }
     }
 
     fn add(&mut self, chunk: usize, kind: UnitKind, s: f32) {
         match kind {
             UnitKind::Match => self.best[chunk] = self.best[chunk].max(s),
-            UnitKind::Pool => self.pool[chunk] = Some(s),
+            UnitKind::Pool => self.pool[chunk] = s,
             UnitKind::Body => self.body[chunk] = self.body[chunk].max(s),
         }
     }
 
     /// `max((1-β)·best + β·pool, body)`; without a pool unit (a single match text),
     /// `max(best, body)`.
-    fn finish(self, beta: f32) -> Vec<f32> {
-        self.best
-            .into_iter()
-            .zip(self.pool)
-            .zip(self.body)
-            .map(|((best, pool), body)| {
-                let m = pool.map_or(best, |pool| (1.0 - beta) * best + beta * pool);
-                m.max(body)
-            })
-            .collect()
+    fn get(&self, c: usize, beta: f32) -> f32 {
+        let (best, pool) = (self.best[c], self.pool[c]);
+        let m = if pool.is_nan() {
+            best
+        } else {
+            (1.0 - beta) * best + beta * pool
+        };
+        m.max(self.body[c])
     }
 }
 

@@ -8,7 +8,7 @@
 //! a plain scan. Past [`PARALLEL_ROWS`] rows, blocks are split across the available cores.
 
 /// Rows per block: the block's i32 accumulators stay in L1.
-const BLOCK: usize = 1024;
+const BLOCK: usize = 4096;
 /// Rows above which a scan uses more than one thread.
 const PARALLEL_ROWS: usize = 65_536;
 
@@ -91,13 +91,21 @@ impl Matrix {
 
     /// Cosine of `query` with every row (0 for a zero query or a wrong dimension).
     pub fn cosines(&self, query: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; self.rows()];
+        let mut out = Vec::new();
+        self.cosines_into(query, &mut out);
+        out
+    }
+
+    /// [`Matrix::cosines`] into a reused buffer (resized to `rows()`).
+    pub fn cosines_into(&self, query: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(self.rows(), 0.0);
         if query.len() != self.dim || self.dim == 0 {
-            return out;
+            return;
         }
         let (q, qscale) = quantize(query);
         if qscale == 0.0 {
-            return out;
+            return;
         }
         // Only the query's non-zero dimensions contribute.
         let nz: Vec<(usize, i16)> = q
@@ -115,7 +123,7 @@ impl Matrix {
         };
         let blocks_per = self.blocks.len().div_ceil(threads).max(1);
         if threads == 1 {
-            self.scan(&nz, qscale, 0, &mut out);
+            self.scan(&nz, qscale, 0, out);
         } else {
             std::thread::scope(|s| {
                 for (i, part) in out.chunks_mut(blocks_per * BLOCK).enumerate() {
@@ -124,7 +132,6 @@ impl Matrix {
                 }
             });
         }
-        out
     }
 
     /// Score the rows of blocks `first_block..` into `out` (which starts at that block).

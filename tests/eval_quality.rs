@@ -1,0 +1,62 @@
+//! Answer quality as a regression floor: `kefu eval` on the bundled cases, through the same
+//! engine path as live traffic. The floors sit a little under what the built-in embedder and
+//! generator measure today (see the notes); a change that makes answers worse fails here.
+
+use std::path::Path;
+
+use kefu::config;
+
+fn default_config() -> config::Config {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kefu.toml"))
+            .unwrap();
+    let mut cfg = config::parse(&text, "config/kefu.toml", &|_| None).unwrap();
+    cfg.knowledge.paths = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("knowledge")];
+    cfg
+}
+
+fn eval(cases: &str) -> kefu::eval::EvalReport {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(cases);
+    rt.block_on(kefu::eval::run(default_config(), &path, true))
+        .unwrap()
+}
+
+#[test]
+fn intents_and_handoffs_in_english_and_chinese() {
+    let r = eval("eval/intents.jsonl");
+    println!("{}", r.render());
+    assert!(r.cases >= 80);
+    assert!(
+        r.intent.accuracy() >= 0.95,
+        "intent accuracy {:.3}",
+        r.intent.accuracy()
+    );
+    assert!(
+        r.handoff.accuracy() >= 0.95,
+        "handoff accuracy {:.3}",
+        r.handoff.accuracy()
+    );
+}
+
+#[test]
+fn bundled_knowledge_answers() {
+    let r = eval("eval/bundled.jsonl");
+    println!("{}", r.render());
+    assert!(r.cases >= 60);
+    assert!(
+        r.intent.accuracy() >= 0.95,
+        "intent accuracy {:.3}",
+        r.intent.accuracy()
+    );
+    assert!(
+        r.contains.accuracy() >= 0.70,
+        "contains accuracy {:.3}",
+        r.contains.accuracy()
+    );
+    assert!(
+        r.handoff.accuracy() >= 0.70,
+        "handoff accuracy {:.3}",
+        r.handoff.accuracy()
+    );
+}
