@@ -29,7 +29,7 @@ fn retriever() -> Arc<KeywordRetriever> {
                 &["export"],
                 "faq/usage.jsonl#export",
                 "Go to Settings → Data and click Export.",
-                0.62,
+                0.55,
             ),
     )
 }

@@ -8,7 +8,7 @@
 //! a plain scan. Past [`PARALLEL_ROWS`] rows, blocks are split across the available cores.
 
 /// Rows per block: the block's i32 accumulators stay in L1.
-const BLOCK: usize = 4096;
+const BLOCK: usize = 256;
 /// Rows above which a scan uses more than one thread.
 const PARALLEL_ROWS: usize = 65_536;
 
