@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md tells a new user to run it: installs what the tests
 # need (Debian's chromium for the widget browser test) when it is missing, then runs every
-# test of the workspace.
+# test of the workspace and closes with one total line, `N passed, N failed`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,4 +14,12 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 cargo fmt --all -- --check
-cargo test --workspace --locked
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log" || status=$?
+# One total over every test binary (each prints its own "test result:" line).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"

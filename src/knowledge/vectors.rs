@@ -7,8 +7,9 @@
 //! cheaper than a row-by-row dot product; a dense query (an HTTP embedder) costs the same as
 //! a plain scan. Past [`PARALLEL_ROWS`] rows, blocks are split across the available cores.
 
-/// Rows per block: the block's i32 accumulators stay in L1.
-const BLOCK: usize = 256;
+/// Rows per block: the block's i32 accumulators (16 KiB) stay in L1 and each column is one
+/// 4 KiB page read in a stream (measured: 2× faster than 1024 rows, 4× than 256).
+const BLOCK: usize = 4096;
 /// Rows above which a scan uses more than one thread.
 const PARALLEL_ROWS: usize = 65_536;
 
@@ -139,6 +140,8 @@ impl Matrix {
         let mut acc = vec![0i32; BLOCK];
         for (b, part) in out.chunks_mut(BLOCK).enumerate() {
             let block = &self.blocks[first_block + b];
+            // The last block is padded: only its filled rows are worth scanning.
+            let acc = &mut acc[..part.len()];
             acc.iter_mut().for_each(|a| *a = 0);
             // Two dimensions at a time: |q0·c0 + q1·c1| ≤ 2·127² still fits i16, so the
             // products stay in 16-bit lanes and are widened to i32 once per pair (≈1.7×
@@ -146,14 +149,14 @@ impl Matrix {
             let mut pairs = nz.chunks_exact(2);
             for pair in &mut pairs {
                 let ((d0, q0), (d1, q1)) = (pair[0], pair[1]);
-                let c0 = &block[d0 * BLOCK..(d0 + 1) * BLOCK];
-                let c1 = &block[d1 * BLOCK..(d1 + 1) * BLOCK];
+                let c0 = &block[d0 * BLOCK..d0 * BLOCK + acc.len()];
+                let c1 = &block[d1 * BLOCK..d1 * BLOCK + acc.len()];
                 for ((a, x), y) in acc.iter_mut().zip(c0).zip(c1) {
                     *a += i32::from(q0 * i16::from(*x) + q1 * i16::from(*y));
                 }
             }
             for &(d, qd) in pairs.remainder() {
-                let col = &block[d * BLOCK..(d + 1) * BLOCK];
+                let col = &block[d * BLOCK..d * BLOCK + acc.len()];
                 for (a, c) in acc.iter_mut().zip(col) {
                     *a += i32::from(qd * i16::from(*c));
                 }
