@@ -25,10 +25,11 @@ use adapters::dingtalk::api::{self, AnswerError, CredentialRequest, TOKEN_HEADER
 use adapters::dingtalk::{reply, sign};
 use adapters::{Call, CallAuth, Secret};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 
 use super::rate::RateLimit;
+use super::token::{Fresh, TokenCache};
 use super::{SendError, Sender};
 use crate::clock::Clock;
 use crate::config::{DingTalkChannelConfig, DingTalkRobotConfig};
@@ -48,28 +49,15 @@ pub fn token_key(channel: &str) -> String {
     format!("dingtalk_token:{channel}")
 }
 
-/// An OpenAPI token as kept in memory and in the store.
-#[derive(Clone, Serialize, Deserialize)]
-struct CachedToken {
-    token: String,
-    /// Unix ms after which a new token is fetched (5 minutes before DingTalk's expiry).
-    refresh_at_ms: u64,
-    /// Hash of the app key it was issued for: a token of another app (config changed
-    /// between runs) is not reused.
-    app: String,
-}
-
 /// Sends a DingTalk channel's calls: sessionWebhook as received, OpenAPI with a token.
 pub struct DingTalkSender {
     name: String,
     api_base: String,
     token_request: CredentialRequest,
-    app_fingerprint: String,
     http: reqwest::Client,
-    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// Held across a token fetch, so concurrent sends fetch once.
-    token: tokio::sync::Mutex<Option<CachedToken>>,
+    /// The OpenAPI token, shared by all sends and kept across restarts.
+    token: TokenCache,
 }
 
 impl DingTalkSender {
@@ -79,63 +67,34 @@ impl DingTalkSender {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let fingerprint = hex::encode(&Sha256::digest(c.app_key.expose().as_bytes())[..8]);
         DingTalkSender {
             name: c.name.clone(),
             api_base: c.api_base.trim_end_matches('/').to_string(),
             token_request: api::access_token_request(&c.app_key, &c.app_secret),
-            app_fingerprint: fingerprint,
+            token: TokenCache::new(token_key(&c.name), &[c.app_key.expose()], store),
             http,
-            store,
             clock,
-            token: tokio::sync::Mutex::new(None),
         }
     }
 
     /// A valid token: from memory, else from the store (a restart), else fetched.
     async fn token(&self) -> Result<Secret, SendError> {
-        let mut slot = self.token.lock().await;
         let now = self.clock.now_ms();
-        if slot.is_none() {
-            *slot = self.load_token();
-        }
-        if let Some(t) = slot.as_ref().filter(|t| now < t.refresh_at_ms) {
-            return Ok(Secret::new(t.token.clone()));
-        }
-        let fresh = self.fetch_token().await?;
-        let cached = CachedToken {
-            token: fresh.token.expose().to_string(),
-            refresh_at_ms: fresh.refresh_at_ms(now),
-            app: self.app_fingerprint.clone(),
-        };
-        match serde_json::to_vec(&cached) {
-            Ok(bytes) => {
-                if let Err(e) = self.store.kv_put(&token_key(&self.name), &bytes) {
-                    tracing::warn!(channel = %self.name, error = %e, "dingtalk token not persisted");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(channel = %self.name, error = %e, "dingtalk token not persisted")
-            }
-        }
-        *slot = Some(cached);
-        Ok(fresh.token)
+        self.token
+            .get(now, || async move {
+                let t = self.fetch_token().await?;
+                Ok(Fresh {
+                    expires_at_ms: now.saturating_add(t.expire_in_s.saturating_mul(1000)),
+                    refresh_at_ms: t.refresh_at_ms(now),
+                    token: t.token,
+                })
+            })
+            .await
     }
 
-    fn load_token(&self) -> Option<CachedToken> {
-        let bytes = self.store.kv_get(&token_key(&self.name)).ok()??;
-        serde_json::from_slice::<CachedToken>(&bytes)
-            .ok()
-            .filter(|t| t.app == self.app_fingerprint)
-    }
-
-    /// Forget `rejected` (memory and store) unless a newer token already replaced it.
+    /// Forget `rejected` unless a newer token already replaced it.
     async fn drop_token(&self, rejected: &Secret) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|t| t.token == rejected.expose()) {
-            *slot = None;
-            let _ = self.store.kv_put(&token_key(&self.name), b"");
-        }
+        self.token.forget(rejected).await;
     }
 
     async fn fetch_token(&self) -> Result<api::AccessToken, SendError> {

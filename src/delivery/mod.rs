@@ -11,6 +11,7 @@
 
 pub mod dingtalk;
 pub mod rate;
+pub mod token;
 pub mod wecom;
 
 use std::collections::HashMap;

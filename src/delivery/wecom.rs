@@ -34,10 +34,9 @@ use adapters::wecom::api::{
 };
 use adapters::{Call, CallAuth, Secret};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::rate::RateLimit;
+use super::token::{Fresh, TokenCache};
 use super::{SendError, Sender};
 use crate::clock::Clock;
 use crate::config::{WeComChannelConfig, WeComRobotConfig};
@@ -66,40 +65,10 @@ pub struct WeComSender {
     corp_id: String,
     secret: Secret,
     api_base: String,
-    /// Which (corp_id, secret) a stored token belongs to: a token saved before the config
-    /// changed to another app is not reused.
-    credentials: String,
     http: reqwest::Client,
-    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// The cached token. An async lock, held across gettoken, so concurrent sends fetch once.
-    token: tokio::sync::Mutex<Option<Token>>,
-}
-
-/// An access token and when to stop using it.
-#[derive(Clone)]
-struct Token {
-    value: Secret,
-    expires_at_ms: u64,
-    /// `expires_at_ms` minus the refresh margin: from here on a new token is fetched.
-    refresh_at_ms: u64,
-}
-
-impl Token {
-    fn usable(&self, now_ms: u64) -> bool {
-        !self.value.is_empty() && now_ms < self.refresh_at_ms
-    }
-}
-
-/// The persisted form (`kv_put(token_store_key(name), json)`).
-#[derive(Serialize, Deserialize)]
-struct StoredToken {
-    token: String,
-    expires_at_ms: u64,
-    #[serde(default)]
-    refresh_at_ms: u64,
-    #[serde(default)]
-    credentials: String,
+    /// The app token, shared by all sends and kept across restarts.
+    token: TokenCache,
 }
 
 impl WeComSender {
@@ -109,100 +78,35 @@ impl WeComSender {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let mut h = Sha256::new();
-        h.update(c.corp_id.as_bytes());
-        h.update([0]);
-        h.update(c.secret.expose().as_bytes());
-        let credentials = hex::encode(&h.finalize()[..8]);
         WeComSender {
             name: c.name.clone(),
             corp_id: c.corp_id.clone(),
             secret: c.secret.clone(),
             api_base: c.api_base.trim_end_matches('/').to_string(),
-            credentials,
+            token: TokenCache::new(
+                token_store_key(&c.name),
+                &[&c.corp_id, c.secret.expose()],
+                store.clone(),
+            ),
             http,
-            store,
             clock,
-            token: tokio::sync::Mutex::new(None),
         }
     }
 
     /// A usable token: the cached one, else the stored one (after a restart), else a new one.
     async fn token(&self) -> Result<Secret, SendError> {
-        let mut slot = self.token.lock().await;
-        let now = self.clock.now_ms();
-        if let Some(t) = slot.as_ref().filter(|t| t.usable(now)) {
-            return Ok(t.value.clone());
-        }
-        if let Some(t) = self.load().filter(|t| t.usable(now)) {
-            tracing::debug!(channel = %self.name, "wecom access token reloaded from the store");
-            let value = t.value.clone();
-            *slot = Some(t);
-            return Ok(value);
-        }
-        let t = self.fetch_token().await?;
-        self.save(&t);
-        let value = t.value.clone();
-        *slot = Some(t);
-        Ok(value)
+        self.token
+            .get(self.clock.now_ms(), || self.fetch_token())
+            .await
     }
 
-    /// Forget `used` (WeCom refused it), in memory and in the store, unless a newer token
-    /// has replaced it meanwhile.
+    /// Forget `used` (WeCom refused it) unless a newer token has replaced it meanwhile.
     async fn invalidate(&self, used: &Secret) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|t| t.value == *used) {
-            *slot = None;
-        }
-        if self.load().is_some_and(|t| t.value == *used) {
-            self.save(&Token {
-                value: Secret::default(),
-                expires_at_ms: 0,
-                refresh_at_ms: 0,
-            });
-        }
-    }
-
-    fn load(&self) -> Option<Token> {
-        let bytes = match self.store.kv_get(&token_store_key(&self.name)) {
-            Ok(b) => b?,
-            Err(e) => {
-                tracing::warn!(channel = %self.name, error = %e, "cannot read the stored wecom token");
-                return None;
-            }
-        };
-        let s: StoredToken = serde_json::from_slice(&bytes).ok()?;
-        if s.credentials != self.credentials {
-            return None;
-        }
-        Some(Token {
-            value: Secret::new(s.token),
-            expires_at_ms: s.expires_at_ms,
-            refresh_at_ms: if s.refresh_at_ms == 0 {
-                s.expires_at_ms
-                    .saturating_sub(REFRESH_BEFORE.as_millis() as u64)
-            } else {
-                s.refresh_at_ms
-            },
-        })
-    }
-
-    fn save(&self, t: &Token) {
-        let s = StoredToken {
-            token: t.value.expose().to_string(),
-            expires_at_ms: t.expires_at_ms,
-            refresh_at_ms: t.refresh_at_ms,
-            credentials: self.credentials.clone(),
-        };
-        let json = serde_json::to_vec(&s).unwrap_or_default();
-        if let Err(e) = self.store.kv_put(&token_store_key(&self.name), &json) {
-            // Only a restart pays for this: it fetches a new token.
-            tracing::warn!(channel = %self.name, error = %e, "cannot store the wecom token");
-        }
+        self.token.forget(used).await;
     }
 
     /// `GET /cgi-bin/gettoken`. Any failure is `Retry` (see the module doc).
-    async fn fetch_token(&self) -> Result<Token, SendError> {
+    async fn fetch_token(&self) -> Result<Fresh, SendError> {
         // The URL holds the secret: it goes to reqwest and nowhere else.
         let url = format!(
             "{}{}",
@@ -220,8 +124,8 @@ impl WeComSender {
                 // A short-lived token (tests, a proxy) is still refreshed before it runs out.
                 let margin = (REFRESH_BEFORE.as_millis() as u64).min(life_ms / 2);
                 tracing::info!(channel = %self.name, expires_in_s = life_ms / 1000, "wecom access token fetched");
-                Ok(Token {
-                    value,
+                Ok(Fresh {
+                    token: value,
                     expires_at_ms: now + life_ms,
                     refresh_at_ms: now + life_ms - margin,
                 })
