@@ -163,10 +163,6 @@ impl App {
             http,
         })
     }
-
-    pub fn knowledge_paths(&self) -> &[PathBuf] {
-        &self.config.knowledge.paths
-    }
 }
 
 fn embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {

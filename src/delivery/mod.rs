@@ -81,10 +81,6 @@ impl Outbox {
         }
     }
 
-    pub fn has_target(&self, target: &str) -> bool {
-        self.senders.contains_key(target)
-    }
-
     /// Queue calls for `target` in `queue` (a conversation: order is kept within it), each
     /// with the calls that replace it if it fails for good.
     pub fn enqueue(

@@ -202,11 +202,8 @@ impl Engine {
             },
         )?;
 
-        // A voice message the platform transcribed reads like text.
-        let transcribed = m.content == ContentKind::Voice
-            && !m.text.trim().is_empty()
-            && !m.text.trim_start().starts_with('[');
-        let is_text = matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed;
+        let is_text =
+            matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(&m);
         let mut intent = if is_text {
             self.p.classifier.classify(&text).await
         } else {
@@ -388,12 +385,9 @@ impl Engine {
     ) -> Draft {
         let zh = conv.zh;
         let replies = &self.p.config.replies;
-        let transcribed = m.content == ContentKind::Voice
-            && !text.trim().is_empty()
-            && !text.trim_start().starts_with('[');
         match &m.content {
             ContentKind::Text | ContentKind::RichText => {}
-            _ if transcribed => {}
+            _ if transcribed(m) => {}
             ContentKind::Event(name) => {
                 // Greet on opening the app, but not again within a few hours: WeCom sends
                 // `enter_agent` every time a member opens it.
@@ -754,6 +748,14 @@ impl Engine {
         self.p.store.save_conversation(&conv)?;
         Ok(conv)
     }
+}
+
+/// A voice message the platform transcribed reads like text (an untranscribed one carries
+/// a bracketed note such as `[语音]`).
+fn transcribed(m: &Inbound) -> bool {
+    m.content == ContentKind::Voice
+        && !m.text.trim().is_empty()
+        && !m.text.trim_start().starts_with('[')
 }
 
 fn neutral_intent() -> Intent {

@@ -107,17 +107,6 @@ impl Store for MemoryStore {
         Ok(id)
     }
 
-    fn outbox_due(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<OutboxItem>> {
-        Ok(self
-            .lock()
-            .outbox
-            .values()
-            .filter(|i| i.next_at_ms <= now_ms)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
     fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>> {
         Ok(self
             .lock()

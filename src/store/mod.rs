@@ -52,8 +52,6 @@ pub trait Store: Send + Sync {
     fn outbox_push(&self, item: &OutboxItem) -> StoreResult<u64>;
     /// Entries for `target`, due or not, oldest first, at most `limit`.
     fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>>;
-    /// Entries due at `now_ms`, oldest first.
-    fn outbox_due(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<OutboxItem>>;
     /// Every entry (for metrics and tests).
     fn outbox_len(&self) -> StoreResult<usize>;
     fn outbox_update(&self, item: &OutboxItem) -> StoreResult<()>;

@@ -155,21 +155,6 @@ impl Store for SledStore {
         Ok(id)
     }
 
-    fn outbox_due(&self, now_ms: u64, limit: usize) -> StoreResult<Vec<OutboxItem>> {
-        let mut out = Vec::new();
-        for kv in self.outbox.iter() {
-            let (k, v) = kv?;
-            let item: OutboxItem = decode(&k, &v)?;
-            if item.next_at_ms <= now_ms {
-                out.push(item);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
     fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>> {
         let mut out = Vec::new();
         for kv in self.outbox.iter() {
