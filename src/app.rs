@@ -77,6 +77,13 @@ impl App {
             .build()?;
         let embedder = embedder(&config)?;
         let knowledge = Arc::new(Knowledge::open(&db, embedder)?);
+        if let Some(e) = config.providers.embedding.as_ref() {
+            if e.kind == ProviderKind::Local {
+                knowledge.set_params(crate::knowledge::SearchParams::sentence_model(
+                    e.effective_builtin_weight() > 0.0,
+                ));
+            }
+        }
         let app_store: Arc<dyn Store> = Arc::new(SledStore::open(&db)?);
         let metrics = Arc::new(Metrics::new());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -166,16 +173,41 @@ impl App {
 }
 
 fn embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
-    match config.providers.embedding.as_ref().map(|e| e.kind) {
-        None | Some(ProviderKind::Builtin) => Ok(Arc::new(BuiltinEmbedder::new())),
-        Some(ProviderKind::Openai) => match config.providers.embedding.as_ref() {
-            Some(e) => Ok(Arc::new(OpenAiEmbedder::new(e)?)),
-            None => Ok(Arc::new(BuiltinEmbedder::new())),
-        },
-        Some(ProviderKind::Local) => anyhow::bail!(
-            "providers.embedding.kind = \"local\" needs a build with the `local-embeddings` feature, which this build does not have"
-        ),
+    let Some(e) = config.providers.embedding.as_ref() else {
+        return Ok(Arc::new(BuiltinEmbedder::new()));
+    };
+    let model: Arc<dyn Embedder> = match e.kind {
+        ProviderKind::Builtin => return Ok(Arc::new(BuiltinEmbedder::new())),
+        ProviderKind::Openai => Arc::new(OpenAiEmbedder::new(e)?),
+        ProviderKind::Local => local_embedder(e)?,
+    };
+    Ok(match e.effective_builtin_weight() {
+        w if w > 0.0 => Arc::new(crate::providers::blend::BlendedEmbedder::new(model, w)),
+        _ => model,
+    })
+}
+
+#[cfg(feature = "local-embeddings")]
+fn local_embedder(e: &crate::config::EmbeddingConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+    let Some(dir) = e.model_dir.as_deref() else {
+        anyhow::bail!("providers.embedding.model_dir is required for kind = \"local\"")
+    };
+    let local = crate::providers::local_embed::LocalEmbedder::open(dir, e.batch_size)?;
+    if let Some(dim) = e.dim.filter(|d| *d != local.dim()) {
+        anyhow::bail!(
+            "providers.embedding.dim = {dim}, but the model in {} returns {} dimensions",
+            dir.display(),
+            local.dim()
+        );
     }
+    Ok(Arc::new(local))
+}
+
+#[cfg(not(feature = "local-embeddings"))]
+fn local_embedder(_: &crate::config::EmbeddingConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+    anyhow::bail!(
+        "providers.embedding.kind = \"local\" needs a build with the `local-embeddings` feature (cargo build --release --features local-embeddings), which this build does not have"
+    )
 }
 
 /// Print an ingest report the way operators read it: problems one per line.

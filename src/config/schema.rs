@@ -85,6 +85,10 @@ pub enum ProviderKind {
     Local,
 }
 
+/// The built-in share of a local model's blended cosine when `builtin_weight` is unset:
+/// the small English model reads paraphrases, the built-in n-grams read Chinese and typos.
+pub const DEFAULT_LOCAL_BUILTIN_WEIGHT: f32 = 0.3;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingConfig {
@@ -102,6 +106,11 @@ pub struct EmbeddingConfig {
     /// `kind = "local"`: the model directory.
     #[serde(default)]
     pub model_dir: Option<PathBuf>,
+    /// Share of the built-in hashed embedder blended into the model's cosine (0 = the model
+    /// alone; see providers/blend.rs). Unset: [`DEFAULT_LOCAL_BUILTIN_WEIGHT`] for
+    /// `kind = "local"`, 0 for `kind = "openai"`.
+    #[serde(default)]
+    pub builtin_weight: Option<f32>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     #[serde(default = "default_timeout_ms")]
@@ -119,6 +128,17 @@ pub struct EmbeddingConfig {
     pub breaker_failures: u32,
     #[serde(default = "default_breaker_cooldown_ms")]
     pub breaker_cooldown_ms: u64,
+}
+
+impl EmbeddingConfig {
+    /// The built-in share actually used (see `builtin_weight`).
+    pub fn effective_builtin_weight(&self) -> f32 {
+        match (self.builtin_weight, self.kind) {
+            (Some(w), _) => w,
+            (None, ProviderKind::Local) => DEFAULT_LOCAL_BUILTIN_WEIGHT,
+            (None, _) => 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -213,6 +213,33 @@ fn openai_provider_needs_url_and_model() {
 }
 
 #[test]
+fn local_embeddings_need_a_model_dir_and_a_sane_blend() {
+    let errs = errors("[providers.embedding]\nkind = \"local\"\nbuiltin_weight = 1.5\n");
+    let all = errors_joined(&errs);
+    assert!(
+        all.contains("providers.embedding.model_dir: required for kind = \"local\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("providers.embedding.builtin_weight: must be at least 0 and below 1"),
+        "{all}"
+    );
+    let errs = errors("[providers.embedding]\nbuiltin_weight = 0.3\n");
+    assert!(
+        errors_joined(&errs).contains("providers.embedding.builtin_weight: only for kind"),
+        "{errs:?}"
+    );
+    let cfg = parse(
+        "[providers.embedding]\nkind = \"local\"\nmodel_dir = \"/m\"\n",
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    let e = cfg.providers.embedding.unwrap();
+    assert_eq!(e.effective_builtin_weight(), DEFAULT_LOCAL_BUILTIN_WEIGHT);
+}
+
+#[test]
 fn multi_line_env_values_are_refused() {
     let errs = errors("[handoff]\nmessage = \"${MULTI}\"\n");
     assert!(errs

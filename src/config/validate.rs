@@ -61,6 +61,19 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
                 "required for kind = \"openai\": the vector size the model returns (e.g. 1024 for bge-m3)".into(),
             );
         }
+        if let Some(w) = e.builtin_weight {
+            if e.kind == ProviderKind::Builtin {
+                bad(
+                    "providers.embedding.builtin_weight",
+                    "only for kind = \"local\" or \"openai\" (it blends the built-in embedder into a model's)".into(),
+                );
+            } else if !(0.0..1.0).contains(&w) {
+                bad(
+                    "providers.embedding.builtin_weight",
+                    format!("must be at least 0 and below 1 (0 = the model alone), got {w}"),
+                );
+            }
+        }
         if e.batch_size == 0 {
             bad(
                 "providers.embedding.batch_size",

@@ -374,7 +374,8 @@ impl Knowledge {
             None
         } else {
             match self.embedder.embed(&[query.to_string()]).await {
-                Ok(mut v) if v.len() == 1 => Some(v.remove(0)),
+                // All zeros: the model cannot represent the query (see `Embedder`).
+                Ok(mut v) if v.len() == 1 && v[0].iter().any(|x| *x != 0.0) => Some(v.remove(0)),
                 Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, "query embedding failed; lexical search only");

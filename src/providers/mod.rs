@@ -5,8 +5,11 @@
 
 use async_trait::async_trait;
 
+pub mod blend;
 pub mod builtin_embedder;
 pub mod grounding;
+#[cfg(feature = "local-embeddings")]
+pub mod local_embed;
 pub mod openai;
 pub mod openai_chat;
 pub mod openai_embed;
@@ -24,7 +27,9 @@ pub enum ProviderError {
 }
 
 /// Texts → vectors. The index records `model()` and `dim()` so a model change forces a
-/// clear re-ingest instead of mixing vectors.
+/// clear re-ingest instead of mixing vectors. An all-zero vector means "this model cannot
+/// represent this text" (an English-only model given Chinese): the search then ranks that
+/// query on words alone instead of on a meaningless cosine.
 #[async_trait]
 pub trait Embedder: Send + Sync {
     fn model(&self) -> &str;
