@@ -133,6 +133,22 @@ async fn an_incomplete_model_directory_is_a_clear_error() {
     let err = LocalEmbedder::open(dir.path(), 8).unwrap_err().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
+    // A RoBERTa-family model (same tensor shapes, other position offsets) is refused.
+    let config = std::fs::read_to_string(model_dir().join("config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        config.replace(
+            "\"model_type\": \"bert\"",
+            "\"model_type\": \"xlm-roberta\"",
+        ),
+    )
+    .unwrap();
+    let err = LocalEmbedder::open(dir.path(), 8).unwrap_err().to_string();
+    assert!(
+        err.contains("model_type \"xlm-roberta\" is not supported"),
+        "{err}"
+    );
+
     // Through the config: a wrong `dim` names both numbers.
     let toml = format!(
         "[providers.embedding]\nkind = \"local\"\nmodel_dir = {:?}\ndim = 768\n",

@@ -119,6 +119,15 @@ impl LocalEmbedder {
                 dir.join("config.json").display()
             )
         })?;
+        // RoBERTa-family models (XLM-R multilingual ones among them) load into the same
+        // shapes but count positions from another offset: their vectors would be quietly
+        // wrong, so only BERT itself is accepted.
+        if let Some(other) = config.model_type.as_deref().filter(|t| *t != "bert") {
+            anyhow::bail!(
+                "{}: model_type \"{other}\" is not supported; kind = \"local\" runs BERT models (all-MiniLM-L6-v2, bge-small-zh-v1.5, text2vec-base-chinese, …)",
+                dir.join("config.json").display()
+            );
+        }
         let max_seq_len = optional_json(dir, "sentence_bert_config.json")?
             .and_then(|v| v.get("max_seq_length").and_then(|n| n.as_u64()))
             .map_or(DEFAULT_MAX_SEQ_LEN, |n| n as usize)
