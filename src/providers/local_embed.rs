@@ -32,7 +32,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use sha2::{Digest, Sha256};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use super::{Embedder, ProviderError};
 
@@ -197,24 +197,13 @@ impl LocalEmbedder {
                     .map_err(|e| bad(&e))?,
             );
         }
-        let mut out = vec![Vec::new(); texts.len()];
-        let (spelled, unspelled): (Vec<usize>, Vec<usize>) = (0..texts.len()).partition(|&i| {
-            let special = encodings[i].get_special_tokens_mask();
-            let words = special.iter().filter(|&&s| s == 0).count();
-            let unknown = encodings[i]
-                .get_ids()
-                .iter()
-                .zip(special)
-                .filter(|(id, s)| **s == 0 && Some(**id) == self.model.unk_id)
-                .count();
-            unknown * 2 <= words
-        });
-        for i in unspelled {
-            out[i] = vec![0.0; self.dim];
-        }
-        let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
-        let lengths_of_spelled: Vec<usize> = spelled.iter().map(|&i| lengths[i]).collect();
-        for batch in length_buckets(&lengths_of_spelled, self.batch_size) {
+        // Texts the vocabulary cannot spell get zeros; the rest go through the model.
+        let mut out = vec![vec![0.0; self.dim]; texts.len()];
+        let spelled: Vec<usize> = (0..texts.len())
+            .filter(|&i| self.model.spells(&encodings[i]))
+            .collect();
+        let lengths: Vec<usize> = spelled.iter().map(|&i| encodings[i].len()).collect();
+        for batch in length_buckets(&lengths, self.batch_size) {
             let batch: Vec<usize> = batch.into_iter().map(|b| spelled[b]).collect();
             let ids: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
             let vectors = self.model.forward(&ids).map_err(|e| bad(&e))?;
@@ -245,6 +234,18 @@ fn length_buckets(lengths: &[usize], max: usize) -> Vec<Vec<usize>> {
 }
 
 impl Model {
+    /// At most half of the text's word pieces are `[UNK]`.
+    fn spells(&self, e: &Encoding) -> bool {
+        let (mut words, mut unknown) = (0usize, 0usize);
+        for (id, special) in e.get_ids().iter().zip(e.get_special_tokens_mask()) {
+            if *special == 0 {
+                words += 1;
+                unknown += usize::from(Some(*id) == self.unk_id);
+            }
+        }
+        unknown * 2 <= words
+    }
+
     /// One padded batch → one normalized vector per sequence.
     fn forward(&self, seqs: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
         let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
