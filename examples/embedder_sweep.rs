@@ -152,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         base = Arc::new(kefu::providers::blend::BlendedEmbedder::new(base, w));
     }
     println!("embedder {} ({} dims)", base.model(), base.dim());
-    let mut all_points: HashMap<&str, Vec<(f64, bool)>> = HashMap::new();
+    let mut all_points: HashMap<String, Vec<(f64, bool)>> = HashMap::new();
     for set in sets {
         let dir = tempfile::tempdir()?;
         let db = sled::open(dir.path())?;
@@ -186,7 +186,10 @@ async fn main() -> anyhow::Result<()> {
         ] {
             let ((h1, h3, mrr), points) = run(&kb, &cases, mode, &plain).await?;
             println!("  {name:<12} hit@1 {h1:.3}  hit@3 {h3:.3}  MRR {mrr:.3}");
-            all_points.entry(name).or_default().extend(points);
+            all_points
+                .entry(name.to_string())
+                .or_default()
+                .extend(points);
         }
         for pool_weight in [0.4f32, 0.7] {
             for alpha in [0.4f32, 0.5, 0.6, 0.7, 0.8] {
@@ -198,19 +201,16 @@ async fn main() -> anyhow::Result<()> {
                 let ((h1, h3, mrr), points) = run(&kb, &cases, RetrievalMode::Hybrid, &p).await?;
                 let key = format!("hybrid α={alpha:.1} β={pool_weight:.1}");
                 println!("  {key} hit@1 {h1:.3}  hit@3 {h3:.3}  MRR {mrr:.3}");
-                all_points
-                    .entry(Box::leak(key.into_boxed_str()))
-                    .or_default()
-                    .extend(points);
+                all_points.entry(key).or_default().extend(points);
             }
         }
     }
     println!("\ncalibration fit over all sets (k, c): score = 1 / (1 + e^(-k (raw - c)))");
-    let mut keys: Vec<_> = all_points.keys().copied().collect();
-    keys.sort();
-    for k in keys {
-        let (kk, c) = fit(&all_points[k]);
-        println!("  {k:<12} k {kk:.2}  c {c:.3}");
+    let mut fits: Vec<_> = all_points.iter().collect();
+    fits.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, points) in fits {
+        let (k, c) = fit(points);
+        println!("  {name:<12} k {k:.2}  c {c:.3}");
     }
     Ok(())
 }
