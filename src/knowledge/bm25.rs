@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use super::analyze::{is_question_word, is_stopword, BIGRAM, UNIGRAM};
+use crate::text::concepts::CONCEPT;
 
 /// Index-time parameters (baked into the per-unit length norms).
 #[derive(Clone, Debug)]
@@ -39,6 +40,8 @@ pub struct TermWeights {
     /// wanted, not what about; "how do I cook rice" must not match "How do I track my order?"
     /// on "how".
     pub question: f32,
+    /// A concept (`~refund`): a synonym or a translation, weaker than the word itself.
+    pub concept: f32,
 }
 
 impl Default for TermWeights {
@@ -48,13 +51,16 @@ impl Default for TermWeights {
             bigram: 0.5,
             unigram: 0.3,
             question: 0.3,
+            concept: 0.5,
         }
     }
 }
 
 impl TermWeights {
     pub fn of(&self, term: &str) -> f32 {
-        if term.starts_with(BIGRAM) {
+        if term.starts_with(CONCEPT) {
+            self.concept
+        } else if term.starts_with(BIGRAM) {
             self.bigram
         } else if term.starts_with(UNIGRAM) {
             self.unigram
