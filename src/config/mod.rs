@@ -6,6 +6,7 @@
 //! next); then `validate` the values (43-character AES keys, unique channel names, ranges).
 
 mod expand;
+mod lenient;
 mod schema;
 mod validate;
 
@@ -128,13 +129,13 @@ pub fn parse(
         err(&key, message);
     }
     let cfg = schema::deserialize(table, &mut err);
-    if let Some(cfg) = &cfg {
-        for (key, message) in validate::validate(cfg) {
+    if let Some((cfg, outline)) = &cfg {
+        for (key, message) in validate::validate(cfg, outline) {
             err(&key, message);
         }
     }
     match cfg {
-        Some(cfg) if errors.is_empty() => Ok(cfg),
+        Some((cfg, _)) if errors.is_empty() => Ok(cfg),
         _ => Err(ConfigErrors(errors)),
     }
 }
