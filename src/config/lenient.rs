@@ -127,7 +127,8 @@ mod tests {
 
     #[test]
     fn every_bad_key_of_a_defaults_struct_is_named_and_the_rest_kept() {
-        let (t, errs) = run(|e| all_defaults::<Loose>(table("a = \"x\"\nb = \"ok\"\nc = 1"), "s", e));
+        let (t, errs) =
+            run(|e| all_defaults::<Loose>(table("a = \"x\"\nb = \"ok\"\nc = 1"), "s", e));
         assert_eq!(
             t,
             Some(Loose {
@@ -142,9 +143,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_of_a_strict_struct_are_dropped_one_by_one() {
-        let (t, errs) = run(|e| {
-            with_required::<Strict>(table("name = \"x\"\ntypo = 1\nother = 2"), "c[0]", e)
-        });
+        let (t, errs) =
+            run(|e| with_required::<Strict>(table("name = \"x\"\ntypo = 1\nother = 2"), "c[0]", e));
         assert_eq!(
             t,
             Some(Strict {

@@ -714,9 +714,7 @@ impl<T> Typed<T> {
 fn typed<T: DeserializeOwned>(v: toml::Value) -> Typed<T> {
     let mut errors = Vec::new();
     let value = match v {
-        toml::Value::Table(t) => {
-            lenient::with_required(t, "", &mut |_, m| errors.push((None, m)))
-        }
+        toml::Value::Table(t) => lenient::with_required(t, "", &mut |_, m| errors.push((None, m))),
         other => match other.try_into::<T>() {
             Ok(t) => Some(t),
             Err(e) => {

@@ -428,7 +428,10 @@ robot_code = "r"
     let ChannelConfig::DingTalk(d) = &cfg.channels[0] else {
         panic!("dingtalk")
     };
-    assert_eq!(d.webhook_hosts(&cfg.server), ["*.dingtalk.com", "127.0.0.1"]);
+    assert_eq!(
+        d.webhook_hosts(&cfg.server),
+        ["*.dingtalk.com", "127.0.0.1"]
+    );
 }
 
 proptest::proptest! {

@@ -137,10 +137,8 @@ pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)>
 
     // Names of every [[notify]] table, parsed or not, in file order: a duplicate or a
     // reference is judged even when the other table has its own errors.
-    let notify_names = names_in_file_order(
-        cfg.notify.iter().map(NotifyConfig::name),
-        &outline.notify,
-    );
+    let notify_names =
+        names_in_file_order(cfg.notify.iter().map(NotifyConfig::name), &outline.notify);
     for (i, n) in cfg.notify.iter().enumerate() {
         let path = format!("notify[{}]", outline.notify.index(i));
         name_check(&mut bad, &format!("{path}.name"), n.name());
@@ -269,7 +267,11 @@ fn server(bad: &mut dyn FnMut(&str, String), s: &ServerConfig) {
             ),
         }
     }
-    host_patterns(bad, "server.allowed_webhook_hosts", &s.allowed_webhook_hosts);
+    host_patterns(
+        bad,
+        "server.allowed_webhook_hosts",
+        &s.allowed_webhook_hosts,
+    );
     for (key, v) in [
         ("server.header_read_timeout_ms", s.header_read_timeout_ms),
         ("server.idle_timeout_ms", s.idle_timeout_ms),
@@ -329,7 +331,11 @@ fn duplicates(bad: &mut dyn FnMut(&str, String), list: &str, names: &[(usize, St
     let mut seen = HashSet::new();
     for (i, n) in names {
         if !seen.insert(n.as_str()) {
-            let what = if list == "notify" { "notify" } else { "channel" };
+            let what = if list == "notify" {
+                "notify"
+            } else {
+                "channel"
+            };
             bad(
                 &format!("{list}[{i}].name"),
                 format!("duplicate {what} name `{n}`"),
