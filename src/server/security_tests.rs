@@ -445,3 +445,61 @@ async fn behind_a_proxy_the_configured_header_names_the_client() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+/// Any body on `/api/chat` and on an agent reply gets an answer below 500 (a 4xx with a
+/// reason, or a turn), never a panic or an internal error.
+#[test]
+fn untrusted_json_bodies_never_get_a_server_error() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (app, _state, _d) = rt.block_on(app_with(|c| {
+        c.server.chat_rate_per_session.per_minute = 0;
+    }));
+    rt.block_on(hand_off(&app, "fz-1"));
+    let field = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "\\PC{0,60}".prop_map(serde_json::Value::from),
+        Just(serde_json::json!(["a", 1])),
+        Just(serde_json::json!({"x": {}})),
+    ];
+    let body = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200)
+            .prop_map(|b| String::from_utf8_lossy(&b).to_string()),
+        (field.clone(), field.clone(), field.clone(), any::<bool>()).prop_map(
+            |(a, b, c, extra)| {
+                let mut v = serde_json::json!({"session_id": a, "message": b, "channel": c});
+                if extra {
+                    v["text"] = serde_json::Value::from("hi");
+                }
+                v.to_string()
+            }
+        ),
+        ("[A-Za-z0-9_.:-]{1,20}", "\\PC{0,80}")
+            .prop_map(|(s, m)| { serde_json::json!({"session_id": s, "message": m}).to_string() }),
+    ];
+    let mut runner = TestRunner::new(RunnerConfig::with_cases(96));
+    runner
+        .run(&body, |body| {
+            for req in [
+                Request::post("/api/chat")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body.clone()))
+                    .unwrap(),
+                agent_reply(
+                    "fz-1",
+                    &[("host", "127.0.0.1"), ("content-type", "application/json")],
+                    &body,
+                ),
+            ] {
+                let (status, text, _) = rt.block_on(send(&app, req));
+                prop_assert!(status.as_u16() < 500, "{status} for {body:?}: {text}");
+                if status.is_client_error() {
+                    prop_assert!(text.contains("\"error\""), "{text}");
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
