@@ -16,11 +16,24 @@ use super::{ApiError, AppState};
 pub async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let ok = match &s.app.config.server.admin_token {
         Some(_) => super::guard::token_ok(&s.app.config.server, req.headers()),
-        // No token: only this machine may act as an agent. In-process tests have no peer.
-        None => req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_none_or(|ConnectInfo(peer)| peer.ip().is_loopback()),
+        // No token: only this machine may act as an agent (in-process tests have no peer),
+        // and "this machine" excludes browsers' foreign pages and proxied requests.
+        None => {
+            let loopback = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_none_or(|ConnectInfo(peer)| peer.ip().is_loopback());
+            if loopback {
+                let server = &s.app.config.server;
+                if let Err(e) =
+                    super::guard::check_loopback_trust(server, req.method(), req.headers())
+                {
+                    tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %e, "agent/admin request refused");
+                    return e.into_response();
+                }
+            }
+            loopback
+        }
     };
     if !ok {
         return ApiError::Unauthorized(

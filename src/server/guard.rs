@@ -1,27 +1,30 @@
 //! Who may reach the agent and admin routes (`/agent/*`, `/admin/*`) and `/metrics`, beyond
-//! the token check in `agent::authorize`.
+//! the credential checks.
 //!
-//! Without `server.admin_token` those routes trust the machine they run on, and "a client on
-//! this machine" must not include a web page the agent happens to have open, nor an internet
-//! request relayed by a reverse proxy on the same host. So, without a token, a request is
-//! refused when
+//! Without `server.admin_token` those routes trust the machine they run on (loopback
+//! peers), and "a client on this machine" must not include a web page the agent happens to
+//! have open, nor an internet request relayed by a reverse proxy on the same host. So a
+//! request admitted on that trust ([`check_loopback_trust`], called where the trust is
+//! granted) is refused when
 //!
 //! - its `Host` is not this server: not an IP address, `localhost` or the host of
 //!   `server.public_url` (DNS rebinding: `attacker.example` resolved to 127.0.0.1 sends
 //!   `Host: attacker.example`; a browser never sends an IP literal or `localhost` for a
 //!   foreign site);
 //! - its `Origin` is present and not this server's own (`scheme://Host`, or the origin of
-//!   `server.public_url`): another site's page posting here;
+//!   `server.public_url`): another site's page, even one that only reads;
 //! - it carries `Forwarded`, `X-Forwarded-For`, `X-Real-IP` or `X-Forwarded-Host`: it came
 //!   through a proxy, so its loopback peer address says nothing about who sent it;
 //! - it has a body (any method but GET/HEAD/OPTIONS) that is not `application/json`: a page
 //!   can post `text/plain` or a form anywhere without asking, but JSON needs a CORS preflight,
 //!   which these routes never grant.
 //!
-//! With a token, only the `Origin` rule stays, for requests that change something: a script or
-//! curl sends no `Origin`, a browser always does on a POST, and an operator does not expect a
-//! page on another site to act as an agent even if that browser holds a session. A page on
-//! kefu's own origin (the agent console) passes every rule.
+//! Whatever the credentials, a request that changes something and carries a foreign `Origin`
+//! is refused ([`agent_routes`], layered over the routes): a script or curl sends no
+//! `Origin`, a browser always does on a POST, and an operator does not expect a page on
+//! another site to act as an agent even in a browser that holds the token or a session. A
+//! page on kefu's own origin (the agent console) passes every rule; requests carrying a
+//! token or a session are judged by those, not by the loopback rules.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -42,15 +45,18 @@ const PROXY_HEADERS: [&str; 4] = [
     "x-forwarded-host",
 ];
 
-/// Middleware for the agent and admin routes: the rules above, before the token check.
+/// Middleware for the agent and admin routes, before any credential check: a request that
+/// changes something from another site's page is refused.
 pub async fn agent_routes(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    match check(&s.app.config.server, req.method(), req.headers()) {
+    match check_cross_site(&s.app.config.server, req.method(), req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(e) => {
-            tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %e, "agent/admin request refused");
-            e.into_response()
-        }
+        Err(e) => refused(&req, e),
     }
+}
+
+fn refused(req: &Request, e: ApiError) -> Response {
+    tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %e, "agent/admin request refused");
+    e.into_response()
 }
 
 /// Middleware for `/metrics`: behind the admin token when one is set, unless
@@ -66,40 +72,62 @@ pub async fn metrics_access(State(s): State<AppState>, req: Request, next: Next)
     next.run(req).await
 }
 
-/// The rules of this module for one request.
-pub fn check(server: &ServerConfig, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
-    let changes_state = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let tokenless = server.admin_token.is_none();
-    let host = header_str(headers, header::HOST.as_str());
-    if tokenless {
-        if let Some(h) = host {
-            if !is_own_host(server, h) {
-                return Err(ApiError::Forbidden(format!(
-                    "Host `{h}` is not this server; use an IP address or localhost, set server.public_url, or set server.admin_token"
-                )));
-            }
-        }
-        if let Some(p) = PROXY_HEADERS.iter().find(|p| headers.contains_key(**p)) {
+/// Any request to the agent and admin routes: refused when it would change something and
+/// comes from a page of another origin.
+pub fn check_cross_site(
+    server: &ServerConfig,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if changes_state(method) {
+        own_origin_or_none(server, headers)?;
+    }
+    Ok(())
+}
+
+/// A request about to be admitted because its peer is loopback and no credential is
+/// configured: the loopback rules of this module.
+pub fn check_loopback_trust(
+    server: &ServerConfig,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if let Some(h) = header_str(headers, header::HOST.as_str()) {
+        if !is_own_host(server, h) {
             return Err(ApiError::Forbidden(format!(
-                "the request came through a proxy ({p}); without server.admin_token agent and admin routes answer only clients on this machine"
+                "Host `{h}` is not this server; use an IP address or localhost, set server.public_url, or set server.admin_token"
             )));
         }
     }
-    if tokenless || changes_state {
-        if let Some(origin) = header_str(headers, header::ORIGIN.as_str()) {
-            if !is_own_origin(server, origin, host) {
-                return Err(ApiError::Forbidden(format!(
-                    "origin `{origin}` is not this server; agent and admin routes refuse other sites' pages"
-                )));
-            }
-        }
+    if let Some(p) = PROXY_HEADERS.iter().find(|p| headers.contains_key(**p)) {
+        return Err(ApiError::Forbidden(format!(
+            "the request came through a proxy ({p}); without server.admin_token agent and admin routes answer only clients on this machine"
+        )));
     }
-    if tokenless && changes_state && !is_json(headers) {
+    own_origin_or_none(server, headers)?;
+    if changes_state(method) && !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType(
             "agent and admin requests must be sent as `Content-Type: application/json`".into(),
         ));
     }
     Ok(())
+}
+
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn own_origin_or_none(server: &ServerConfig, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = header_str(headers, header::ORIGIN.as_str()) else {
+        return Ok(());
+    };
+    if is_own_origin(server, origin, header_str(headers, header::HOST.as_str())) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "origin `{origin}` is not this server; agent and admin routes refuse other sites' pages"
+        )))
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
@@ -229,10 +257,11 @@ mod tests {
     const JSON: (&str, &str) = ("content-type", "application/json; charset=utf-8");
 
     #[test]
-    fn tokenless_rules() {
+    fn loopback_trust_rules() {
         let s = server(false, Some("https://support.example.com"));
-        let get = |h: &[(&str, &str)]| status(check(&s, &Method::GET, &headers(h)));
-        let post = |h: &[(&str, &str)]| status(check(&s, &Method::POST, &headers(h)));
+        let get = |h: &[(&str, &str)]| status(check_loopback_trust(&s, &Method::GET, &headers(h)));
+        let post =
+            |h: &[(&str, &str)]| status(check_loopback_trust(&s, &Method::POST, &headers(h)));
         // This machine, its own pages, the public name.
         for host in [
             "127.0.0.1:8080",
@@ -314,9 +343,9 @@ mod tests {
     }
 
     #[test]
-    fn with_a_token_only_foreign_origins_changing_state_are_refused() {
+    fn with_credentials_only_foreign_origins_changing_state_are_refused() {
         let s = server(true, None);
-        let run = |m: Method, h: &[(&str, &str)]| status(check(&s, &m, &headers(h)));
+        let run = |m: Method, h: &[(&str, &str)]| status(check_cross_site(&s, &m, &headers(h)));
         assert_eq!(run(Method::GET, &[("host", "kefu.example.com")]), 200);
         assert_eq!(
             run(
