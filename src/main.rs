@@ -155,11 +155,21 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             for e in &loaded.errors {
                 eprintln!("{e}");
             }
-            let problems = loaded
-                .config
-                .as_ref()
-                .map(|c| kefu::app::check_knowledge(&c.knowledge.paths))
-                .unwrap_or_default();
+            // A broken `[knowledge]` leaves its paths at the default: checking those would
+            // report the wrong directory.
+            let knowledge_broken = loaded
+                .errors
+                .iter()
+                .any(|e| e.key == "knowledge" || e.key.starts_with("knowledge.paths"));
+            let problems = match &loaded.config {
+                Some(c) if !knowledge_broken => kefu::app::check_knowledge(&c.knowledge.paths),
+                _ => {
+                    eprintln!(
+                        "knowledge files not checked: the config's [knowledge] could not be read"
+                    );
+                    Vec::new()
+                }
+            };
             for p in &problems {
                 println!("{p}");
             }

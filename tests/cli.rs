@@ -198,6 +198,18 @@ kind = "web"
     ] {
         assert!(all.contains(want), "missing {want:?} in:\n{all}");
     }
+    // Unreadable knowledge.paths: the default directory is not checked in their place.
+    std::fs::write(&cfg, "[knowledge]\npaths = 5\n").unwrap();
+    let out = kefu()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("knowledge.paths: invalid type"), "{err}");
+    assert!(err.contains("knowledge files not checked"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("no knowledge files"));
 }
 
 #[test]

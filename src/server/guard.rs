@@ -15,9 +15,10 @@
 //!   `server.public_url`): another site's page, even one that only reads;
 //! - it carries `Forwarded`, `X-Forwarded-For`, `X-Real-IP` or `X-Forwarded-Host`: it came
 //!   through a proxy, so its loopback peer address says nothing about who sent it;
-//! - it has a body (any method but GET/HEAD/OPTIONS) that is not `application/json`: a page
-//!   can post `text/plain` or a form anywhere without asking, but JSON needs a CORS preflight,
-//!   which these routes never grant.
+//! - it changes something (any method but GET/HEAD/OPTIONS) and has a body, or a
+//!   `Content-Type`, that is not `application/json`: a page can post `text/plain` or a form
+//!   anywhere without asking, but JSON needs a CORS preflight, which these routes never grant.
+//!   A POST with no body at all (`curl -X POST …/release`) is no form.
 //!
 //! Whatever the credentials, a request that changes something and carries a foreign `Origin`
 //! is refused ([`agent_routes`], layered over the routes): a script or curl sends no
@@ -105,9 +106,10 @@ pub fn check_loopback_trust(
         )));
     }
     own_origin_or_none(server, headers)?;
-    if changes_state(method) && !is_json(headers) {
+    if changes_state(method) && !is_json_or_empty(headers) {
         return Err(ApiError::UnsupportedMediaType(
-            "agent and admin requests must be sent as `Content-Type: application/json`".into(),
+            "agent and admin requests with a body must send it as `Content-Type: application/json`"
+                .into(),
         ));
     }
     Ok(())
@@ -218,12 +220,19 @@ fn is_own_origin(server: &ServerConfig, origin: &str, host: Option<&str>) -> boo
     from_public || from_host
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    header_str(headers, header::CONTENT_TYPE.as_str()).is_some_and(|ct| {
-        ct.split(';')
+/// A JSON body, or none at all (no `Content-Type`, no length, no chunked encoding).
+fn is_json_or_empty(headers: &HeaderMap) -> bool {
+    match header_str(headers, header::CONTENT_TYPE.as_str()) {
+        Some(ct) => ct
+            .split(';')
             .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-    })
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")),
+        None => {
+            !headers.contains_key(header::TRANSFER_ENCODING)
+                && header_str(headers, header::CONTENT_LENGTH.as_str())
+                    .is_none_or(|n| n.trim() == "0")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -331,7 +340,20 @@ mod tests {
                 "{ct}"
             );
         }
-        assert_eq!(post(&[("host", "127.0.0.1:8080")]), 415, "no content type");
+        assert_eq!(
+            post(&[("host", "127.0.0.1:8080"), ("content-length", "12")]),
+            415,
+            "a body without a content type"
+        );
+        assert_eq!(
+            post(&[("host", "127.0.0.1:8080"), ("transfer-encoding", "chunked")]),
+            415
+        );
+        assert_eq!(post(&[("host", "127.0.0.1:8080")]), 200, "no body at all");
+        assert_eq!(
+            post(&[("host", "127.0.0.1:8080"), ("content-length", "0")]),
+            200
+        );
         // Through a proxy.
         for p in PROXY_HEADERS {
             assert_eq!(

@@ -204,7 +204,6 @@ async fn history_lists_messages_and_handoff_state() {
     let (status, _, _) = call(
         &app,
         Request::post("/agent/api/conversations/site/h-1/release")
-            .header(header::CONTENT_TYPE, "application/json")
             .body(Body::empty())
             .unwrap(),
     )
@@ -299,7 +298,6 @@ async fn ops_routes() {
     let (status, v, _) = call(
         &app,
         Request::post("/admin/reingest")
-            .header(header::CONTENT_TYPE, "application/json")
             .body(Body::empty())
             .unwrap(),
     )
