@@ -28,8 +28,7 @@ pub async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> R
                 if let Err(e) =
                     super::guard::check_loopback_trust(server, req.method(), req.headers())
                 {
-                    tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %e, "agent/admin request refused");
-                    return e.into_response();
+                    return super::guard::refused(&req, e);
                 }
             }
             loopback

@@ -55,7 +55,8 @@ pub async fn agent_routes(State(s): State<AppState>, req: Request, next: Next) -
     }
 }
 
-fn refused(req: &Request, e: ApiError) -> Response {
+/// The response to a refused agent/admin request, logged with the reason.
+pub fn refused(req: &Request, e: ApiError) -> Response {
     tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %e, "agent/admin request refused");
     e.into_response()
 }

@@ -101,7 +101,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             agent::authorize,
         ))
-        // Outside the token check: cross-site and rebinding refusals come first (guard.rs).
+        // Before any credential check: another site's page changing something is refused
+        // (guard.rs); the loopback rules run where `authorize` grants loopback trust.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::agent_routes,
