@@ -156,6 +156,16 @@ pub fn token_ok(server: &ServerConfig, headers: &HeaderMap) -> bool {
 /// than this machine without a token.
 pub fn startup_warnings(server: &ServerConfig, bound: SocketAddr) -> Vec<String> {
     let mut out = Vec::new();
+    // kefu speaks no TLS: an https public_url means a proxy in front.
+    let behind_proxy = server
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    if behind_proxy && server.client_ip_header.is_none() && server.chat_rate_per_ip.per_minute > 0 {
+        out.push(
+            "server.public_url is https (a reverse proxy in front) but server.client_ip_header is not set: every customer shares the proxy's /api/chat rate limit (server.chat_rate_per_ip)".into(),
+        );
+    }
     if server.admin_token.is_some() {
         return out;
     }
@@ -455,10 +465,20 @@ mod tests {
             w[0].contains("0.0.0.0:8080") && w[0].contains("admin_token"),
             "{w:?}"
         );
+        let w = startup_warnings(&server(false, Some("http://s.example.com")), lo);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("public_url"), "{w:?}");
+        // https: a proxy in front, and no token: both said.
         assert_eq!(
             startup_warnings(&server(false, Some("https://s.example.com")), lo).len(),
-            1
+            2
         );
-        assert!(startup_warnings(&server(true, Some("https://s.example.com")), all).is_empty());
+        assert_eq!(
+            startup_warnings(&server(true, Some("https://s.example.com")), all),
+            ["server.public_url is https (a reverse proxy in front) but server.client_ip_header is not set: every customer shares the proxy's /api/chat rate limit (server.chat_rate_per_ip)"]
+        );
+        let mut proxied = server(true, Some("https://s.example.com"));
+        proxied.client_ip_header = Some("X-Real-IP".into());
+        assert!(startup_warnings(&proxied, all).is_empty());
     }
 }
