@@ -147,24 +147,49 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 "ingested {} file(s): {} changed, {} removed, {} chunks in the index",
                 r.files_seen, r.files_changed, r.files_removed, r.chunks
             );
+            kefu::app::warn_if_empty(&app.knowledge, &roots);
             app.store.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { cfg } => {
-            let (config, source) = match load_config(&cfg) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
+            // Every mistake in one run: the config's, and the knowledge files' (found through
+            // the config as far as it could be read).
+            let loaded = config::load_partial(cfg.config.as_deref());
+            for e in &loaded.errors {
+                eprintln!("{e}");
+            }
+            // A broken `[knowledge]` leaves its paths at the default: checking those would
+            // report the wrong directory.
+            let knowledge_broken = loaded
+                .errors
+                .iter()
+                .any(|e| e.key == "knowledge" || e.key.starts_with("knowledge.paths"));
+            let problems = match &loaded.config {
+                Some(c) if !knowledge_broken => kefu::app::check_knowledge(&c.knowledge.paths),
+                _ => {
+                    eprintln!(
+                        "knowledge files not checked: the config's [knowledge] could not be read"
+                    );
+                    Vec::new()
+                }
             };
-            let problems = kefu::app::check_knowledge(&config.knowledge.paths);
             for p in &problems {
                 println!("{p}");
             }
-            println!(
-                "{}: config ok; knowledge: {} problem(s)",
-                source.describe(),
-                problems.len()
-            );
-            Ok(if problems.is_empty() {
+            if loaded.errors.is_empty() {
+                println!(
+                    "{}: config ok; knowledge: {} problem(s)",
+                    loaded.source.describe(),
+                    problems.len()
+                );
+            } else {
+                eprintln!(
+                    "kefu: {} config error(s); knowledge: {} problem(s)",
+                    loaded.errors.len(),
+                    problems.len()
+                );
+            }
+            Ok(if loaded.errors.is_empty() && problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Upper bounds (seconds) of the turn-latency histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -14,6 +15,17 @@ const BUCKETS: [f64; 12] = [
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// Gauges that cost a scan of the store, kept between scrapes.
+    scanned: Mutex<Option<Scanned>>,
+    refreshing: AtomicBool,
+}
+
+/// One gauge: name, help, value.
+pub type Gauge = (&'static str, &'static str, f64);
+
+struct Scanned {
+    at: Instant,
+    gauges: Vec<Gauge>,
 }
 
 /// A metric name and its label pairs.
@@ -44,6 +56,10 @@ const HELP: &[(&str, &str)] = &[
     (
         "kefu_provider_failures_total",
         "Model provider failures by provider.",
+    ),
+    (
+        "kefu_messages_truncated_total",
+        "Messages longer than server.max_message_chars, cut for the engine (stored whole).",
     ),
 ];
 
@@ -82,6 +98,47 @@ impl Metrics {
         }
         g.latency_count += 1;
         g.latency_sum += secs;
+    }
+
+    /// Gauges whose computation scans the store (every conversation, the outbox), computed
+    /// at most once per `max_age` and never on a scrape's path once known: a stale value is
+    /// served while one background task refreshes it. Only the very first call waits.
+    pub async fn scanned_gauges<F>(self: &Arc<Self>, max_age: Duration, scan: F) -> Vec<Gauge>
+    where
+        F: FnOnce() -> Vec<Gauge> + Send + 'static,
+    {
+        let cached = self
+            .scanned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| (c.at.elapsed() > max_age, c.gauges.clone()));
+        match cached {
+            Some((false, gauges)) => gauges,
+            Some((true, gauges)) => {
+                if !self.refreshing.swap(true, Ordering::AcqRel) {
+                    let me = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let fresh = scan();
+                        me.store_scanned(fresh);
+                        me.refreshing.store(false, Ordering::Release);
+                    });
+                }
+                gauges
+            }
+            None => {
+                let fresh = tokio::task::spawn_blocking(scan).await.unwrap_or_default();
+                self.store_scanned(fresh.clone());
+                fresh
+            }
+        }
+    }
+
+    fn store_scanned(&self, gauges: Vec<Gauge>) {
+        *self.scanned.lock().unwrap_or_else(|p| p.into_inner()) = Some(Scanned {
+            at: Instant::now(),
+            gauges,
+        });
     }
 
     /// The Prometheus text exposition format.
@@ -151,5 +208,37 @@ mod tests {
         assert!(text.contains("kefu_turn_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("kefu_turn_seconds_bucket{le=\"0.0005\"} 0"));
         assert!(text.contains("kefu_knowledge_chunks 3"));
+    }
+
+    #[tokio::test]
+    async fn scanned_gauges_are_computed_once_per_max_age_off_the_scrape_path() {
+        use std::sync::atomic::AtomicUsize;
+        let m = Arc::new(Metrics::new());
+        let scans = Arc::new(AtomicUsize::new(0));
+        let scan = |scans: &Arc<AtomicUsize>| {
+            let scans = scans.clone();
+            move || {
+                let n = scans.fetch_add(1, Ordering::SeqCst) + 1;
+                vec![("g", "a gauge", n as f64)]
+            }
+        };
+        let long = Duration::from_secs(3600);
+        assert_eq!(m.scanned_gauges(long, scan(&scans)).await[0].2, 1.0);
+        for _ in 0..100 {
+            assert_eq!(m.scanned_gauges(long, scan(&scans)).await[0].2, 1.0);
+        }
+        assert_eq!(scans.load(Ordering::SeqCst), 1, "one scan for 101 scrapes");
+        // Stale: the old value now, a new one after the background refresh.
+        assert_eq!(
+            m.scanned_gauges(Duration::ZERO, scan(&scans)).await[0].2,
+            1.0
+        );
+        for _ in 0..200 {
+            if m.scanned_gauges(long, scan(&scans)).await[0].2 == 2.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never refreshed");
     }
 }

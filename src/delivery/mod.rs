@@ -287,12 +287,14 @@ pub fn build_senders(
                 store.clone(),
                 clock.clone(),
             )),
-            ChannelConfig::DingTalk(d) => Arc::new(dingtalk::DingTalkSender::new(
-                d,
-                http.clone(),
-                store.clone(),
-                clock.clone(),
-            )),
+            ChannelConfig::DingTalk(d) => Arc::new(
+                dingtalk::DingTalkSender::new(d, http.clone(), store.clone(), clock.clone())
+                    .with_webhook_hosts(
+                        adapters::HostAllowlist::new(d.webhook_hosts(&config.server)).map_err(
+                            |e| anyhow::anyhow!("channel {}: allowed_webhook_hosts: {e}", d.name),
+                        )?,
+                    ),
+            ),
         };
         out.insert(c.name().to_string(), s);
     }

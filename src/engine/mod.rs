@@ -9,6 +9,7 @@ pub mod actions;
 pub mod flow;
 pub mod handoff;
 pub mod intent;
+mod limit;
 pub mod llm_intent;
 mod locks;
 pub mod quality;
@@ -203,6 +204,13 @@ impl Engine {
                 sources: vec![],
             },
         )?;
+        // Stored whole above; every channel's engine reads at most max_message_chars.
+        let text = limit::for_engine(
+            text,
+            self.p.config.server.max_message_chars,
+            &m.channel,
+            &self.p.metrics,
+        );
 
         let is_text =
             matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(&m);

@@ -5,29 +5,34 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::error::read_body;
 use super::{ApiError, AppState};
 
 pub async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let ok = match &s.app.config.server.admin_token {
-        Some(token) => req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))),
-        // No token: only this machine may act as an agent. In-process tests have no peer.
-        None => req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_none_or(|ConnectInfo(peer)| peer.ip().is_loopback()),
+        Some(_) => super::guard::token_ok(&s.app.config.server, req.headers()),
+        // No token: only this machine may act as an agent (in-process tests have no peer),
+        // and "this machine" excludes browsers' foreign pages and proxied requests.
+        None => {
+            let loopback = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .is_none_or(|ConnectInfo(peer)| peer.ip().is_loopback());
+            if loopback {
+                let server = &s.app.config.server;
+                if let Err(e) =
+                    super::guard::check_loopback_trust(server, req.method(), req.headers())
+                {
+                    return super::guard::refused(&req, e);
+                }
+            }
+            loopback
+        }
     };
     if !ok {
         return ApiError::Unauthorized(

@@ -5,10 +5,13 @@ mod chat;
 mod cors;
 pub mod dingtalk_stream;
 mod error;
+pub mod guard;
+pub mod listener;
 mod ops;
 pub mod platform;
+mod rate_limit;
+mod replay;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
@@ -62,8 +65,18 @@ impl AppState {
 
 /// The whole router. Tests call it with `oneshot`; `serve` binds it to a socket.
 pub fn router(state: AppState) -> Router {
+    let chat_limits = Arc::new(rate_limit::ChatLimiter::new(
+        &state.app.config.server,
+        state.app.clock.clone(),
+    ));
     let api = Router::new()
-        .route("/api/chat", post(chat::post_chat))
+        .route(
+            "/api/chat",
+            post(chat::post_chat).layer(axum::middleware::from_fn_with_state(
+                chat_limits,
+                rate_limit::chat,
+            )),
+        )
         .route("/api/chat/{session_id}/messages", get(chat::history))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -87,13 +100,25 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             agent::authorize,
+        ))
+        // Before any credential check: another site's page changing something is refused
+        // (guard.rs); the loopback rules run where `authorize` grants loopback trust.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::agent_routes,
         ));
     Router::new()
         .route("/", get(ops::demo_page))
         .route("/widget.js", get(ops::widget_js))
         .route("/widget.css", get(ops::widget_css))
         .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
+        .route(
+            "/metrics",
+            get(ops::metrics).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                guard::metrics_access,
+            )),
+        )
         .route("/wecom/{name}", get(platform::wecom).post(platform::wecom))
         .route("/dingtalk/{name}", post(platform::dingtalk))
         .merge(api)
@@ -112,13 +137,14 @@ pub async fn serve(state: AppState, listen: &str) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("kefu listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    for w in guard::startup_warnings(&state.app.config.server, addr) {
+        tracing::warn!("{w}");
+    }
     let store = state.app.store.clone();
+    let limits = listener::Limits::from_config(&state.app.config.server);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     state.start_background(stop_rx);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    listener::serve(listener, router(state), limits, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     store.flush().ok();
     tracing::info!("stopped");
@@ -144,5 +170,7 @@ async fn shutdown_signal() {
     }
 }
 
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod tests;

@@ -70,7 +70,11 @@ impl Platforms {
                             encoding_aes_key: w.encoding_aes_key.clone(),
                         })
                         .map_err(|e| anyhow::anyhow!("channel {}: {e}", w.name))?
-                        .with_markdown(w.markdown),
+                        .with_markdown(w.markdown)
+                        .with_timestamp_window(
+                            (w.timestamp_window_ms > 0)
+                                .then(|| Duration::from_millis(w.timestamp_window_ms)),
+                        ),
                     )
                 }
                 ChannelConfig::DingTalk(d) => {
@@ -82,7 +86,17 @@ impl Platforms {
                             app_secret: d.app_secret.clone(),
                             robot_code: d.robot_code.clone(),
                         })
-                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?,
+                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?
+                        .with_webhook_hosts(
+                            adapters::HostAllowlist::new(d.webhook_hosts(&config.server)).map_err(
+                                |e| {
+                                    anyhow::anyhow!(
+                                        "channel {}: allowed_webhook_hosts: {e}",
+                                        d.name
+                                    )
+                                },
+                            )?,
+                        ),
                     )
                 }
             };
@@ -146,6 +160,10 @@ async fn callback(
             return Err(e.into());
         }
     };
+    if kind == ChannelKind::DingTalk {
+        super::replay::dingtalk_signature_once(&s, &name, req.headers(), &decoded)?;
+        super::replay::warn_foreign_webhook(&s, &name, &decoded);
+    }
     Ok(accept(&s, &name, decoded))
 }
 
