@@ -21,6 +21,12 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub notify: Vec<NotifyConfig>,
     pub channels: Vec<ChannelConfig>,
+    pub console: ConsoleConfig,
+    /// People who may log in to the agent console (`GET /agent`).
+    pub agents: Vec<AgentConfig>,
+    /// Ready-made answers the console offers; `{order}`, `{customer}` and `{agent}` are
+    /// filled in.
+    pub canned_replies: Vec<CannedReply>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +40,9 @@ pub struct ServerConfig {
     pub max_message_chars: usize,
     /// Bearer token for `/agent/*` and `/admin/*`. Absent: those routes answer only loopback.
     pub admin_token: Option<Secret>,
+    /// Where people reach this server (`https://kefu.example.com`): the agent console's deep
+    /// links in handoff notices, its own origin behind a reverse proxy, `Secure` cookies.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +53,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             max_message_chars: 4000,
             admin_token: None,
+            public_url: None,
         }
     }
 }
@@ -446,6 +456,55 @@ pub enum ActionKind {
     Http,
 }
 
+/// The agent console: logins and their limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// How long a login lasts.
+    pub session_hours: u32,
+    /// Wrong passwords for one agent id within `login_window_minutes` before its logins pause.
+    pub login_failures: u32,
+    /// Wrong passwords from one IP address within the window before its logins pause (behind
+    /// a reverse proxy every client has the proxy's address: keep it well above
+    /// `login_failures`).
+    pub login_failures_per_ip: u32,
+    pub login_window_minutes: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            session_hours: 12,
+            login_failures: 5,
+            login_failures_per_ip: 30,
+            login_window_minutes: 15,
+        }
+    }
+}
+
+/// One human agent who can log in to the console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The login name; also what the queue shows as the claimer.
+    pub id: String,
+    /// The name customers' conversations show (and `{agent}` in canned replies).
+    pub name: String,
+    /// argon2id PHC string, as `kefu hash-password` prints it.
+    pub password_hash: Secret,
+}
+
+/// A ready-made answer in the console.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedReply {
+    pub title: String,
+    pub text: String,
+}
+
+/// The placeholders canned replies may use; the console fills them in.
+pub const CANNED_PLACEHOLDERS: &[&str] = &["order", "customer", "agent"];
+
 /// A place handoff alerts go to: a WeCom group robot or a DingTalk custom robot.
 #[derive(Debug, Clone)]
 pub enum NotifyConfig {
@@ -584,6 +643,9 @@ const SECTIONS: &[&str] = &[
     "flows",
     "notify",
     "channels",
+    "console",
+    "agents",
+    "canned_replies",
 ];
 
 fn section<T: DeserializeOwned + Default>(
@@ -676,6 +738,29 @@ fn tagged_list<T>(
     out
 }
 
+/// Take an array of tables (`[[key]]`), deserializing each element on its own.
+fn plain_list<T: DeserializeOwned>(
+    table: &mut toml::Table,
+    key: &str,
+    err: &mut dyn FnMut(&str, String),
+) -> Vec<T> {
+    let Some(v) = table.remove(key) else {
+        return Vec::new();
+    };
+    let toml::Value::Array(items) = v else {
+        err(key, format!("must be an array of tables ([[{key}]])"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match typed(item) {
+            Ok(x) => out.push(x),
+            Err(m) => err(&format!("{key}[{i}]"), m),
+        }
+    }
+    out
+}
+
 fn typed<T: DeserializeOwned>(v: toml::Value) -> Result<T, String> {
     v.try_into::<T>().map_err(|e| clean(&e))
 }
@@ -738,6 +823,8 @@ pub(super) fn deserialize(
         },
         "wecom_robot, dingtalk_robot",
     );
+    let agents = plain_list(&mut table, "agents", err);
+    let canned_replies = plain_list(&mut table, "canned_replies", err);
     Some(Config {
         server: section(&mut table, "server", err),
         knowledge: section(&mut table, "knowledge", err),
@@ -749,5 +836,8 @@ pub(super) fn deserialize(
         flows: section(&mut table, "flows", err),
         notify,
         channels,
+        console: section(&mut table, "console", err),
+        agents,
+        canned_replies,
     })
 }

@@ -25,6 +25,20 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
     if cfg.server.max_message_chars == 0 {
         bad("server.max_message_chars", "must be at least 1".into());
     }
+    if let Some(u) = &cfg.server.public_url {
+        match url::Url::parse(u) {
+            Ok(p)
+                if matches!(p.scheme(), "http" | "https")
+                    && p.host().is_some()
+                    && p.query().is_none()
+                    && p.fragment().is_none() => {}
+            _ => bad(
+                "server.public_url",
+                format!("must be an absolute http(s) URL like https://kefu.example.com, got `{u}`"),
+            ),
+        }
+    }
+    console(&mut bad, cfg);
     if cfg.knowledge.paths.is_empty() {
         bad("knowledge.paths", "must name at least one directory".into());
     }
@@ -236,6 +250,99 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
     }
     errs
+}
+
+/// `[console]`, `[[agents]]` and `[[canned_replies]]`.
+fn console(bad: &mut dyn FnMut(&str, String), cfg: &Config) {
+    let c = &cfg.console;
+    if !(1..=24 * 30).contains(&c.session_hours) {
+        bad(
+            "console.session_hours",
+            format!("must be between 1 and 720, got {}", c.session_hours),
+        );
+    }
+    for (k, v) in [
+        ("console.login_failures", c.login_failures),
+        ("console.login_failures_per_ip", c.login_failures_per_ip),
+        ("console.login_window_minutes", c.login_window_minutes),
+    ] {
+        if v == 0 {
+            bad(k, "must be at least 1".into());
+        }
+    }
+    let mut ids = HashSet::new();
+    for (i, a) in cfg.agents.iter().enumerate() {
+        let path = format!("agents[{i}]");
+        let ok = !a.id.is_empty()
+            && a.id.len() <= 64
+            && a.id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+        if !ok {
+            bad(
+                &format!("{path}.id"),
+                format!("must be 1-64 of a-z, A-Z, 0-9, - _ . @, got `{}`", a.id),
+            );
+        }
+        if !ids.insert(a.id.as_str()) {
+            bad(
+                &format!("{path}.id"),
+                format!("duplicate agent id `{}`", a.id),
+            );
+        }
+        if a.name.trim().is_empty() {
+            bad(&format!("{path}.name"), "must not be empty".into());
+        }
+        if let Err(e) = crate::agents::password::check_phc(a.password_hash.expose()) {
+            bad(&format!("{path}.password_hash"), e);
+        }
+    }
+    for (i, r) in cfg.canned_replies.iter().enumerate() {
+        let path = format!("canned_replies[{i}]");
+        if r.title.trim().is_empty() {
+            bad(&format!("{path}.title"), "must not be empty".into());
+        }
+        if r.text.trim().is_empty() {
+            bad(&format!("{path}.text"), "must not be empty".into());
+        }
+        for name in placeholders(&r.text) {
+            if !CANNED_PLACEHOLDERS.contains(&name) {
+                bad(
+                    &format!("{path}.text"),
+                    format!(
+                        "unknown placeholder {{{name}}}; known: {}",
+                        CANNED_PLACEHOLDERS
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The `{name}` placeholders in a canned reply (names of letters, digits and `_`).
+fn placeholders(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close)
+                if close > 0
+                    && after[..close]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                out.push(&after[..close]);
+                rest = &after[close + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    out
 }
 
 fn unit_range(bad: &mut dyn FnMut(&str, String), key: &str, v: f32) {

@@ -21,6 +21,15 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Another agent owns the conversation (their id; the answer names them).
+    #[error("another agent has claimed this conversation: {0}")]
+    ClaimedBy(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -33,6 +42,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) | ApiError::ClaimedBy(_) => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -45,11 +57,11 @@ impl IntoResponse for ApiError {
             ApiError::BadSignature => tracing::warn!("callback refused: bad signature"),
             other => tracing::debug!(error = %other, "request refused"),
         }
-        (
-            self.status(),
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let ApiError::ClaimedBy(agent) = &self {
+            body["agent"] = serde_json::json!(agent);
+        }
+        (self.status(), Json(body)).into_response()
     }
 }
 
@@ -75,6 +87,10 @@ impl From<crate::engine::EngineError> for ApiError {
         match e {
             crate::engine::EngineError::UnknownConversation => {
                 ApiError::NotFound("unknown conversation".into())
+            }
+            crate::engine::EngineError::ClaimedBy(agent) => ApiError::ClaimedBy(agent),
+            crate::engine::EngineError::NotHandedOff => {
+                ApiError::Conflict("the conversation is not handed off: the bot answers it".into())
             }
             other => ApiError::Internal(other.into()),
         }

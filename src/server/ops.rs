@@ -14,7 +14,12 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let chunks = s.app.knowledge.chunk_count() as f64;
     let outbox = s.app.store.outbox_len().unwrap_or(0) as f64;
-    let handoffs = s.app.store.handed_off().map(|v| v.len()).unwrap_or(0) as f64;
+    let open = s.app.store.handed_off().unwrap_or_default();
+    let handoffs = open.len() as f64;
+    let claimed = open
+        .iter()
+        .filter(|c| c.handoff.as_ref().is_some_and(|h| h.agent.is_some()))
+        .count() as f64;
     let body = s.app.metrics.render(&[
         (
             "kefu_knowledge_chunks",
@@ -28,8 +33,13 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         ),
         (
             "kefu_handoffs_active",
-            "Conversations a human owns now.",
+            "Conversations handed to a human now (open handoffs).",
             handoffs,
+        ),
+        (
+            "kefu_handoffs_claimed",
+            "Open handoffs an agent has claimed.",
+            claimed,
         ),
     ]);
     (

@@ -53,12 +53,16 @@ pub struct HistoryMessage {
     pub sources: Vec<SourceRef>,
 }
 
-/// Answer of `GET /api/chat/{session_id}/messages?after=N`.
+/// Answer of `GET /api/chat/{session_id}/messages`: the newest messages (oldest of them
+/// first), `?before=<seq>` for the page before, `?after=<seq>` for what came since.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub session_id: String,
     pub messages: Vec<HistoryMessage>,
     pub handoff: HandoffState,
+    /// Older messages exist before the first one listed (ask with `?before=<its seq>`).
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 /// Server-sent events of a streamed turn (`Accept: text/event-stream`):
