@@ -110,6 +110,11 @@ fn token_matches(given: &str, want: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(want.as_bytes()))
 }
 
+/// The console session token a request carries (its cookie).
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    session_cookie(headers).map(str::to_string)
+}
+
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)

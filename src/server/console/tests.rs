@@ -598,3 +598,41 @@ async fn the_event_stream_announces_handoffs() {
     }
     assert!(seen.contains(r#""conversation":"s-3""#), "{seen}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_logout_ends_the_event_stream() {
+    let (app, _, _d) = console_app(false).await;
+    let (cookie, csrf) = login(&app, "dana").await;
+    let resp = app
+        .clone()
+        .oneshot(agent_req(
+            "GET",
+            "/agent/api/events",
+            &cookie,
+            None,
+            Value::Null,
+        ))
+        .await
+        .unwrap();
+    let mut body = resp.into_body().into_data_stream();
+    use futures::StreamExt;
+    assert!(body.next().await.is_some(), "ready");
+    let r = send(
+        &app,
+        agent_req("POST", "/agent/api/logout", &cookie, Some(&csrf), json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // Keep-alive comments may come first; the stream ends at the next session check.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.unwrap();
+            assert!(
+                !String::from_utf8_lossy(&chunk).contains("event:"),
+                "no events after logout"
+            );
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended");
+}
