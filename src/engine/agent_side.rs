@@ -73,8 +73,8 @@ impl Engine {
     }
 
     /// An agent writes to the customer; returns the stored message (its delivery `queued`).
-    /// On a handed-off conversation the writer must own it, and claims it when no one does.
-    /// `agent = None` is automation (the admin token): it may write anywhere.
+    /// An agent writes only in a handed-off conversation it owns, and claims it when no one
+    /// does. `agent = None` is automation (the admin token): it may write anywhere.
     pub async fn agent_reply(
         &self,
         channel: &str,
@@ -87,6 +87,9 @@ impl Engine {
         let now = self.p.clock.now_ms();
         let mut conv = self.load(channel, conversation)?;
         let mut claimed = false;
+        if agent.is_some() && !conv.handed_off() {
+            return Err(EngineError::NotHandedOff);
+        }
         if let Some(h) = conv.handoff.as_mut().filter(|h| h.active) {
             match (h.agent.as_deref(), agent) {
                 (Some(owner), Some(a)) if owner != a => {

@@ -329,6 +329,17 @@ async fn agent_reply_and_release() {
         e.engine.release("site", "s", None).await,
         Err(EngineError::NotHandedOff)
     ));
+    assert!(
+        matches!(
+            e.engine.agent_reply("site", "s", "hi", Some("li")).await,
+            Err(EngineError::NotHandedOff)
+        ),
+        "an agent writes in handed-off conversations only"
+    );
+    e.engine
+        .agent_reply("site", "s", "A note from the CRM.", None)
+        .await
+        .expect("automation may write anywhere");
 }
 
 #[tokio::test]

@@ -47,6 +47,8 @@ pub enum Caller {
         name: String,
         /// When the session ends (the event stream closes then).
         expires_ms: u64,
+        /// The session's CSRF token (the page reads it from `/agent/api/session`).
+        csrf: String,
     },
     /// The admin token, or a loopback client when nothing is configured.
     Automation,
@@ -208,6 +210,7 @@ fn caller(s: &AppState, req: &Request) -> Result<Caller, ApiError> {
                 id: who.id,
                 name: who.name,
                 expires_ms: who.session.expires_ms,
+                csrf: who.session.csrf,
             });
         }
     }
@@ -344,20 +347,19 @@ pub async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Result<Res
 pub async fn session(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cfg = &s.app.config;
-    let csrf = match session_cookie(&headers).map(|t| s.agents.authenticate(t)) {
-        Some(Ok(Some(who))) if caller.agent().is_some() => Some(who.session.csrf),
-        _ => None,
-    };
-    let me = match &caller {
+    let (me, csrf) = match &caller {
         Caller::Agent {
             id,
             name,
             expires_ms,
-        } => serde_json::json!({"id": id, "name": name, "expires_ms": expires_ms}),
-        Caller::Automation => serde_json::Value::Null,
+            csrf,
+        } => (
+            serde_json::json!({"id": id, "name": name, "expires_ms": expires_ms}),
+            Some(csrf.as_str()),
+        ),
+        Caller::Automation => (serde_json::Value::Null, None),
     };
     let channels: Vec<serde_json::Value> = cfg
         .channels
