@@ -434,3 +434,17 @@ pub fn replay_inbox(s: &AppState) {
         Err(e) => tracing::error!(error = %e, "inbox unreadable"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn deep_link_parts_keep_only_unreserved_characters() {
+        assert_eq!(percent_encode("support"), "support");
+        assert_eq!(percent_encode("w-1.a_b~"), "w-1.a_b~");
+        // DingTalk conversation ids are base64.
+        assert_eq!(percent_encode("cidAb+c/d=="), "cidAb%2Bc%2Fd%3D%3D");
+        assert_eq!(percent_encode("张 三#?"), "%E5%BC%A0%20%E4%B8%89%23%3F");
+    }
+}

@@ -636,3 +636,38 @@ async fn a_logout_ends_the_event_stream() {
     .await;
     assert!(ended.is_ok(), "the stream ended");
 }
+
+#[tokio::test]
+async fn conversation_ids_with_slashes_and_pluses_round_trip() {
+    let (app, state, _d) = console_app(true).await;
+    // DingTalk conversation ids are base64.
+    let id = "cidAb+c/d==";
+    let mut c = crate::store::Conversation::new(
+        "site",
+        adapters::ChannelKind::DingTalk,
+        id,
+        Default::default(),
+        1,
+    );
+    c.handoff = Some(crate::store::Handoff::start(
+        "keyword",
+        "s".into(),
+        Default::default(),
+        1,
+    ));
+    state.app.store.save_conversation(&c).unwrap();
+    let r = send(
+        &app,
+        Request::get("/agent/api/conversations/site/cidAb%2Bc%2Fd%3D%3D")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["conversation"]["conversation"], id);
+    assert_eq!(
+        r.json["conversation"]["link"],
+        "https://kefu.example.com/agent#/c/site/cidAb%2Bc%2Fd%3D%3D"
+    );
+}
