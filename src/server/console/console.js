@@ -384,9 +384,21 @@
     a.appendChild(top);
     a.appendChild(el('div', 'item-reason', reasonText(c.reason)));
 
-    var msgs = (c.card && c.card.last_messages) || [];
-    var lastCustomer = msgs.filter(function (m) { return m.role === 'user'; }).pop();
-    if (lastCustomer) a.appendChild(el('div', 'item-last', '“' + lastCustomer.text + '”'));
+    // The summary card: the customer's latest message and whatever was said after it, what
+    // the bot drew on, then the tags.
+    var card = c.card || {};
+    var said = card.last_messages || [];
+    var lastCustomer = said.filter(function (m) { return m.role === 'user'; }).pop();
+    var lastSaid = said[said.length - 1];
+    [lastCustomer, lastSaid !== lastCustomer ? lastSaid : null].filter(Boolean).forEach(function (m) {
+      var line = el('div', 'item-line from-' + m.role);
+      line.appendChild(el('span', 'item-role', (m.role === 'user' ? t('customer') : m.role === 'bot' ? t('bot') : t('agent')) + ': '));
+      line.appendChild(document.createTextNode(m.text));
+      a.appendChild(line);
+    });
+    if (card.sources && card.sources.length) {
+      a.appendChild(el('div', 'item-sources', t('sources') + ': ' + card.sources.map(function (x) { return x.title; }).join(' · ')));
+    }
 
     var foot = el('div', 'item-foot');
     if (c.agent) {
@@ -394,13 +406,10 @@
     } else {
       foot.appendChild(el('span', 'tag free', t('free')));
     }
-    var card = c.card || {};
     if (card.intent && card.intent !== 'other') foot.appendChild(el('span', 'tag', t('intents.' + card.intent)));
     if (card.order) foot.appendChild(el('span', 'tag', t('order') + ' ' + card.order));
-    if (card.urgency === 'high') foot.appendChild(el('span', 'tag high', t('urgency') + ' ' + t('levels.high')));
-    if (card.sentiment === 'very_negative' || card.sentiment === 'negative') {
-      foot.appendChild(el('span', 'tag ' + card.sentiment, t('levels.' + card.sentiment)));
-    }
+    if (card.urgency) foot.appendChild(el('span', 'tag ' + card.urgency, t('urgency') + ' ' + t('levels.' + card.urgency)));
+    if (card.sentiment) foot.appendChild(el('span', 'tag ' + card.sentiment, t('sentiment') + ' ' + t('levels.' + card.sentiment)));
     a.appendChild(foot);
     return a;
   }
