@@ -361,6 +361,31 @@ pub fn record_delivery(
     }
 }
 
+/// The web widget fetched `m`: an agent message still queued is delivered now (the web
+/// channel has no outbox; the widget fetching it is the confirmation).
+pub fn fetched_by_widget(
+    store: &dyn Store,
+    events: &Events,
+    channel: &str,
+    conversation: &str,
+    m: &crate::store::Message,
+    now_ms: u64,
+) {
+    let queued = m
+        .delivery
+        .as_ref()
+        .is_some_and(|d| d.state == DeliveryState::Queued);
+    if m.role == crate::store::Role::Agent && queued {
+        let sent = Delivery {
+            state: DeliveryState::Sent,
+            error: None,
+            attempts: 0,
+            at_ms: now_ms,
+        };
+        record_delivery(store, events, channel, conversation, m.seq, sent);
+    }
+}
+
 /// A notice for a `[[notify]]` robot: the body is the plain text; the robot's sender wraps
 /// it in its platform's JSON (and splits it) when it sends.
 pub fn notify_calls(text: &str) -> Vec<Call> {

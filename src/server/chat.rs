@@ -19,7 +19,7 @@ use super::error::read_body;
 use super::{ApiError, AppState};
 use crate::config::ChannelConfig;
 use crate::engine::Turn;
-use crate::store::{Conversation, Delivery, DeliveryState, Role, SourceRecord};
+use crate::store::{Conversation, Role, SourceRecord};
 
 const MAX_SESSION_ID: usize = 128;
 
@@ -151,25 +151,14 @@ pub async fn history(
         if m.role == Role::System || m.text.is_empty() {
             continue;
         }
-        if m.role == Role::Agent
-            && m.delivery
-                .as_ref()
-                .is_some_and(|d| d.state == DeliveryState::Queued)
-        {
-            crate::delivery::record_delivery(
-                store.as_ref(),
-                s.app.engine.events(),
-                &channel,
-                &session_id,
-                m.seq,
-                Delivery {
-                    state: DeliveryState::Sent,
-                    error: None,
-                    attempts: 0,
-                    at_ms: now,
-                },
-            );
-        }
+        crate::delivery::fetched_by_widget(
+            store.as_ref(),
+            s.app.engine.events(),
+            &channel,
+            &session_id,
+            &m,
+            now,
+        );
         messages.push(HistoryMessage {
             seq: m.seq,
             role: m.role.as_str().to_string(),
