@@ -1,6 +1,6 @@
 //! The `kefu` command: serve, ingest, chat, check, eval.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,7 +74,12 @@ enum Command {
         json: bool,
         cases: PathBuf,
     },
+    /// Hash an agent's password (read from stdin) for `[[agents]] password_hash`.
+    HashPassword,
 }
+
+/// Shortest agent password `hash-password` accepts.
+const MIN_PASSWORD_CHARS: usize = 8;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -112,8 +117,28 @@ fn load_config(arg: &ConfigArg) -> Result<(Config, config::ConfigSource), ExitCo
     }
 }
 
+/// Read the password (the first line of stdin), print its argon2id PHC string.
+fn hash_password() -> anyhow::Result<ExitCode> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("kefu hash-password: type the password and press Enter (it shows as you type; pipe it in to avoid that)");
+    }
+    let mut input = String::new();
+    stdin.lock().take(64 * 1024).read_line(&mut input)?;
+    let password = input.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        eprintln!(
+            "kefu hash-password: the password must have at least {MIN_PASSWORD_CHARS} characters"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}", kefu::agents::password::hash(password)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::HashPassword => hash_password(),
         Command::Serve { cfg, listen } => {
             let (mut config, source) = match load_config(&cfg) {
                 Ok(c) => c,

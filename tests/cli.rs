@@ -261,3 +261,47 @@ fn ingest_warns_about_an_empty_knowledge_base_only_when_it_is() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("knowledge base is empty"), "{err}");
 }
+
+/// `kefu hash-password` with `input` on stdin: (exit code, stdout, stderr).
+fn hash_password(input: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = kefu()
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_the_config_accepts() {
+    let (code, out, _) = hash_password("correct horse battery\r\n");
+    assert_eq!(code, Some(0));
+    let phc = out.trim();
+    assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
+    assert!(kefu::agents::password::verify(phc, "correct horse battery"));
+    assert!(
+        !kefu::agents::password::verify(phc, "correct horse battery\r"),
+        "the line ending is not part of it"
+    );
+    let cfg = format!("[[agents]]\nid = \"dana\"\nname = \"Dana\"\npassword_hash = \"{phc}\"\n");
+    assert!(kefu::config::parse(&cfg, "t.toml", &|_| None).is_ok());
+
+    let (code, out, err) = hash_password("short\n");
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty());
+    assert!(err.contains("at least 8 characters"), "{err}");
+}

@@ -21,6 +21,12 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub notify: Vec<NotifyConfig>,
     pub channels: Vec<ChannelConfig>,
+    pub console: ConsoleConfig,
+    /// People who may log in to the agent console (`GET /agent`).
+    pub agents: Vec<AgentConfig>,
+    /// Ready-made answers the console offers; `{order}`, `{customer}` and `{agent}` are
+    /// filled in.
+    pub canned_replies: Vec<CannedReply>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,12 +39,15 @@ pub struct ServerConfig {
     /// Largest customer message, in characters: the widget's longer ones are refused (400);
     /// on every channel the engine reads at most this many (the stored message stays whole).
     pub max_message_chars: usize,
-    /// Bearer token for `/agent/*` and `/admin/*` (and `/metrics`). Absent: those routes
-    /// answer only direct loopback clients, and only same-site JSON requests (guard.rs).
+    /// Bearer token for the agent JSON routes (automation), `/admin/*` and `/metrics`. Absent:
+    /// `/admin/*` (and `/agent/api/*` while no `[[agents]]` exist) answer only direct loopback
+    /// clients, and only same-site JSON requests (guard.rs).
     pub admin_token: Option<Secret>,
     /// The absolute URL people reach kefu at (`https://support.example.com`), when that is not
     /// the listen address (a reverse proxy, a DNS name). Its host is accepted as `Host` and
-    /// its origin as `Origin` on the agent and admin routes; agent deep links are built on it.
+    /// its origin as `Origin` on the agent and admin routes (the console's own origin behind a
+    /// proxy); the console's deep links in handoff notices are built on it; https makes the
+    /// session cookie `Secure`.
     pub public_url: Option<String>,
     /// Serve `/metrics` without the admin token even when one is set.
     pub metrics_public: bool,
@@ -502,6 +511,55 @@ pub enum ActionKind {
     Http,
 }
 
+/// The agent console: logins and their limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// How long a login lasts.
+    pub session_hours: u32,
+    /// Wrong passwords for one agent id within `login_window_minutes` before its logins pause.
+    pub login_failures: u32,
+    /// Wrong passwords from one IP address within the window before its logins pause (behind
+    /// a reverse proxy every client has the proxy's address: keep it well above
+    /// `login_failures`).
+    pub login_failures_per_ip: u32,
+    pub login_window_minutes: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            session_hours: 12,
+            login_failures: 5,
+            login_failures_per_ip: 30,
+            login_window_minutes: 15,
+        }
+    }
+}
+
+/// One human agent who can log in to the console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The login name; also what the queue shows as the claimer.
+    pub id: String,
+    /// The name customers' conversations show (and `{agent}` in canned replies).
+    pub name: String,
+    /// argon2id PHC string, as `kefu hash-password` prints it.
+    pub password_hash: Secret,
+}
+
+/// A ready-made answer in the console.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedReply {
+    pub title: String,
+    pub text: String,
+}
+
+/// The placeholders canned replies may use; the console fills them in.
+pub const CANNED_PLACEHOLDERS: &[&str] = &["order", "customer", "agent"];
+
 /// A place handoff alerts go to: a WeCom group robot or a DingTalk custom robot.
 #[derive(Debug, Clone)]
 pub enum NotifyConfig {
@@ -662,6 +720,9 @@ const SECTIONS: &[&str] = &[
     "flows",
     "notify",
     "channels",
+    "console",
+    "agents",
+    "canned_replies",
 ];
 
 fn section<T: DeserializeOwned + Default>(
@@ -749,11 +810,13 @@ impl ListOutline {
     }
 }
 
-/// The outlines of `[[channels]]` and `[[notify]]`.
+/// The outlines of the arrays of tables.
 #[derive(Debug, Default)]
 pub(super) struct Outline {
     pub channels: ListOutline,
     pub notify: ListOutline,
+    pub agents: ListOutline,
+    pub canned_replies: ListOutline,
 }
 
 /// Take an array of tables tagged by `kind`, deserializing each element on its own.
@@ -822,6 +885,40 @@ fn tagged_list<T>(
     out
 }
 
+/// Take an array of plain tables (`[[agents]]`, `[[canned_replies]]`), deserializing each
+/// element on its own like the tagged lists: unknown keys reported and dropped, the rest
+/// still read, and each parsed element's file index kept for messages.
+fn plain_list<T: DeserializeOwned>(
+    table: &mut toml::Table,
+    key: &str,
+    err: &mut dyn FnMut(&str, String),
+    outline: &mut ListOutline,
+) -> Vec<T> {
+    let Some(v) = table.remove(key) else {
+        return Vec::new();
+    };
+    let toml::Value::Array(items) = v else {
+        err(key, format!("must be an array of tables ([[{key}]])"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("{key}[{i}]");
+        let typed = typed::<T>(item);
+        for (sub, m) in typed.errors {
+            match sub {
+                Some(sub) => err(&format!("{path}.{sub}"), m),
+                None => err(&path, m),
+            }
+        }
+        if let Some(x) = typed.value {
+            out.push(x);
+            outline.parsed_index.push(i);
+        }
+    }
+    out
+}
+
 pub(super) fn deserialize(
     mut table: toml::Table,
     err: &mut dyn FnMut(&str, String),
@@ -883,6 +980,13 @@ pub(super) fn deserialize(
         "wecom_robot, dingtalk_robot",
         &mut outline.notify,
     );
+    let agents = plain_list(&mut table, "agents", err, &mut outline.agents);
+    let canned_replies = plain_list(
+        &mut table,
+        "canned_replies",
+        err,
+        &mut outline.canned_replies,
+    );
     let config = Config {
         server: section(&mut table, "server", err),
         knowledge: section(&mut table, "knowledge", err),
@@ -894,6 +998,9 @@ pub(super) fn deserialize(
         flows: section(&mut table, "flows", err),
         notify,
         channels,
+        console: section(&mut table, "console", err),
+        agents,
+        canned_replies,
     };
     Some((config, outline))
 }

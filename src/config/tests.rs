@@ -470,3 +470,97 @@ proptest::proptest! {
         }
     }
 }
+
+const DANA_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0nVuBc6gAMHYObs9MZMdg6Dhv1/GqKzHXvGXh8yWW7I";
+
+#[test]
+fn agents_canned_replies_console_and_public_url() {
+    let cfg = parse(
+        &format!(
+            r#"
+[server]
+public_url = "https://kefu.example.com"
+
+[console]
+session_hours = 8
+
+[[agents]]
+id = "dana"
+name = "Dana"
+password_hash = "{DANA_HASH}"
+
+[[canned_replies]]
+title = "Refund received"
+text = "Hi {{customer}}, your refund for order {{order}} is on its way. — {{agent}}"
+"#
+        ),
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.server.public_url.as_deref(),
+        Some("https://kefu.example.com")
+    );
+    assert_eq!(cfg.console.session_hours, 8);
+    assert_eq!(cfg.console.login_failures, 5, "defaults for the rest");
+    assert_eq!(cfg.agents[0].id, "dana");
+    assert_eq!(cfg.canned_replies[0].title, "Refund received");
+    assert!(
+        !format!("{cfg:?}").contains("0nVuBc6gAMHY"),
+        "password hashes stay out of logs"
+    );
+}
+
+#[test]
+fn agent_and_canned_reply_mistakes_are_all_reported() {
+    let errs = errors(&format!(
+        r#"
+[server]
+public_url = "kefu.example.com"
+
+[console]
+session_hours = 0
+
+[[agents]]
+id = "dana"
+name = "Dana"
+password_hash = "hunter2"
+
+[[agents]]
+id = "dana"
+name = ""
+password_hash = "{DANA_HASH}"
+
+[[agents]]
+id = "lei"
+name = "Lei"
+password = "oops"
+
+[[canned_replies]]
+title = "Hi"
+text = "Your order {{order_no}}"
+
+[[canned_replies]]
+title = ""
+text = "x"
+"#
+    ));
+    let want = [
+        "server.public_url: must be an absolute http(s) URL",
+        "console.session_hours: must be between 1 and 720",
+        "agents[0].password_hash: must be an argon2id PHC string",
+        "agents[1].id: duplicate agent id `dana`",
+        "agents[1].name: must not be empty",
+        "agents[2]: unknown field `password`",
+        "canned_replies[0].text: unknown placeholder {order_no}",
+        "canned_replies[1].title: must not be empty",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing `{w}` in {errs:#?}"
+        );
+    }
+}

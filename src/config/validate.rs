@@ -26,6 +26,7 @@ pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)>
     if cfg.server.max_message_chars == 0 {
         bad("server.max_message_chars", "must be at least 1".into());
     }
+    console(&mut bad, cfg, outline);
     if cfg.knowledge.paths.is_empty() {
         bad("knowledge.paths", "must name at least one directory".into());
     }
@@ -312,6 +313,77 @@ fn host_patterns(bad: &mut dyn FnMut(&str, String), key: &str, patterns: &[Strin
     }
 }
 
+/// `[console]`, `[[agents]]` and `[[canned_replies]]`.
+fn console(bad: &mut dyn FnMut(&str, String), cfg: &Config, outline: &Outline) {
+    let c = &cfg.console;
+    if !(1..=24 * 30).contains(&c.session_hours) {
+        bad(
+            "console.session_hours",
+            format!("must be between 1 and 720, got {}", c.session_hours),
+        );
+    }
+    for (k, v) in [
+        ("console.login_failures", c.login_failures),
+        ("console.login_failures_per_ip", c.login_failures_per_ip),
+        ("console.login_window_minutes", c.login_window_minutes),
+    ] {
+        if v == 0 {
+            bad(k, "must be at least 1".into());
+        }
+    }
+    let mut ids = HashSet::new();
+    for (i, a) in cfg.agents.iter().enumerate() {
+        let path = format!("agents[{}]", outline.agents.index(i));
+        let ok = !a.id.is_empty()
+            && a.id.len() <= 64
+            && a.id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+        if !ok {
+            bad(
+                &format!("{path}.id"),
+                format!("must be 1-64 of a-z, A-Z, 0-9, - _ . @, got `{}`", a.id),
+            );
+        }
+        if !ids.insert(a.id.as_str()) {
+            bad(
+                &format!("{path}.id"),
+                format!("duplicate agent id `{}`", a.id),
+            );
+        }
+        if a.name.trim().is_empty() {
+            bad(&format!("{path}.name"), "must not be empty".into());
+        }
+        if let Err(e) = crate::agents::password::check_phc(a.password_hash.expose()) {
+            bad(&format!("{path}.password_hash"), e);
+        }
+    }
+    for (i, r) in cfg.canned_replies.iter().enumerate() {
+        let path = format!("canned_replies[{}]", outline.canned_replies.index(i));
+        if r.title.trim().is_empty() {
+            bad(&format!("{path}.title"), "must not be empty".into());
+        }
+        if r.text.trim().is_empty() {
+            bad(&format!("{path}.text"), "must not be empty".into());
+        }
+        for name in placeholders(&r.text) {
+            if !CANNED_PLACEHOLDERS.contains(&name) {
+                bad(
+                    &format!("{path}.text"),
+                    format!(
+                        "unknown placeholder {{{name}}}; known: {}",
+                        CANNED_PLACEHOLDERS
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// `(file index, name)` of every table of a list, parsed or not, in file order.
 fn names_in_file_order<'a>(
     parsed: impl Iterator<Item = &'a str>,
@@ -342,6 +414,28 @@ fn duplicates(bad: &mut dyn FnMut(&str, String), list: &str, names: &[(usize, St
             );
         }
     }
+}
+
+/// The `{name}` placeholders in a canned reply (names of letters, digits and `_`).
+fn placeholders(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close)
+                if close > 0
+                    && after[..close]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                out.push(&after[..close]);
+                rest = &after[close + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    out
 }
 
 fn unit_range(bad: &mut dyn FnMut(&str, String), key: &str, v: f32) {

@@ -22,10 +22,19 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Conflict(String),
+    /// Another agent owns the conversation (their id; the answer names them).
+    #[error("another agent has claimed this conversation: {0}")]
+    ClaimedBy(String),
+    #[error("{0}")]
     UnsupportedMediaType(String),
-    /// Rate limited: `Retry-After` carries the whole seconds to wait.
-    #[error("too many requests; try again in {retry_after_s} s")]
-    TooManyRequests { retry_after_s: u64 },
+    /// Rate limited (`/api/chat`) or paused (console logins after wrong passwords):
+    /// `Retry-After` carries the whole seconds to wait.
+    #[error("{reason}; try again in {retry_after_s} s")]
+    TooManyRequests {
+        reason: &'static str,
+        retry_after_s: u64,
+    },
     /// The request body stalled (server.idle_timeout_ms).
     #[error("the request body stopped arriving")]
     BodyTimeout,
@@ -41,6 +50,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) | ApiError::ClaimedBy(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -56,12 +66,12 @@ impl IntoResponse for ApiError {
             ApiError::BadSignature => tracing::warn!("callback refused: bad signature"),
             other => tracing::debug!(error = %other, "request refused"),
         }
-        let mut resp = (
-            self.status(),
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
-        if let ApiError::TooManyRequests { retry_after_s } = self {
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let ApiError::ClaimedBy(agent) = &self {
+            body["agent"] = serde_json::json!(agent);
+        }
+        let mut resp = (self.status(), Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after_s, .. } = self {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(retry_after_s),
@@ -93,6 +103,10 @@ impl From<crate::engine::EngineError> for ApiError {
         match e {
             crate::engine::EngineError::UnknownConversation => {
                 ApiError::NotFound("unknown conversation".into())
+            }
+            crate::engine::EngineError::ClaimedBy(agent) => ApiError::ClaimedBy(agent),
+            crate::engine::EngineError::NotHandedOff => {
+                ApiError::Conflict("the conversation is not handed off: the bot answers it".into())
             }
             other => ApiError::Internal(other.into()),
         }

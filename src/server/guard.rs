@@ -57,8 +57,13 @@ pub async fn agent_routes(State(s): State<AppState>, req: Request, next: Next) -
 
 /// The response to a refused agent/admin request, logged with the reason.
 pub fn refused(req: &Request, e: ApiError) -> Response {
-    tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %e, "agent/admin request refused");
+    log_refusal(req, &e);
     e.into_response()
+}
+
+/// Log why an agent/admin request was refused by these rules.
+pub fn log_refusal(req: &Request, e: &ApiError) {
+    tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %e, "agent/admin request refused");
 }
 
 /// Middleware for `/metrics`: behind the admin token when one is set, unless

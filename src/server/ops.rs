@@ -24,7 +24,11 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         .metrics
         .scanned_gauges(SCANNED_GAUGES_MAX_AGE, move || {
             let outbox = store.outbox_len().unwrap_or(0) as f64;
-            let handoffs = store.handed_off().map(|v| v.len()).unwrap_or(0) as f64;
+            let open = store.handed_off().unwrap_or_default();
+            let claimed = open
+                .iter()
+                .filter(|c| c.handoff.as_ref().is_some_and(|h| h.agent.is_some()))
+                .count() as f64;
             vec![
                 (
                     "kefu_outbox_pending",
@@ -33,8 +37,13 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
                 ),
                 (
                     "kefu_handoffs_active",
-                    "Conversations a human owns now (refreshed every 30 s at most).",
-                    handoffs,
+                    "Conversations handed to a human now, open handoffs (refreshed every 30 s at most).",
+                    open.len() as f64,
+                ),
+                (
+                    "kefu_handoffs_claimed",
+                    "Open handoffs an agent has claimed (refreshed every 30 s at most).",
+                    claimed,
                 ),
             ]
         })

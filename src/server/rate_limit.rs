@@ -150,6 +150,7 @@ struct SessionPeek {
 
 fn too_many(wait: Duration) -> Response {
     ApiError::TooManyRequests {
+        reason: "too many requests",
         retry_after_s: wait.as_millis().div_ceil(1000).max(1) as u64,
     }
     .into_response()

@@ -53,12 +53,16 @@ pub struct HistoryMessage {
     pub sources: Vec<SourceRef>,
 }
 
-/// Answer of `GET /api/chat/{session_id}/messages?after=N`.
+/// Answer of `GET /api/chat/{session_id}/messages`: the newest messages (oldest of them
+/// first), `?before=<seq>` for the page before, `?after=<seq>` for what came since.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub session_id: String,
     pub messages: Vec<HistoryMessage>,
     pub handoff: HandoffState,
+    /// Older messages exist before the first one listed (ask with `?before=<its seq>`).
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 /// Server-sent events of a streamed turn (`Accept: text/event-stream`):
@@ -114,7 +118,7 @@ mod tests {
         }
 
         #[test]
-        fn turn_and_history_round_trip(reply in "\\PC{0,100}", reason in proptest::option::of("\\PC{0,20}"), seq in any::<u64>()) {
+        fn turn_and_history_round_trip(reply in "\\PC{0,100}", reason in proptest::option::of("\\PC{0,20}"), seq in any::<u64>(), has_more in any::<bool>()) {
             let turn = ChatTurn {
                 session_id: "s".into(),
                 reply: reply.clone(),
@@ -129,6 +133,7 @@ mod tests {
                 session_id: "s".into(),
                 messages: vec![HistoryMessage { seq, role: "bot".into(), text: reply, at_ms: 1, sources: vec![] }],
                 handoff: HandoffState { active: false, reason: None },
+                has_more,
             };
             let wire = serde_json::to_string(&h).expect("serialize");
             prop_assert_eq!(serde_json::from_str::<History>(&wire).expect("parse"), h);
