@@ -96,6 +96,8 @@ fn config(dir: &Path, base: &str, fakes: &Fakes, hashes: &[String]) -> Result<St
         r#"[server]
 data_dir = "{data}"
 public_url = "{base}"
+# The fake DingTalk's sessionWebhooks live on 127.0.0.1 (the default allows *.dingtalk.com).
+allowed_webhook_hosts = ["127.0.0.1"]
 
 [knowledge]
 paths = ["{kb}"]
