@@ -519,9 +519,10 @@ pub struct ConsoleConfig {
     pub session_hours: u32,
     /// Wrong passwords for one agent id within `login_window_minutes` before its logins pause.
     pub login_failures: u32,
-    /// Wrong passwords from one IP address within the window before its logins pause (behind
-    /// a reverse proxy every client has the proxy's address: keep it well above
-    /// `login_failures`).
+    /// Wrong passwords from one client address (`server.client_ip_header` behind a proxy,
+    /// else the peer; IPv6 by /64) within the window before its logins pause. Behind a proxy
+    /// without `client_ip_header` every client has the proxy's address: keep it well above
+    /// `login_failures`.
     pub login_failures_per_ip: u32,
     pub login_window_minutes: u32,
 }

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::error::read_body;
-use super::{guard, ApiError, AppState};
+use super::{guard, rate_limit, ApiError, AppState};
 use crate::agents::LoginError;
 
 const PAGE: &str = include_str!("console/index.html");
@@ -292,7 +292,10 @@ pub async fn login(State(s): State<AppState>, req: Request) -> Result<Response, 
             "log in with a JSON body: {\"id\": \"...\", \"password\": \"...\"}".into(),
         ));
     }
-    let ip = peer(&req).map_or_else(|| "local".to_string(), |p| p.ip().to_string());
+    // The same client address the /api/chat limits use (server.client_ip_header behind a
+    // proxy), IPv6 by its /64.
+    let ip = rate_limit::client_ip(&s.app.config.server, &req)
+        .map_or_else(|| "local".to_string(), rate_limit::ip_key);
     let bytes = read_body(req.into_body(), MAX_LOGIN_BYTES).await?;
     let b: LoginBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid login body: {e}")))?;

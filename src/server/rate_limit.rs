@@ -105,18 +105,33 @@ impl ChatLimiter {
         }
     }
 
-    /// The client's address: the proxy's header when configured and readable, else the peer.
     fn client_ip(&self, req: &Request) -> Option<IpAddr> {
-        let from_header = self.ip_header.as_ref().and_then(|h| {
-            let v = req.headers().get(h)?.to_str().ok()?;
-            parse_ip(v.rsplit(',').next()?.trim())
-        });
-        from_header.or_else(|| {
-            req.extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(a)| a.ip())
-        })
+        client_ip_by(self.ip_header.as_ref(), req)
     }
+}
+
+/// The client's address as `[server]` says to read it: `server.client_ip_header` when set
+/// and readable, else the TCP peer. The console's login limits use it too.
+pub fn client_ip(s: &ServerConfig, req: &Request) -> Option<IpAddr> {
+    let header = s
+        .client_ip_header
+        .as_deref()
+        .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
+    client_ip_by(header.as_ref(), req)
+}
+
+/// The proxy's header when given and readable (its last entry: the one the closest proxy
+/// added), else the peer the accept loop recorded.
+fn client_ip_by(ip_header: Option<&HeaderName>, req: &Request) -> Option<IpAddr> {
+    let from_header = ip_header.and_then(|h| {
+        let v = req.headers().get(h)?.to_str().ok()?;
+        parse_ip(v.rsplit(',').next()?.trim())
+    });
+    from_header.or_else(|| {
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.ip())
+    })
 }
 
 /// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`.
@@ -127,7 +142,7 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 }
 
 /// The bucket key of an address: IPv4 whole, IPv6 by its /64.
-fn ip_key(ip: IpAddr) -> String {
+pub fn ip_key(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

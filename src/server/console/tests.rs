@@ -22,6 +22,13 @@ fn hash() -> &'static str {
 }
 
 async fn console_app(admin_token: bool) -> (Router, AppState, tempfile::TempDir) {
+    console_app_with(admin_token, |_| {}).await
+}
+
+async fn console_app_with(
+    admin_token: bool,
+    tweak: impl FnOnce(&mut Config),
+) -> (Router, AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let kb = dir.path().join("kb/faq");
     std::fs::create_dir_all(&kb).unwrap();
@@ -48,6 +55,7 @@ async fn console_app(admin_token: bool) -> (Router, AppState, tempfile::TempDir)
         cfg.server.admin_token = Some(adapters::Secret::new(TOKEN));
     }
     cfg.server.public_url = Some("https://kefu.example.com".into());
+    tweak(&mut cfg);
     let db = sled::Config::new().temporary(true).open().unwrap();
     let app = App::with_db(Arc::new(cfg), db, IngestPolicy::WhenStale)
         .await
@@ -256,6 +264,45 @@ async fn wrong_passwords_pause_logins_for_that_id() {
     );
     assert_eq!(r.headers[header::RETRY_AFTER], "900");
     login(&app, "lei").await;
+}
+
+#[tokio::test]
+async fn behind_a_proxy_wrong_passwords_pause_the_client_address_the_proxy_names() {
+    // The same address the /api/chat limits use: server.client_ip_header (its last entry),
+    // IPv6 by /64. In process there is no peer, so without the header all share "local".
+    let (app, _, _d) = console_app_with(false, |cfg| {
+        cfg.server.client_ip_header = Some("X-Forwarded-For".into());
+        cfg.console.login_failures_per_ip = 2;
+    })
+    .await;
+    let from = |ip: &str, id: &str, password: &str| {
+        let mut req = login_req(id, password);
+        req.headers_mut().insert(
+            "x-forwarded-for",
+            format!("10.9.9.9, {ip}").parse().unwrap(),
+        );
+        req
+    };
+    for (ip, id) in [("203.0.113.9", "dana"), ("203.0.113.9", "lei")] {
+        let r = send(&app, from(ip, id, "guess")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = send(&app, from("203.0.113.9", "lei", "correct horse battery")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.json);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    let r = send(&app, from("198.51.100.7", "lei", "correct horse battery")).await;
+    assert_eq!(r.status, StatusCode::OK, "another client: {}", r.json);
+    // One /64 is one client.
+    for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+        let r = send(&app, from(ip, "nobody", "guess")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = send(
+        &app,
+        from("2001:db8:1:2::3", "dana", "correct horse battery"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.json);
 }
 
 #[tokio::test]
