@@ -449,8 +449,8 @@ proptest::proptest! {
     fn parse_never_panics_on_config_shaped_noise(
         lines in proptest::collection::vec(
             (
-                proptest::sample::select(vec!["[server]", "[knowledge]", "[handoff]", "[quality]", "[[channels]]", "[[notify]]", "[providers.chat]", "[providers.embedding]", "[intent]", "[flows]", ""]),
-                proptest::sample::select(vec!["name", "kind", "listen", "top_k", "min_score", "public_url", "allowed_webhook_hosts", "timestamp_window_ms", "agent_id", "encoding_aes_key", "corp_id", "app_key", "app_secret", "robot_code", "secret", "token", "key", "access_token", "base_url", "model", "dim", "notify", "chat_rate_per_ip", "max_connections", "order_pattern"]),
+                proptest::sample::select(vec!["[server]", "[knowledge]", "[handoff]", "[quality]", "[[channels]]", "[[notify]]", "[providers.chat]", "[providers.embedding]", "[intent]", "[flows]", "[console]", "[[agents]]", "[[canned_replies]]", ""]),
+                proptest::sample::select(vec!["name", "kind", "listen", "top_k", "min_score", "public_url", "allowed_webhook_hosts", "timestamp_window_ms", "agent_id", "encoding_aes_key", "corp_id", "app_key", "app_secret", "robot_code", "secret", "token", "key", "access_token", "base_url", "model", "dim", "notify", "chat_rate_per_ip", "max_connections", "order_pattern", "id", "password_hash", "title", "text", "session_hours"]),
                 proptest::sample::select(vec!["\"web\"", "\"wecom\"", "\"dingtalk\"", "\"wecom_robot\"", "\"x\"", "1", "-1", "0", "1.5", "true", "[]", "[\"a\", 1]", "{ per_minute = 1, burst = 0 }", "\"${UNSET}\"", "\"${WECOM_AES_KEY}\"", "\"http://127.0.0.1:1\"", "\"*\"", "\"(\""]),
             ),
             0..24,
@@ -558,6 +558,40 @@ text = "x"
         "canned_replies[1].title: must not be empty",
     ];
     for w in want {
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing `{w}` in {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn agent_mistakes_name_the_table_in_the_file_after_one_that_did_not_parse() {
+    let errs = errors(&format!(
+        r#"
+[[agents]]
+id = "lei"
+password_hash = "{DANA_HASH}"
+
+[[agents]]
+id = "dana li"
+name = "Dana"
+password_hash = "{DANA_HASH}"
+
+[[canned_replies]]
+text = "no title"
+
+[[canned_replies]]
+title = "Hi"
+text = "{{nope}}"
+"#
+    ));
+    for w in [
+        "agents[0]: missing field `name`",
+        "agents[1].id: must be 1-64",
+        "canned_replies[0]: missing field `title`",
+        "canned_replies[1].text: unknown placeholder {nope}",
+    ] {
         assert!(
             errs.iter().any(|e| e.contains(w)),
             "missing `{w}` in {errs:#?}"
