@@ -158,8 +158,9 @@ pub fn token_ok(server: &ServerConfig, headers: &HeaderMap) -> bool {
 }
 
 /// Warnings `serve` logs at start: an agent/admin surface that may be reachable from more
-/// than this machine without a token.
-pub fn startup_warnings(server: &ServerConfig, bound: SocketAddr) -> Vec<String> {
+/// than this machine without a token. With `agents` (`[[agents]]` configured) the agent API
+/// answers console logins from anywhere, so only `/admin` is left to this machine.
+pub fn startup_warnings(server: &ServerConfig, agents: bool, bound: SocketAddr) -> Vec<String> {
     let mut out = Vec::new();
     // kefu speaks no TLS: an https public_url means a proxy in front.
     let behind_proxy = server
@@ -174,14 +175,19 @@ pub fn startup_warnings(server: &ServerConfig, bound: SocketAddr) -> Vec<String>
     if server.admin_token.is_some() {
         return out;
     }
+    let routes = if agents {
+        "/admin (the agent console needs a login)"
+    } else {
+        "/agent and /admin"
+    };
     if !bound.ip().is_loopback() {
         out.push(format!(
-            "server.admin_token is not set and kefu listens on {bound}, not only on loopback: /agent and /admin answer direct clients on this machine only; set server.admin_token to use them from elsewhere"
+            "server.admin_token is not set and kefu listens on {bound}, not only on loopback: {routes} answer direct clients on this machine only; set server.admin_token to use them from elsewhere"
         ));
     }
     if let Some(u) = &server.public_url {
         out.push(format!(
-            "server.admin_token is not set but server.public_url ({u}) says kefu is reachable from outside: requests through a proxy are refused on /agent and /admin; set server.admin_token"
+            "server.admin_token is not set but server.public_url ({u}) says kefu is reachable from outside: requests through a proxy are refused on {routes}; set server.admin_token"
         ));
     }
     out
@@ -463,27 +469,36 @@ mod tests {
     fn startup_warnings_name_the_exposure() {
         let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let all: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        assert!(startup_warnings(&server(false, None), lo).is_empty());
-        let w = startup_warnings(&server(false, None), all);
+        assert!(startup_warnings(&server(false, None), false, lo).is_empty());
+        let w = startup_warnings(&server(false, None), false, all);
         assert_eq!(w.len(), 1);
         assert!(
             w[0].contains("0.0.0.0:8080") && w[0].contains("admin_token"),
             "{w:?}"
         );
-        let w = startup_warnings(&server(false, Some("http://s.example.com")), lo);
+        let w = startup_warnings(&server(false, Some("http://s.example.com")), false, lo);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("public_url"), "{w:?}");
         // https: a proxy in front, and no token: both said.
         assert_eq!(
-            startup_warnings(&server(false, Some("https://s.example.com")), lo).len(),
+            startup_warnings(&server(false, Some("https://s.example.com")), false, lo).len(),
             2
         );
         assert_eq!(
-            startup_warnings(&server(true, Some("https://s.example.com")), all),
+            startup_warnings(&server(true, Some("https://s.example.com")), false, all),
             ["server.public_url is https (a reverse proxy in front) but server.client_ip_header is not set: every customer shares the proxy's /api/chat rate limit (server.chat_rate_per_ip)"]
         );
         let mut proxied = server(true, Some("https://s.example.com"));
         proxied.client_ip_header = Some("X-Real-IP".into());
-        assert!(startup_warnings(&proxied, all).is_empty());
+        assert!(startup_warnings(&proxied, false, all).is_empty());
+        // With [[agents]] the console logs in from anywhere: only /admin is this machine's.
+        let w = startup_warnings(&server(false, None), true, all);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("/admin (the agent console needs a login)")
+                && !w[0].contains("/agent and"),
+            "{w:?}"
+        );
+        assert!(startup_warnings(&server(true, None), true, all).is_empty());
     }
 }

@@ -173,7 +173,8 @@ pub async fn serve(state: AppState, listen: &str) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("kefu listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    for w in guard::startup_warnings(&state.app.config.server, addr) {
+    let config = &state.app.config;
+    for w in guard::startup_warnings(&config.server, !config.agents.is_empty(), addr) {
         tracing::warn!("{w}");
     }
     let store = state.app.store.clone();
