@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod engine;
 pub mod eval;
 pub mod knowledge;
+pub mod lifecycle;
 pub mod metrics;
 pub mod providers;
 pub mod server;

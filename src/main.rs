@@ -145,6 +145,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 r.files_seen, r.files_changed, r.files_removed, r.chunks
             );
             app.store.flush()?;
+            app.checkpoint()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { cfg } => {
@@ -229,6 +230,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             app.store.flush()?;
+            app.checkpoint()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

@@ -184,23 +184,20 @@ impl Engine {
             }
         };
         let user_seq = conv.take_seq();
-        store.append_message(
-            &m.channel,
-            &m.conversation,
-            &Message {
-                seq: user_seq,
-                role: Role::User,
-                text: if matches!(m.content, ContentKind::Event(_)) {
-                    format!("[event] {}", text)
-                } else {
-                    text.clone()
-                },
-                at_ms: m.sent_at_ms.max(1).min(now.max(1)),
-                platform_id: Some(m.id.clone()),
-                intent: None,
-                sources: vec![],
+        // Written with the rest of the turn at the end, in one batch (`Store::save_turn`).
+        let user_msg = Message {
+            seq: user_seq,
+            role: Role::User,
+            text: if matches!(m.content, ContentKind::Event(_)) {
+                format!("[event] {}", text)
+            } else {
+                text.clone()
             },
-        )?;
+            at_ms: m.sent_at_ms.max(1).min(now.max(1)),
+            platform_id: Some(m.id.clone()),
+            intent: None,
+            sources: vec![],
+        };
 
         let is_text =
             matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(&m);
@@ -223,7 +220,7 @@ impl Engine {
 
         if conv.handed_off() {
             // A human owns the conversation: store, say nothing.
-            store.save_conversation(&conv)?;
+            store.save_turn(&conv, std::slice::from_ref(&user_msg))?;
             let reason = conv.handoff.as_ref().map(|h| h.reason.clone());
             self.count_turn(&m.channel, &intent, started);
             return Ok(Turn {
@@ -278,8 +275,10 @@ impl Engine {
         let mut handoff_started = false;
         if let Some(reason) = draft.handoff {
             handoff_started = true;
-            let recent =
-                store.messages(&m.channel, &m.conversation, user_seq.saturating_sub(8), 8)?;
+            // The last 8 messages, this turn's (not stored yet) included.
+            let mut recent =
+                store.messages(&m.channel, &m.conversation, user_seq.saturating_sub(8), 7)?;
+            recent.push(user_msg.clone());
             let order = conv
                 .flow
                 .as_ref()
@@ -320,20 +319,17 @@ impl Engine {
         }
 
         let seq = conv.take_seq();
-        store.append_message(
-            &m.channel,
-            &m.conversation,
-            &Message {
-                seq,
-                role: Role::Bot,
-                text: draft.reply.clone(),
-                at_ms: now,
-                platform_id: None,
-                intent: Some(intent.intent.as_str().to_string()),
-                sources: draft.sources.clone(),
-            },
-        )?;
-        store.save_conversation(&conv)?;
+        let bot_msg = Message {
+            seq,
+            role: Role::Bot,
+            text: draft.reply.clone(),
+            at_ms: now,
+            platform_id: None,
+            intent: Some(intent.intent.as_str().to_string()),
+            sources: draft.sources.clone(),
+        };
+        // Record: both messages and the conversation (its next seq) as one write.
+        store.save_turn(&conv, &[user_msg, bot_msg])?;
         self.count_turn(&m.channel, &intent, started);
         debug!(
             route = draft.route,
@@ -709,8 +705,7 @@ impl Engine {
             sources: vec![],
         };
         conv.updated_ms = now;
-        self.p.store.append_message(channel, conversation, &msg)?;
-        self.p.store.save_conversation(&conv)?;
+        self.p.store.save_turn(&conv, std::slice::from_ref(&msg))?;
         Ok((msg, conv))
     }
 
@@ -732,20 +727,16 @@ impl Engine {
         }
         conv.unresolved_turns = 0;
         let seq = conv.take_seq();
-        self.p.store.append_message(
-            channel,
-            conversation,
-            &Message {
-                seq,
-                role: Role::System,
-                text: "handed back to the bot".into(),
-                at_ms: self.p.clock.now_ms(),
-                platform_id: None,
-                intent: None,
-                sources: vec![],
-            },
-        )?;
-        self.p.store.save_conversation(&conv)?;
+        let note = Message {
+            seq,
+            role: Role::System,
+            text: "handed back to the bot".into(),
+            at_ms: self.p.clock.now_ms(),
+            platform_id: None,
+            intent: None,
+            sources: vec![],
+        };
+        self.p.store.save_turn(&conv, std::slice::from_ref(&note))?;
         Ok(conv)
     }
 }

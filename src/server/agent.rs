@@ -97,7 +97,9 @@ pub async fn reply(
         .engine
         .agent_reply(&channel, &conversation, b.text.trim(), b.agent.as_deref())
         .await?;
-    s.deliver_agent_message(&conv, &msg.text).await;
+    s.deliver_agent_message(&conv, &msg.text).await?;
+    // The agent's "sent" means stored, like every acknowledgement.
+    s.app.commit.durable().await?;
     Ok(Json(serde_json::json!({ "seq": msg.seq })).into_response())
 }
 
@@ -106,5 +108,6 @@ pub async fn release(
     Path((channel, conversation)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     s.app.engine.release(&channel, &conversation).await?;
+    s.app.commit.durable().await?;
     Ok(Json(serde_json::json!({ "released": true })).into_response())
 }

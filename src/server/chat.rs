@@ -64,6 +64,9 @@ pub async fn post_chat(
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
     let turn = s.app.engine.handle(inbound).await?;
+    // The widget's reply is its acknowledgement: only once the turn is on disk. A failed
+    // flush is a 503; the widget (or the customer) sends again.
+    s.app.commit.durable().await?;
     let wire = chat_turn(&req.session_id, &turn);
     if !streaming {
         return Ok(Json(wire).into_response());

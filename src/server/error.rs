@@ -21,6 +21,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Not now, try again shortly (503 + `Retry-After`): the store cannot write, the
+    /// conversation's queue is full, or kefu is stopping. Platforms retry on their own.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -33,6 +37,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -43,13 +48,21 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Internal(e) => tracing::error!(error = ?e, "internal error"),
             ApiError::BadSignature => tracing::warn!("callback refused: bad signature"),
+            ApiError::Unavailable(why) => tracing::warn!(why, "answered 503"),
             other => tracing::debug!(error = %other, "request refused"),
         }
-        (
+        let mut resp = (
             self.status(),
             Json(serde_json::json!({ "error": self.to_string() })),
         )
-            .into_response()
+            .into_response();
+        if matches!(self, ApiError::Unavailable(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 
@@ -64,9 +77,18 @@ impl From<adapters::DecodeError> for ApiError {
     }
 }
 
+/// What a customer or platform reads when the store failed (the cause is logged).
+pub const STORE_UNAVAILABLE: &str = "storage is unavailable; nothing was kept, try again shortly";
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::Internal(e.into())
+        match e {
+            crate::store::StoreError::Backend(why) => {
+                tracing::error!(error = %why, "store failed");
+                ApiError::Unavailable(STORE_UNAVAILABLE.into())
+            }
+            corrupt => ApiError::Internal(corrupt.into()),
+        }
     }
 }
 
@@ -76,7 +98,7 @@ impl From<crate::engine::EngineError> for ApiError {
             crate::engine::EngineError::UnknownConversation => {
                 ApiError::NotFound("unknown conversation".into())
             }
-            other => ApiError::Internal(other.into()),
+            crate::engine::EngineError::Store(e) => e.into(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Operator routes: health, metrics, re-ingest, and the static widget files.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -7,15 +9,52 @@ use axum::Json;
 
 use super::{ApiError, AppState};
 
-pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+/// A /healthz write probe is reused for this long: a busy health checker costs one small
+/// write and flush a second, not one per request.
+const PROBE_FRESH: Duration = Duration::from_secs(1);
+
+/// 200 only when kefu would acknowledge a message now: the store writes and flushes. 503
+/// says why not (the store's error, or that kefu is stopping).
+pub async fn healthz(State(s): State<AppState>) -> Response {
+    if s.lifecycle.intake.is_stopping() {
+        return unhealthy("kefu is stopping".into());
+    }
+    match s.app.probe_store(PROBE_FRESH).await {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            let since = s
+                .app
+                .commit
+                .health()
+                .failing()
+                .map(|(d, _)| format!(" (failing for {} s)", d.as_secs()))
+                .unwrap_or_default();
+            unhealthy(format!("the store cannot write: {e}{since}"))
+        }
+    }
+}
+
+fn unhealthy(reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({"status": "unavailable", "reason": reason})),
+    )
+        .into_response()
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let chunks = s.app.knowledge.chunk_count() as f64;
     let outbox = s.app.store.outbox_len().unwrap_or(0) as f64;
+    let inbox = s.app.store.inbox_len().unwrap_or(0) as f64;
+    let dead = s.app.store.dead_letter_count().unwrap_or(0) as f64;
+    let queued = s.platforms.queues.waiting() as f64;
+    let healthy = if s.app.commit.health().failing().is_none() {
+        1.0
+    } else {
+        0.0
+    };
     let handoffs = s.app.store.handed_off().map(|v| v.len()).unwrap_or(0) as f64;
-    let body = s.app.metrics.render(&[
+    let mut body = s.app.metrics.render(&[
         (
             "kefu_knowledge_chunks",
             "Chunks in the knowledge index.",
@@ -31,7 +70,35 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             "Conversations a human owns now.",
             handoffs,
         ),
+        (
+            "kefu_inbox_pending",
+            "Platform messages acknowledged and not answered yet.",
+            inbox,
+        ),
+        (
+            "kefu_conversation_queue_depth",
+            "Platform messages waiting in conversation queues or in hand.",
+            queued,
+        ),
+        (
+            "kefu_outbox_dead_letters",
+            "Replies given up on, waiting for an agent (GET /agent/api/dead-letters).",
+            dead,
+        ),
+        (
+            "kefu_store_writable",
+            "1 when the store writes, 0 while writes fail.",
+            healthy,
+        ),
     ]);
+    body.push_str(
+        "# HELP kefu_store_corrupt_records_total Undecodable records skipped and moved to the `corrupt` tree, by tree.\n# TYPE kefu_store_corrupt_records_total counter\n",
+    );
+    for (tree, n) in s.app.store.corrupt_records() {
+        body.push_str(&format!(
+            "kefu_store_corrupt_records_total{{tree=\"{tree}\"}} {n}\n"
+        ));
+    }
     (
         [(
             header::CONTENT_TYPE,
