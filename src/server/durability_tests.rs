@@ -326,3 +326,58 @@ async fn a_replayed_message_whose_turn_was_recorded_gets_that_reply_not_a_second
     assert_eq!(queued.len(), 1, "the recorded reply, once");
     assert!(queued[0].call.body.contains("Reset password"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_keeps_unfinished_turns_in_the_inbox_for_the_next_start() {
+    let r = rig(64).await;
+    let q = "How do I reset my password?";
+    // Turns stall: one in hand (retried), one queued behind it.
+    r.faulty.fail_turns.store(true, Ordering::SeqCst);
+    for id in [30, 31] {
+        assert_eq!(send(&r, r.seal.text("gina", id, q)).await.0, StatusCode::OK);
+    }
+    // The conversation worker stops between attempts; nothing is lost or half done.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        r.state.shutdown(Duration::from_secs(2)),
+    )
+    .await
+    .expect("stopped in time");
+    let store = r.state.app.store.clone();
+    assert_eq!(store.inbox_len().unwrap(), 2);
+    assert_eq!(stored(&r, "gina", 30), 0);
+    // While stopping, new platform messages are turned away with a 503.
+    assert_eq!(
+        send(&r, r.seal.text("gina", 32, q)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (status, body) = send(&r, get("/healthz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("stopping"), "{body}");
+
+    // The next start (same store) replays both, in order, once.
+    r.faulty.fail_turns.store(false, Ordering::SeqCst);
+    let next = AppState::new(
+        App::with_store(
+            r.state.app.config.clone(),
+            r.state.app.db.clone(),
+            r.faulty.clone(),
+            IngestPolicy::Never,
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    next.start_background();
+    until("the replayed turns", || store.inbox_len().unwrap() == 0).await;
+    next.stop_background();
+    let texts: Vec<_> = store
+        .messages("support", "gina", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.role, m.platform_id))
+        .collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert_eq!(texts[0].1.as_deref(), Some("30"));
+    assert_eq!(texts[2].1.as_deref(), Some("31"));
+}
