@@ -12,7 +12,7 @@
 //! keeps failing past `delivery.max_attempts` / `delivery.max_age_secs`, moves to the dead
 //! letters; its queue (the conversation) goes on with the next reply.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,11 @@ use crate::store::{DeadLetter, GroupCommit, OutboxItem, Store, StoreResult};
 const DRAIN_WINDOW: usize = 512;
 /// When the "sending" mark cannot be written, try again after this long.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// Calls of one target in flight at once, each from a different queue (conversation).
+const WAVE: usize = 8;
+/// A woken worker waits this long before it drains, so replies queued together go out
+/// together.
+const GATHER: Duration = Duration::from_millis(5);
 
 pub struct Outbox {
     store: Arc<dyn Store>,
@@ -158,8 +163,12 @@ impl Outbox {
         self.drain_target_until(target, &never).await
     }
 
-    /// `drain_target`, stopping between calls once `stop` is true (the call in hand is
-    /// finished and its outcome recorded).
+    /// `drain_target`, stopping between calls once `stop` is true (the calls in hand are
+    /// finished and their outcomes recorded).
+    ///
+    /// Calls go out in waves: the head of every queue that is due (up to `WAVE`), sent
+    /// concurrently, then the next heads. One flush covers a wave's "sending" marks, and
+    /// one the outcomes that must be on disk before the entry moves on.
     pub async fn drain_target_until(&self, target: &str, stop: &watch::Receiver<bool>) -> usize {
         let Some(sender) = self.senders.get(target) else {
             return 0;
@@ -171,96 +180,147 @@ impl Outbox {
                 return 0;
             }
         };
+        // The queues in the order their oldest entry was queued, each in its own order.
+        let mut queues: Vec<(String, VecDeque<OutboxItem>)> = Vec::new();
+        for item in items {
+            match queues.iter_mut().find(|(q, _)| *q == item.queue) {
+                Some((_, entries)) => entries.push_back(item),
+                None => queues.push((item.queue.clone(), VecDeque::from([item]))),
+            }
+        }
         let mut held: HashSet<String> = HashSet::new();
         let mut delivered = 0;
-        for mut item in items {
-            if held.contains(&item.queue) {
+        while !*stop.borrow() {
+            let now = self.clock.now_ms();
+            let mut wave: Vec<OutboxItem> = Vec::new();
+            for (queue, entries) in queues.iter_mut() {
+                if wave.len() >= WAVE || held.contains(queue) {
+                    continue;
+                }
+                match entries.front() {
+                    Some(head) if head.next_at_ms > now => {
+                        held.insert(queue.clone());
+                    }
+                    Some(_) => wave.extend(entries.pop_front()),
+                    None => {}
+                }
+            }
+            if wave.is_empty() {
+                break;
+            }
+            if !self.mark_sending(&mut wave, now).await {
+                for item in &wave {
+                    held.insert(item.queue.clone());
+                }
                 continue;
             }
-            loop {
-                if *stop.borrow() {
-                    return delivered;
-                }
-                let now = self.clock.now_ms();
-                if item.next_at_ms > now {
-                    held.insert(item.queue.clone());
-                    break;
-                }
-                if !self.mark_sending(&mut item, now).await {
-                    held.insert(item.queue.clone());
-                    break;
-                }
-                let step = self.attempt(sender.as_ref(), target, &mut item, now).await;
+            let steps = futures::future::join_all(
+                wave.iter_mut()
+                    .map(|item| self.attempt(sender.as_ref(), target, item, now)),
+            )
+            .await;
+            // Outcomes reach the disk before an entry moves on: a stale "sending" mark
+            // would make it a dead letter at the next start, a stale call would be sent
+            // twice. While the store refuses, the worker waits (nothing else could be
+            // recorded either).
+            let mut rewrite: Vec<OutboxItem> = Vec::new();
+            let mut remove: Vec<u64> = Vec::new();
+            for (mut item, step) in wave.into_iter().zip(steps) {
                 item.sending_since_ms = None;
-                // The outcome must reach the disk before anything else happens to this
-                // entry: a stale "sending" mark would make the entry a dead letter at the
-                // next start, a stale call would be sent twice. While the store refuses,
-                // the worker waits (nothing else could be recorded either).
+                let queue = item.queue.clone();
+                let back_to_front = |queues: &mut Vec<(String, VecDeque<OutboxItem>)>,
+                                     item: OutboxItem| {
+                    if let Some((_, entries)) = queues.iter_mut().find(|(q, _)| *q == item.queue) {
+                        entries.push_front(item);
+                    }
+                };
                 match step {
+                    // Flushed with the next wave's marks, or at the end of the round:
+                    // until then a crash would only make it a dead letter.
                     Step::Sent if item.then.is_empty() => {
                         delivered += 1;
-                        self.persist(stop, || self.store.outbox_remove(item.id))
-                            .await;
-                        self.commit.soon();
-                        break;
+                        remove.push(item.id);
                     }
                     Step::Sent => {
                         delivered += 1;
                         // The next part of a multi-part fallback goes right after.
                         item.call = item.then.remove(0);
                         item.attempts = 0;
-                        if !self.persist(stop, || self.store.outbox_update(&item)).await {
-                            return delivered;
-                        }
+                        rewrite.push(item.clone());
+                        back_to_front(&mut queues, item);
                     }
                     Step::Again => {
-                        if !self.persist(stop, || self.store.outbox_update(&item)).await {
-                            return delivered;
-                        }
+                        rewrite.push(item.clone());
+                        back_to_front(&mut queues, item);
                     }
-                    Step::Dead => break,
+                    Step::Dead => {}
                     Step::Wait => {
-                        self.persist(stop, || self.store.outbox_update(&item)).await;
-                        held.insert(item.queue.clone());
-                        break;
+                        rewrite.push(item);
+                        held.insert(queue);
                     }
                 }
             }
+            let recorded = self
+                .persist(stop, !rewrite.is_empty(), || {
+                    for id in &remove {
+                        self.store.outbox_remove(*id)?;
+                    }
+                    for item in &rewrite {
+                        self.store.outbox_update(item)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if !recorded {
+                return delivered;
+            }
+        }
+        if delivered > 0 {
+            self.commit.soon();
         }
         delivered
     }
 
-    /// Mark `item` as being sent and wait until the mark is on disk. False: it could not be
-    /// written (the entry waits a moment; nothing was sent).
-    async fn mark_sending(&self, item: &mut OutboxItem, now: u64) -> bool {
-        item.sending_since_ms = Some(now);
-        let written = match self.store.outbox_update(item) {
+    /// Mark `wave` as being sent and wait until the marks are on disk. False: they could
+    /// not be written (the entries wait a moment; nothing was sent).
+    async fn mark_sending(&self, wave: &mut [OutboxItem], now: u64) -> bool {
+        let mut written = Ok(());
+        for item in wave.iter_mut() {
+            item.sending_since_ms = Some(now);
+            written = written.and_then(|()| self.store.outbox_update(item));
+        }
+        let written = match written {
             Ok(()) => self.commit.durable().await,
             Err(e) => Err(e),
         };
         match written {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %e, id = item.id, "cannot mark an outbox entry as sending; it waits");
+                tracing::error!(error = %e, "cannot mark outbox entries as sending; they wait");
                 self.commit.health().failed(&e.to_string());
-                item.sending_since_ms = None;
-                item.next_at_ms = now + STORE_RETRY.as_millis() as u64;
+                for item in wave.iter_mut() {
+                    // The store rejects writes: the marks (where they landed) are undone
+                    // with the first write that works, by the retry's outcome.
+                    item.sending_since_ms = None;
+                    item.next_at_ms = now + STORE_RETRY.as_millis() as u64;
+                }
                 false
             }
         }
     }
 
-    /// Run `write` and wait for the disk, again every second while the store refuses,
-    /// until it works (true) or the worker is told to stop (false).
+    /// Run `write` (and, if `flush`, wait for the disk), again every second while the
+    /// store refuses, until it works (true) or the worker is told to stop (false).
     async fn persist(
         &self,
         stop: &watch::Receiver<bool>,
+        flush: bool,
         write: impl Fn() -> StoreResult<()>,
     ) -> bool {
         loop {
             let written = match write() {
-                Ok(()) => self.commit.durable().await,
-                Err(e) => Err(e),
+                Ok(()) if flush => self.commit.durable().await,
+                other => other,
             };
             match written {
                 Ok(()) => return true,
@@ -402,7 +462,14 @@ impl Outbox {
                     me.drain_target_until(&target, &task.stop).await;
                     let wake = me.wake.get(&target).expect("a wake per sender");
                     tokio::select! {
-                        _ = wake.notified() => {}
+                        _ = wake.notified() => {
+                            // Let the replies of a busy moment gather: one wave (and one
+                            // flush of its marks) for many, at the cost of a few ms.
+                            tokio::select! {
+                                _ = tokio::time::sleep(GATHER) => {}
+                                _ = task.stopped() => {}
+                            }
+                        }
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = task.stopped() => {}
                     }

@@ -359,3 +359,57 @@ async fn a_store_that_cannot_mark_sends_nothing_and_recovers() {
     assert_eq!(o.drain_target("t").await, 1);
     assert_eq!(store.outbox_len().unwrap(), 0);
 }
+
+/// Records each call's body with the number of flushes done before it went out.
+struct Counting {
+    faulty: Arc<crate::testing::FaultyStore>,
+    seen: Mutex<Vec<(String, usize)>>,
+}
+
+#[async_trait]
+impl Sender for Counting {
+    async fn send(&self, call: &Call) -> Result<(), SendError> {
+        let flushes = self
+            .faulty
+            .flushes
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.seen.lock().unwrap().push((call.body.clone(), flushes));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn conversations_are_sent_in_waves_with_one_flush_for_their_marks() {
+    let faulty = Arc::new(crate::testing::FaultyStore::new(memory()));
+    let store: Arc<dyn Store> = faulty.clone();
+    let counting = Arc::new(Counting {
+        faulty: faulty.clone(),
+        seen: Mutex::new(vec![]),
+    });
+    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
+    senders.insert("t".into(), counting.clone());
+    let o = Outbox::new(
+        store.clone(),
+        GroupCommit::start(store.clone(), StoreHealth::new()),
+        senders,
+        Arc::new(FixedClock::at_ms(5_000)),
+        Arc::new(Metrics::new()),
+        DeliveryConfig::default(),
+    );
+    o.enqueue("t", "c1", vec![(call("a1"), vec![]), (call("a2"), vec![])])
+        .unwrap();
+    o.enqueue("t", "c2", vec![(call("b1"), vec![])]).unwrap();
+    o.enqueue("t", "c3", vec![(call("c1"), vec![])]).unwrap();
+    assert_eq!(o.drain_target("t").await, 4);
+    assert_eq!(
+        *counting.seen.lock().unwrap(),
+        [
+            ("a1".to_string(), 1),
+            ("b1".to_string(), 1),
+            ("c1".to_string(), 1),
+            ("a2".to_string(), 2)
+        ],
+        "one flush marks the first wave; a2 waits for a1"
+    );
+    assert_eq!(store.outbox_len().unwrap(), 0);
+}

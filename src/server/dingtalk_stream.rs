@@ -217,7 +217,8 @@ impl Client {
                 if let Decoded::Message(m) = &decoded {
                     tracing::debug!(channel = %self.name, id = %m.id, "dingtalk stream message");
                 }
-                platform::accept(&self.state, &self.name, decoded)
+                let ticket = self.state.app.commit.ticket();
+                platform::accept(&self.state, &self.name, decoded, ticket)
                     .await
                     .status()
                     .is_success()

@@ -91,6 +91,23 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             healthy,
         ),
     ]);
+    let stats = s.app.commit.stats();
+    for (name, help, v) in [
+        (
+            "kefu_store_flushes_total",
+            "Flushes of the store (each covers every acknowledgement waiting for it).",
+            stats.flushes.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "kefu_store_durable_waits_total",
+            "Waits for a flush (acknowledgements, outbox marks, probes).",
+            stats.waits.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ] {
+        body.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    }
     body.push_str(
         "# HELP kefu_store_corrupt_records_total Undecodable records skipped and moved to the `corrupt` tree, by tree.\n# TYPE kefu_store_corrupt_records_total counter\n",
     );

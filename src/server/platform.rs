@@ -26,7 +26,7 @@ use super::{ApiError, AppState};
 use crate::config::{ChannelConfig, Config};
 use crate::delivery::Outbox;
 use crate::lifecycle::TaskHandle;
-use crate::store::{Conversation, OutboxItem, Role};
+use crate::store::{Conversation, OutboxItem, Role, Ticket};
 
 /// Largest callback body accepted (WeCom and DingTalk send a few KB).
 const MAX_CALLBACK_BYTES: usize = 256 * 1024;
@@ -134,6 +134,8 @@ async fn callback(
     let ch = s.platforms.channel(&name, kind)?.clone();
     let (parts, body) = req.into_parts();
     let bytes = read_body(body, MAX_CALLBACK_BYTES).await?;
+    // From here to its 200 this callback takes microseconds: a flush may wait for it.
+    let ticket = s.app.commit.ticket();
     let req = http::Request::from_parts(parts, bytes);
     let decoded = match ch.decode(&req, s.app.clock.now()) {
         Ok(d) => d,
@@ -150,12 +152,12 @@ async fn callback(
             return Err(e.into());
         }
     };
-    Ok(accept(&s, &name, decoded).await)
+    Ok(accept(&s, &name, decoded, ticket).await)
 }
 
 /// After a successful decode: 200 once the message is on disk, whatever happens next;
 /// 503 when it could not be stored (or its queue is full): the platform retries.
-pub async fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
+pub async fn accept(s: &AppState, name: &str, decoded: Decoded, ticket: Ticket) -> Response {
     let count = |outcome: &str| {
         s.app.metrics.inc(
             "kefu_callbacks_total",
@@ -179,7 +181,7 @@ pub async fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
             count("ignored");
             StatusCode::OK.into_response()
         }
-        Decoded::Message(m) => match take_in(s, name, *m).await {
+        Decoded::Message(m) => match take_in(s, name, *m, ticket).await {
             Ok(outcome) => {
                 count(outcome);
                 StatusCode::OK.into_response()
@@ -200,7 +202,12 @@ pub async fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
 
 /// Store a platform message (dedupe key + inbox entry, flushed) and queue it. `Ok` names
 /// the outcome (`accepted` / `duplicate`); `Err` is a 503 for the platform to retry.
-async fn take_in(s: &AppState, name: &str, m: Inbound) -> Result<&'static str, ApiError> {
+async fn take_in(
+    s: &AppState,
+    name: &str,
+    m: Inbound,
+    ticket: Ticket,
+) -> Result<&'static str, ApiError> {
     let key = format!("{name}:{}", m.id);
     let conv = (m.channel.clone(), m.conversation.clone());
     // Room first: a full queue is refused before anything is written.
@@ -223,7 +230,7 @@ async fn take_in(s: &AppState, name: &str, m: Inbound) -> Result<&'static str, A
             .inbox_accept(&key, &m, s.app.clock.now_ms(), DEDUPE_TTL_MS),
     )?;
     // A duplicate waits for the flush too: the first copy may not be on disk yet.
-    let durable = s.app.commit.durable().await;
+    let durable = s.app.commit.durable_with(ticket).await;
     let outcome = match accepted {
         None => "duplicate",
         Some(inbox_id) => {

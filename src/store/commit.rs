@@ -4,15 +4,22 @@
 //! flush. Flushing per request would cap throughput at one fsync per message; instead one
 //! thread flushes for everyone: it takes every waiter queued at that moment, flushes once
 //! and answers them all. A waiter queued after a flush started waits for the next one (its
-//! write may have missed the flush that was already running). Under load one flush covers
-//! dozens of acknowledgements; alone, a request waits for exactly one flush.
+//! write may have missed the flush that was already running). Alone, a request waits for
+//! exactly one flush.
+//!
+//! Under load a flush also waits a moment for the acknowledgements already on their way
+//! (PostgreSQL's `commit_delay` / `commit_siblings`): a callback takes a [`Ticket`] when it
+//! starts decoding, and while tickets are out the flush gathers waiters for up to
+//! `GATHER_MAX`. Without that, each flush on a busy machine covered little more than one
+//! acknowledgement, and flushes (a disk write each) became the cost of every message.
 //!
 //! [`StoreHealth`] remembers whether writes work: every failed write or flush marks the
 //! store failing, and only a successful probe (a write and a flush, see
 //! `server::ops`) marks it healthy again, so /healthz tells the truth and a store that stays
 //! broken stops the process.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,9 +30,37 @@ use super::{Store, StoreError, StoreResult};
 /// Someone waiting for a flush (or `None`: flush soon, nobody waits).
 type Waiter = Option<oneshot::Sender<Result<(), String>>>;
 
+/// The longest a flush waits for acknowledgements on their way.
+const GATHER_MAX: Duration = Duration::from_micros(500);
+/// ... looking again this often (a ticket may be dropped without a wait).
+const GATHER_SLICE: Duration = Duration::from_micros(100);
+
 pub struct GroupCommit {
     queue: Mutex<mpsc::Sender<Waiter>>,
     health: Arc<StoreHealth>,
+    stats: Arc<CommitStats>,
+    /// Tickets out: requests that will wait for a flush soon.
+    on_the_way: Arc<AtomicUsize>,
+}
+
+/// A request that will wait for a flush soon: a platform callback being decoded. Handed to
+/// [`GroupCommit::durable_with`]; dropped unused, it just stops being expected.
+pub struct Ticket {
+    on_the_way: Arc<AtomicUsize>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.on_the_way.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Flushes done and waits answered since start (`kefu_store_flushes_total`,
+/// `kefu_store_durable_waits_total`): their ratio is how many acknowledgements a flush covers.
+#[derive(Default)]
+pub struct CommitStats {
+    pub flushes: AtomicU64,
+    pub waits: AtomicU64,
 }
 
 impl GroupCommit {
@@ -33,13 +68,33 @@ impl GroupCommit {
     pub fn start(store: Arc<dyn Store>, health: Arc<StoreHealth>) -> Arc<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let thread_health = health.clone();
+        let stats = Arc::new(CommitStats::default());
+        let thread_stats = stats.clone();
+        let on_the_way = Arc::new(AtomicUsize::new(0));
+        let expected = on_the_way.clone();
         let spawned = std::thread::Builder::new()
             .name("kefu-commit".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
-                    waiting.extend(rx.try_iter());
+                    let deadline = Instant::now() + GATHER_MAX;
+                    loop {
+                        waiting.extend(rx.try_iter());
+                        let now = Instant::now();
+                        if expected.load(Ordering::Acquire) == 0 || now >= deadline {
+                            break;
+                        }
+                        match rx.recv_timeout((deadline - now).min(GATHER_SLICE)) {
+                            Ok(w) => waiting.push(w),
+                            Err(RecvTimeoutError::Timeout) => {}
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
                     let result = store.flush().map_err(|e| e.to_string());
+                    thread_stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    thread_stats
+                        .waits
+                        .fetch_add(waiting.iter().flatten().count() as u64, Ordering::Relaxed);
                     if let Err(e) = &result {
                         thread_health.failed(e);
                     }
@@ -55,7 +110,23 @@ impl GroupCommit {
         Arc::new(GroupCommit {
             queue: Mutex::new(tx),
             health,
+            stats,
+            on_the_way,
         })
+    }
+
+    /// Announce a wait for a flush that is coming soon (see [`Ticket`]).
+    pub fn ticket(&self) -> Ticket {
+        self.on_the_way.fetch_add(1, Ordering::AcqRel);
+        Ticket {
+            on_the_way: self.on_the_way.clone(),
+        }
+    }
+
+    /// `durable` for the holder of `ticket`: it has arrived, the flush need not wait for it.
+    pub async fn durable_with(&self, ticket: Ticket) -> StoreResult<()> {
+        drop(ticket);
+        self.durable().await
     }
 
     /// Wait until every write made before this call is on disk.
@@ -77,6 +148,10 @@ impl GroupCommit {
 
     pub fn health(&self) -> &Arc<StoreHealth> {
         &self.health
+    }
+
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     fn enqueue(&self, w: Waiter) -> StoreResult<()> {
@@ -150,8 +225,6 @@ pub fn watch<T>(health: &StoreHealth, r: StoreResult<T>) -> StoreResult<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use super::*;
     use crate::store::MemoryStore;
     use crate::testing::FaultyStore;
@@ -201,5 +274,36 @@ mod tests {
         );
         health.recovered();
         assert!(health.failing().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_waits_briefly_for_acknowledgements_on_their_way() {
+        let store = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+        let commit = GroupCommit::start(store.clone(), StoreHealth::new());
+        // Eight callbacks decoding; the first to finish asks for a flush at once, the others
+        // arrive within the gathering time.
+        let tickets: Vec<Ticket> = (0..8).map(|_| commit.ticket()).collect();
+        let waits: Vec<_> = tickets
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let c = commit.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(20 * i as u64)).await;
+                    c.durable_with(t).await
+                })
+            })
+            .collect();
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+        let flushes = store.flushes.load(Ordering::SeqCst);
+        assert!(flushes <= 3, "8 acknowledgements took {flushes} flushes");
+        // A ticket dropped unused does not hold flushes up.
+        let lost = commit.ticket();
+        drop(lost);
+        let started = Instant::now();
+        commit.durable().await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(400));
     }
 }

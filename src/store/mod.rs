@@ -21,7 +21,7 @@ mod model;
 mod sled_open;
 mod sled_store;
 
-pub use commit::{watch, GroupCommit, StoreHealth};
+pub use commit::{watch, GroupCommit, StoreHealth, Ticket};
 pub use memory::MemoryStore;
 pub use model::*;
 pub use sled_open::open_db;
