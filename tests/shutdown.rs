@@ -24,11 +24,12 @@ async fn shutdown_finishes_the_send_in_hand_and_keeps_the_rest_for_the_next_star
         .open()
         .unwrap();
     let kefu = Kefu::start(config(&kb, &fake.base), db.clone()).await;
-    // A slow platform: each send takes 500 ms.
+    // A slow platform: each send takes 500 ms. One customer's three replies go out one
+    // after the other (other customers' replies would go out alongside, in the same wave).
     fake.set_delay(Duration::from_millis(500));
-    for (i, user) in ["ann", "ben", "cat"].iter().enumerate() {
+    for id in 1..=3 {
         let (status, _, _) = kefu
-            .post(&seal.text(user, i as u64 + 1, "How do I reset my password?"))
+            .post(&seal.text("ann", id, "How do I reset my password?"))
             .await;
         assert_eq!(status, 200);
     }
@@ -38,7 +39,7 @@ async fn shutdown_finishes_the_send_in_hand_and_keeps_the_rest_for_the_next_star
     })
     .await;
 
-    kefu.state.shutdown(Duration::from_secs(10)).await;
+    assert!(kefu.state.shutdown(Duration::from_secs(10)).await);
     assert_eq!(
         fake.sent().len(),
         1,
@@ -64,9 +65,7 @@ async fn shutdown_finishes_the_send_in_hand_and_keeps_the_rest_for_the_next_star
         (again.outbox_len() == 0).then_some(())
     })
     .await;
-    for user in ["ann", "ben", "cat"] {
-        assert_eq!(fake.sent_to(user).len(), 1, "{user}");
-    }
+    assert_eq!(fake.sent_to("ann").len(), 3, "each reply once");
     assert_eq!(store.dead_letter_count().unwrap(), 0);
     again.stop();
 }

@@ -337,12 +337,10 @@ async fn a_stop_keeps_unfinished_turns_in_the_inbox_for_the_next_start() {
         assert_eq!(send(&r, r.seal.text("gina", id, q)).await.0, StatusCode::OK);
     }
     // The conversation worker stops between attempts; nothing is lost or half done.
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        r.state.shutdown(Duration::from_secs(2)),
-    )
-    .await
-    .expect("stopped in time");
+    assert!(
+        r.state.shutdown(Duration::from_secs(20)).await,
+        "every worker stopped in time"
+    );
     let store = r.state.app.store.clone();
     assert_eq!(store.inbox_len().unwrap(), 2);
     assert_eq!(stored(&r, "gina", 30), 0);
@@ -380,4 +378,94 @@ async fn a_stop_keeps_unfinished_turns_in_the_inbox_for_the_next_start() {
     assert_eq!(texts.len(), 4, "{texts:?}");
     assert_eq!(texts[0].1.as_deref(), Some("30"));
     assert_eq!(texts[2].1.as_deref(), Some("31"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_for_agents_and_can_be_queued_again_or_discarded() {
+    let r = rig(64).await;
+    let store = r.state.app.store.clone();
+    let items = r.state.platforms.outbox.items(
+        "support",
+        "hank",
+        vec![(
+            adapters::Call {
+                method: "POST".into(),
+                url: "/cgi-bin/message/send".into(),
+                body: r#"{"touser":"hank","text":{"content":"your refund"}}"#.into(),
+                auth: adapters::CallAuth::WeComToken,
+            },
+            vec![],
+        )],
+    );
+    for _ in 0..2 {
+        r.state.platforms.outbox.push(&items, None).unwrap();
+    }
+    for item in store.outbox_items("support", 10).unwrap() {
+        store
+            .dead_letter(&crate::store::DeadLetter {
+                item,
+                reason: "refused by the platform: errcode 81013".into(),
+                dead_ms: 5,
+            })
+            .unwrap();
+    }
+    let (status, body) = send(&r, get("/agent/api/dead-letters")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["total"], 2);
+    let first = &v["dead_letters"][0];
+    assert_eq!(first["conversation"], "hank");
+    assert_eq!(first["target"], "support");
+    assert!(first["reason"].as_str().unwrap().contains("81013"));
+    assert!(first["body"].as_str().unwrap().contains("your refund"));
+    assert!(first.get("url").is_none(), "no call URL for agents");
+    let (_, metrics) = send(&r, get("/metrics")).await;
+    assert!(metrics.contains("kefu_outbox_dead_letters 2"), "{metrics}");
+
+    let (a, b) = (
+        first["id"].as_u64().unwrap(),
+        v["dead_letters"][1]["id"].as_u64().unwrap(),
+    );
+    let post = |path: String| Request::post(path).body(Body::empty()).unwrap();
+    let (status, _) = send(&r, post(format!("/agent/api/dead-letters/{a}/retry"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(store.outbox_len().unwrap(), 1, "queued again");
+    let (status, _) = send(&r, post(format!("/agent/api/dead-letters/{b}/discard"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(store.dead_letter_count().unwrap(), 0);
+    let (status, _) = send(&r, post(format!("/agent/api/dead-letters/{b}/retry"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_with_an_error_when_the_store_keeps_failing() {
+    let r = rig(64).await;
+    let state = r.state.clone();
+    // The config says 30 s; this test cannot wait that long: the same rig, 1 s.
+    let mut config = (*state.app.config).clone();
+    config.server.store_failure_exit_secs = 1;
+    let app = App::with_store(
+        Arc::new(config),
+        state.app.db.clone(),
+        r.faulty.clone(),
+        IngestPolicy::Never,
+    )
+    .await
+    .unwrap();
+    let state = AppState::new(app).unwrap();
+    let serving = tokio::spawn(serve(state.clone(), "127.0.0.1:0"));
+    r.faulty.set_disk_full(true);
+    state
+        .app
+        .commit
+        .health()
+        .failed("No space left on device [injected]");
+    let ended = tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .expect("serve stopped by itself")
+        .unwrap();
+    let err = ended.expect_err("a failing store ends serve with an error");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("could not write"), "{msg}");
+    assert!(msg.contains("supervisor"), "{msg}");
 }

@@ -113,8 +113,9 @@ impl AppState {
     /// Stop in order, each group given at most `limit`: intake, then the conversation
     /// workers (the turn in hand is finished, the rest stays in the inbox), then delivery
     /// (the call in hand is finished, the rest stays in the outbox), then upkeep; then
-    /// flush and record a checkpoint.
-    pub async fn shutdown(&self, limit: Duration) {
+    /// flush and record a checkpoint. True when every group finished in time.
+    pub async fn shutdown(&self, limit: Duration) -> bool {
+        let mut in_time = true;
         let l = &self.lifecycle;
         for (name, group) in [
             ("intake", &l.intake),
@@ -123,6 +124,7 @@ impl AppState {
             ("upkeep", &l.upkeep),
         ] {
             if !group.stop_and_wait(limit).await {
+                in_time = false;
                 tracing::warn!(
                     group = name,
                     ?limit,
@@ -141,6 +143,7 @@ impl AppState {
             Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
             Err(e) => tracing::error!(error = %e, "final flush failed"),
         }
+        in_time
     }
 }
 

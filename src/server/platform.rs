@@ -208,6 +208,9 @@ async fn take_in(
     m: Inbound,
     ticket: Ticket,
 ) -> Result<&'static str, ApiError> {
+    if s.lifecycle.conversations.is_stopping() {
+        return Err(ApiError::Unavailable("kefu is stopping".into()));
+    }
     let key = format!("{name}:{}", m.id);
     let conv = (m.channel.clone(), m.conversation.clone());
     // Room first: a full queue is refused before anything is written.
