@@ -186,14 +186,8 @@ pub async fn accept(s: &AppState, name: &str, decoded: Decoded, ticket: Ticket) 
                 count(outcome);
                 StatusCode::OK.into_response()
             }
-            Err(e) => {
-                count(
-                    if matches!(e, ApiError::Unavailable(ref w) if w.contains("queue")) {
-                        "busy"
-                    } else {
-                        "unavailable"
-                    },
-                );
+            Err((outcome, e)) => {
+                count(outcome);
                 e.into_response()
             }
         },
@@ -201,15 +195,17 @@ pub async fn accept(s: &AppState, name: &str, decoded: Decoded, ticket: Ticket) 
 }
 
 /// Store a platform message (dedupe key + inbox entry, flushed) and queue it. `Ok` names
-/// the outcome (`accepted` / `duplicate`); `Err` is a 503 for the platform to retry.
+/// the outcome (`accepted` / `duplicate`); `Err` a 503 for the platform to retry, with its
+/// outcome (`busy`: the queue is full; `unavailable`: the store failed or kefu is stopping).
 async fn take_in(
     s: &AppState,
     name: &str,
     m: Inbound,
     ticket: Ticket,
-) -> Result<&'static str, ApiError> {
+) -> Result<&'static str, (&'static str, ApiError)> {
+    let unavailable = |why: &str| ("unavailable", ApiError::Unavailable(why.to_string()));
     if s.lifecycle.conversations.is_stopping() {
-        return Err(ApiError::Unavailable("kefu is stopping".into()));
+        return Err(unavailable("kefu is stopping"));
     }
     let key = format!("{name}:{}", m.id);
     let conv = (m.channel.clone(), m.conversation.clone());
@@ -219,11 +215,14 @@ async fn take_in(
         .queues
         .reserve(&conv, true, |parts| spawn_worker(s, parts))
         .map_err(|refused| match refused {
-            Refused::Full => ApiError::Unavailable(format!(
-                "this conversation's queue is full ({} messages waiting); try again shortly",
-                s.app.config.server.queue_per_conversation
-            )),
-            Refused::Stopping => ApiError::Unavailable("kefu is stopping".into()),
+            Refused::Full => (
+                "busy",
+                ApiError::Unavailable(format!(
+                    "this conversation's queue is full ({} messages waiting); try again shortly",
+                    s.app.config.server.queue_per_conversation
+                )),
+            ),
+            Refused::Stopping => unavailable("kefu is stopping"),
         })?;
     let health = s.app.commit.health();
     let accepted = crate::store::watch(
@@ -231,7 +230,8 @@ async fn take_in(
         s.app
             .store
             .inbox_accept(&key, &m, s.app.clock.now_ms(), DEDUPE_TTL_MS),
-    )?;
+    )
+    .map_err(|e| ("unavailable", e.into()))?;
     // A duplicate waits for the flush too: the first copy may not be on disk yet.
     let durable = s.app.commit.durable_with(ticket).await;
     let outcome = match accepted {
@@ -249,7 +249,7 @@ async fn take_in(
     };
     durable.map_err(|e| {
         tracing::error!(error = %e, "flush failed; the platform will retry");
-        ApiError::Unavailable(STORE_UNAVAILABLE.into())
+        unavailable(STORE_UNAVAILABLE)
     })?;
     Ok(outcome)
 }
