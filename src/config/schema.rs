@@ -98,7 +98,7 @@ impl Default for KnowledgeConfig {
     fn default() -> Self {
         KnowledgeConfig {
             paths: vec![PathBuf::from("knowledge")],
-            top_k: 3,
+            top_k: 5,
             // The calibrated probability that a hit answers the question (knowledge/search.rs);
             // 0.6 was measured best on the public dev sets.
             min_score: crate::knowledge::RECOMMENDED_MIN_SCORE,

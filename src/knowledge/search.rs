@@ -85,6 +85,7 @@ pub struct SearchParams {
     pub sentence_weight: f32,
     /// BM25 query-term weights by class (stop words, Chinese characters and bigrams).
     pub terms: TermWeights,
+
     /// The calibration curves: per retrieval mode, query language and chunk kind.
     pub calibration: [Calibration; 3],
 }
@@ -384,20 +385,32 @@ impl Snapshot {
             }
             // Ties break on chunk order, so results are the same run after run.
             let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-            if candidates.len() > top_k {
-                candidates.select_nth_unstable_by(top_k - 1, order);
-                candidates.truncate(top_k);
+            // FAQ entries and sections sit on different curves, so the best few by raw
+            // similarity are re-ordered by calibrated score; a few spare candidates let a
+            // section that calibrates higher than an FAQ entry above it come in.
+            let pool = top_k + top_k.div_ceil(2);
+            if candidates.len() > pool {
+                candidates.select_nth_unstable_by(pool - 1, order);
+                candidates.truncate(pool);
             }
             candidates.sort_by(order);
             let shape = QueryShape::of(qterms, self.unknown_share(qterms, &p.terms));
-            candidates
+            let mut ranked: Vec<Ranked> = candidates
                 .iter()
                 .map(|&(raw, c)| Ranked {
                     chunk: c as usize,
                     score: p.calibrate(mode, lang, self.chunks[c as usize].kind, raw, shape),
                     raw,
                 })
-                .collect()
+                .collect();
+            ranked.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then(b.raw.total_cmp(&a.raw))
+                    .then(a.chunk.cmp(&b.chunk))
+            });
+            ranked.truncate(top_k);
+            ranked
         })
     }
 }
