@@ -102,6 +102,7 @@ impl Outbox {
                 created_ms: now,
                 last_error: None,
                 sending_since_ms: None,
+                held_by: None,
             })
             .collect()
     }
@@ -440,6 +441,7 @@ impl Outbox {
         item.next_at_ms = now;
         item.created_ms = now;
         item.sending_since_ms = None;
+        item.held_by = None;
         let target = item.target.clone();
         let ids = self.store.outbox_push(std::slice::from_ref(&item), None)?;
         if let Some(w) = self.wake.get(&target) {

@@ -66,6 +66,9 @@ pub struct CommitStats {
 impl GroupCommit {
     /// Start the flushing thread for `store`. It ends when the `GroupCommit` is dropped.
     pub fn start(store: Arc<dyn Store>, health: Arc<StoreHealth>) -> Arc<Self> {
+        // The thread must not keep the database open once everything else let go of it
+        // (a restart in the same process opens it again): it holds the store weakly.
+        let store = Arc::downgrade(&store);
         let (tx, rx) = mpsc::channel::<Waiter>();
         let thread_health = health.clone();
         let stats = Arc::new(CommitStats::default());
@@ -90,7 +93,10 @@ impl GroupCommit {
                             Err(RecvTimeoutError::Disconnected) => break,
                         }
                     }
-                    let result = store.flush().map_err(|e| e.to_string());
+                    let result = match store.upgrade() {
+                        Some(store) => store.flush().map_err(|e| e.to_string()),
+                        None => Err("the store is closed".to_string()),
+                    };
                     thread_stats.flushes.fetch_add(1, Ordering::Relaxed);
                     thread_stats
                         .waits

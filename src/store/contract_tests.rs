@@ -41,13 +41,16 @@ fn item(next_at_ms: u64) -> OutboxItem {
         created_ms: 1,
         last_error: None,
         sending_since_ms: None,
+        held_by: None,
     }
 }
 
 fn store_contract(s: &dyn Store) {
     assert!(s.conversation("site", "a").unwrap().is_none());
     let mut c = Conversation::new("site", ChannelKind::Web, "a", user(), 5);
-    assert_eq!(c.take_seq(), 1);
+    for want in 1..=3 {
+        assert_eq!(c.take_seq(), want);
+    }
     s.save_conversation(&c).unwrap();
     assert_eq!(s.conversation("site", "a").unwrap().unwrap(), c);
     // A conversation id that is a prefix of another must not see its messages.
@@ -72,6 +75,21 @@ fn store_contract(s: &dyn Store) {
         .unwrap();
     assert_eq!(s.conversation("site", "t").unwrap().unwrap().next_seq, 3);
     assert_eq!(s.messages("site", "t", 0, 10).unwrap().len(), 2);
+    // A message past the record's next seq is not committed (a turn cut off before its
+    // record): not shown, and the next turn writes over it.
+    s.append_message("site", "t", &msg(3, "half a turn"))
+        .unwrap();
+    assert_eq!(s.messages("site", "t", 0, 10).unwrap().len(), 2);
+    let (q2, a2) = (t.take_seq(), t.take_seq());
+    s.save_turn(&t, &[msg(q2, "again"), msg(a2, "answer 2")])
+        .unwrap();
+    let texts: Vec<String> = s
+        .messages("site", "t", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["question", "answer", "again", "answer 2"]);
 
     assert!(s.handed_off().unwrap().is_empty());
     c.handoff = Some(Handoff {
@@ -196,9 +214,9 @@ fn sled_store_survives_reopen() {
     {
         let db = sled::open(dir.path()).unwrap();
         let s = SledStore::open(&db).unwrap();
-        s.save_conversation(&Conversation::new("site", ChannelKind::Web, "x", user(), 1))
-            .unwrap();
-        s.append_message("site", "x", &msg(1, "hello")).unwrap();
+        let mut c = Conversation::new("site", ChannelKind::Web, "x", user(), 1);
+        let seq = c.take_seq();
+        s.save_turn(&c, &[msg(seq, "hello")]).unwrap();
         s.outbox_push(&[item(0)], None).unwrap();
         s.inbox_accept(
             "site:m",
@@ -309,4 +327,72 @@ fn corrupt_records_are_set_aside_and_never_block_the_rest() {
         .iter()
         .filter_map(Result::ok)
         .any(|(k, v)| k.starts_with(b"outbox\0") && v.as_ref() == garbage));
+}
+
+/// What a crash leaves between the writes of one step, and what the next `open` makes of it.
+#[test]
+fn sled_store_finishes_or_undoes_half_done_writes_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = |id: &str| crate::testing::web_message("x", id, "hi");
+    let (kept, half_queued);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let s = SledStore::open(&db).unwrap();
+        // Committed and waiting: kept.
+        kept = s
+            .inbox_accept("site:kept", &m("kept"), 1, 100)
+            .unwrap()
+            .unwrap();
+        // An entry whose dedupe key never landed (cut off before the 200).
+        db.open_tree("inbox")
+            .unwrap()
+            .insert(
+                999_999u64.to_be_bytes(),
+                serde_json::to_vec(&("site:cut", m("cut"))).unwrap(),
+            )
+            .unwrap();
+        // A reply queued for an entry that was not removed yet (cut off mid-queue).
+        half_queued = s
+            .inbox_accept("site:half", &m("half"), 1, 100)
+            .unwrap()
+            .unwrap();
+        let mut held = item(0);
+        held.held_by = Some(half_queued);
+        held.id = 777_777;
+        db.open_tree("outbox")
+            .unwrap()
+            .insert(held.id.to_be_bytes(), serde_json::to_vec(&held).unwrap())
+            .unwrap();
+        assert!(
+            s.outbox_items("support", 10).unwrap().is_empty(),
+            "held entries are not sent"
+        );
+        // A dead letter whose outbox entry was not removed yet.
+        let id = s.outbox_push(&[item(0)], None).unwrap()[0];
+        let mut dead = item(0);
+        dead.id = id;
+        db.open_tree("dead_letters")
+            .unwrap()
+            .insert(
+                id.to_be_bytes(),
+                serde_json::to_vec(&DeadLetter {
+                    item: dead,
+                    reason: "r".into(),
+                    dead_ms: 1,
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        s.flush().unwrap();
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let s = SledStore::open(&db).unwrap();
+    let inbox: Vec<u64> = s.inbox_all().unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(inbox, [kept, half_queued], "the uncommitted entry is gone");
+    assert_eq!(
+        s.outbox_len().unwrap(),
+        0,
+        "the held reply and the dead letter left"
+    );
+    assert_eq!(s.dead_letter_count().unwrap(), 1);
 }

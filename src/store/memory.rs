@@ -96,10 +96,12 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> StoreResult<Vec<Message>> {
         let k = conv_key(channel, conversation);
-        Ok(self
-            .lock()
-            .messages
+        let g = self.lock();
+        // Only what the conversation record has committed, as in sled.
+        let end = g.conversations.get(&k).map_or(u64::MAX, |c| c.next_seq);
+        Ok(g.messages
             .range((k.clone(), after.saturating_add(1))..=(k, u64::MAX))
+            .take_while(|((_, seq), _)| *seq < end)
             .take(limit)
             .map(|(_, m)| m.clone())
             .collect())

@@ -171,6 +171,10 @@ pub struct OutboxItem {
     /// is not sent again blindly but becomes a dead letter an agent can look at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sending_since_ms: Option<u64>,
+    /// The inbox entry this reply answers, set when it is queued: until that entry is
+    /// removed (which commits the reply, see `sled_store`), the entry is not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<u64>,
 }
 
 /// An outbox entry given up on: the platform refused it for good, it failed too long, or

@@ -1,11 +1,31 @@
 //! The sled-backed store. Keys: conversation = `channel \0 conversation`; message =
 //! conversation key `\0` big-endian seq (so a prefix scan lists a conversation in order);
 //! outbox, inbox and dead letters = big-endian id; dedupe = the key, value = big-endian
-//! expiry.
+//! expiry (and, since the inbox entry it commits, that entry's id).
+//!
+//! Writes that belong together are ordered so that one single-record write commits them,
+//! instead of a sled transaction or batch: those take a lock that stops every other sled
+//! call in the process while they run, and with one per message they cost more than half the
+//! callback throughput (measured: see `benches/wecom_http.rs` and the notes of issue 15).
+//!
+//! - A platform message: its inbox entry is written, then its dedupe key, pointing at the
+//!   entry, commits it. An entry without its key is a write cut off before the 200.
+//! - A turn: its messages, then the conversation record, whose `next_seq` commits them:
+//!   `messages` hides what lies at or past it, the next turn overwrites it.
+//! - A reply: its outbox entries, marked as held by the inbox entry they answer, then the
+//!   removal of that entry commits them; held entries are not sent.
+//! - A dead letter: written, then removed from the outbox.
+//!
+//! `open` finishes or undoes what a crash cut off in between (`repair.rs`), so every one of
+//! these reads as one atomic write. Durability is the flush, as ever.
 //!
 //! A record that does not decode (a bad disk block, a bug in an old version) must not stop
 //! everything behind it: scans skip it, move its bytes to the `corrupt` tree (key = tree
-//! name `\0` original key), log it and count it (`kefu_store_corrupt_records_total`).
+//! name `\0` original key), log it and count it (`kefu_store_corrupt_records_total`; see
+//! `aside.rs`).
+
+mod aside;
+mod repair;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +33,6 @@ use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::*;
 
@@ -39,7 +57,7 @@ const SWEEP_EVERY: u64 = 32;
 
 impl SledStore {
     pub fn open(db: &sled::Db) -> StoreResult<Self> {
-        Ok(SledStore {
+        SledStore {
             db: db.clone(),
             conversations: db.open_tree("conversations")?,
             messages: db.open_tree("messages")?,
@@ -51,83 +69,8 @@ impl SledStore {
             corrupt: db.open_tree("corrupt")?,
             corrupt_counts: Mutex::default(),
             accepts: AtomicU64::new(0),
-        })
-    }
-
-    /// Decode `v`, or move the record aside and say nothing more about it.
-    fn decode_or_set_aside<T: DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        name: &'static str,
-        k: &[u8],
-        v: &[u8],
-    ) -> Option<T> {
-        match serde_json::from_slice(v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.set_aside(tree, name, k, v, &e.to_string());
-                None
-            }
         }
-    }
-
-    /// Copy the record to `corrupt`, then remove it (only if unchanged meanwhile): a crash
-    /// in between leaves a copy, never nothing.
-    fn set_aside(&self, tree: &sled::Tree, name: &'static str, k: &[u8], v: &[u8], why: &str) {
-        tracing::error!(
-            tree = name,
-            key = %printable(k),
-            error = why,
-            "corrupt record moved to the `corrupt` tree and skipped"
-        );
-        *self
-            .corrupt_counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name)
-            .or_default() += 1;
-        let mut aside = name.as_bytes().to_vec();
-        aside.push(0);
-        aside.extend_from_slice(k);
-        if let Err(e) = self.corrupt.insert(aside, v) {
-            tracing::error!(error = %e, "cannot set the corrupt record aside; skipped only");
-            return;
-        }
-        if tree.compare_and_swap(k, Some(v), None::<&[u8]>).is_ok() && name == "conversations" {
-            self.set_aside_messages(k);
-        }
-    }
-
-    /// A conversation whose record was set aside starts over at seq 1: its old messages go
-    /// aside too (under `messages`), or the new ones would overwrite them.
-    fn set_aside_messages(&self, conv: &[u8]) {
-        let mut prefix = conv.to_vec();
-        prefix.push(0);
-        for (k, v) in self.messages.scan_prefix(&prefix).flatten() {
-            let mut aside = b"messages\0".to_vec();
-            aside.extend_from_slice(&k);
-            if self.corrupt.insert(aside, v).is_ok() {
-                let _ = self.messages.remove(k);
-            }
-        }
-    }
-
-    /// Decode every record of `tree`, setting aside those that don't.
-    fn scan<T: DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        name: &'static str,
-        mut keep: impl FnMut(T) -> bool,
-    ) -> StoreResult<()> {
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            if let Some(t) = self.decode_or_set_aside(tree, name, &k, &v) {
-                if !keep(t) {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        .repaired()
     }
 
     fn sweep_dedupe(&self, now_ms: u64) -> StoreResult<()> {
@@ -137,6 +80,11 @@ impl SledStore {
             .take(64)
             .filter_map(|kv| kv.ok())
             .filter(|(_, v)| expiry(v) <= now_ms)
+            // A key that commits a waiting inbox entry stays until the entry is answered.
+            .filter(|(_, v)| {
+                committed(v)
+                    .is_none_or(|id| !self.inbox.contains_key(id.to_be_bytes()).unwrap_or(true))
+            })
             .map(|(k, _)| k)
             .collect();
         for k in expired {
@@ -169,9 +117,30 @@ fn printable(k: &[u8]) -> String {
     String::from_utf8_lossy(k).replace('\0', "/")
 }
 
-/// A dedupe value: big-endian expiry; anything else counts as expired.
+/// A dedupe value: big-endian expiry, then (since kefu commits inbox entries with it) the
+/// big-endian id of the inbox entry it commits. Anything unreadable counts as expired.
 fn expiry(v: &[u8]) -> u64 {
-    u64::from_be_bytes(v.try_into().unwrap_or([0; 8]))
+    v.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// The inbox entry a dedupe value commits; `None` for a key written before commits existed.
+fn committed(v: &[u8]) -> Option<u64> {
+    v.get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+fn dedupe_value(until_ms: u64, inbox_id: u64) -> [u8; 16] {
+    let mut v = [0; 16];
+    v[..8].copy_from_slice(&until_ms.to_be_bytes());
+    v[8..].copy_from_slice(&inbox_id.to_be_bytes());
+    v
+}
+
+fn id_of(k: &[u8]) -> u64 {
+    u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))
 }
 
 fn encode<T: Serialize>(v: &T) -> StoreResult<Vec<u8>> {
@@ -184,15 +153,6 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> StoreResult<T> {
         reason: e.to_string(),
     })
 }
-
-fn tx_error(e: TransactionError<()>) -> StoreError {
-    match e {
-        TransactionError::Storage(e) => e.into(),
-        TransactionError::Abort(()) => StoreError::Backend("transaction aborted".into()),
-    }
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<()>>;
 
 impl Store for SledStore {
     fn conversation(&self, channel: &str, conversation: &str) -> StoreResult<Option<Conversation>> {
@@ -228,20 +188,16 @@ impl Store for SledStore {
     }
 
     fn save_turn(&self, c: &Conversation, messages: &[Message]) -> StoreResult<()> {
-        let conv = (conv_key(&c.channel, &c.conversation), encode(c)?);
-        let msgs = messages
-            .iter()
-            .map(|m| Ok((msg_key(&c.channel, &c.conversation, m.seq), encode(m)?)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        (&self.conversations, &self.messages)
-            .transaction(|(convs, msg_tree)| -> TxResult<()> {
-                for (k, v) in &msgs {
-                    msg_tree.insert(k.as_slice(), v.as_slice())?;
-                }
-                convs.insert(conv.0.as_slice(), conv.1.as_slice())?;
-                Ok(())
-            })
-            .map_err(tx_error)
+        let record = encode(c)?;
+        for m in messages {
+            self.messages
+                .insert(msg_key(&c.channel, &c.conversation, m.seq), encode(m)?)?;
+        }
+        // The commit: until this lands, the messages lie at or past the stored `next_seq`,
+        // where `messages` does not look and the next turn writes again.
+        self.conversations
+            .insert(conv_key(&c.channel, &c.conversation), record)?;
+        Ok(())
     }
 
     fn messages(
@@ -251,11 +207,22 @@ impl Store for SledStore {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<Message>> {
+        // Only what a conversation record has committed (see `save_turn`); a conversation
+        // without a record shows what there is.
+        let end = self
+            .conversation(channel, conversation)?
+            .map_or(u64::MAX, |c| c.next_seq);
+        if after.saturating_add(1) >= end {
+            return Ok(Vec::new());
+        }
         let start = msg_key(channel, conversation, after.saturating_add(1));
         let mut prefix = conv_key(channel, conversation);
         prefix.push(0);
         let mut out = Vec::new();
-        for kv in self.messages.range(start..) {
+        for kv in self
+            .messages
+            .range(start..msg_key(channel, conversation, end))
+        {
             let (k, v) = kv?;
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
@@ -274,34 +241,35 @@ impl Store for SledStore {
         now_ms: u64,
         ttl_ms: u64,
     ) -> StoreResult<Option<u64>> {
-        let until = now_ms.saturating_add(ttl_ms).to_be_bytes();
-        // The value carries the key, so replay knows which dedupe key a message had.
-        let entry = encode(&(key, m))?;
-        // One transaction: "seen?", "remember" and "keep" are one step, so two deliveries
-        // racing can't both win, and a remembered key always has its message stored.
-        let accepted = (&self.dedupe, &self.inbox)
-            .transaction(|(dedupe, inbox)| -> TxResult<Option<u64>> {
-                if let Some(cur) = dedupe.get(key)? {
-                    if expiry(&cur) > now_ms {
-                        return Ok(None);
-                    }
-                }
-                dedupe.insert(key, &until[..])?;
-                // Keyed by a sequence so replay keeps arrival order.
-                let id = inbox.generate_id()?;
-                inbox.insert(&id.to_be_bytes()[..], entry.as_slice())?;
-                Ok(Some(id))
-            })
-            .map_err(tx_error)?;
-        if accepted.is_some()
-            && self
-                .accepts
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(SWEEP_EVERY)
+        // The entry first (keyed by a sequence so replay keeps arrival order; the value
+        // carries the key), then the dedupe key pointing at it, which commits it. "Seen?"
+        // and "remember" are one compare-and-swap: two deliveries racing can't both win.
+        let id = self.db.generate_id()?;
+        self.inbox.insert(id.to_be_bytes(), encode(&(key, m))?)?;
+        let value = dedupe_value(now_ms.saturating_add(ttl_ms), id);
+        loop {
+            let current = self.dedupe.get(key)?;
+            if current.as_ref().is_some_and(|c| expiry(c) > now_ms) {
+                // A duplicate: the entry just written never counted.
+                self.inbox.remove(id.to_be_bytes())?;
+                return Ok(None);
+            }
+            if self
+                .dedupe
+                .compare_and_swap(key, current, Some(&value[..]))?
+                .is_ok()
+            {
+                break;
+            }
+        }
+        if self
+            .accepts
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
         {
             self.sweep_dedupe(now_ms)?;
         }
-        Ok(accepted)
+        Ok(Some(id))
     }
 
     fn inbox_remove(&self, id: u64) -> StoreResult<()> {
@@ -317,7 +285,7 @@ impl Store for SledStore {
                 self.decode_or_set_aside(&self.inbox, "inbox", &k, &v);
             if let Some((key, message)) = decoded {
                 out.push(InboxEntry {
-                    id: u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+                    id: id_of(&k),
                     key,
                     message,
                 });
@@ -331,30 +299,30 @@ impl Store for SledStore {
     }
 
     fn outbox_push(&self, items: &[OutboxItem], answered: Option<u64>) -> StoreResult<Vec<u64>> {
-        (&self.outbox, &self.inbox)
-            .transaction(|(outbox, inbox)| -> TxResult<Vec<u64>> {
-                let mut ids = Vec::with_capacity(items.len());
-                for item in items {
-                    let id = outbox.generate_id()? + 1;
-                    let mut item = item.clone();
-                    item.id = id;
-                    let bytes = serde_json::to_vec(&item)
-                        .map_err(|_| ConflictableTransactionError::Abort(()))?;
-                    outbox.insert(&id.to_be_bytes()[..], bytes)?;
-                    ids.push(id);
-                }
-                if let Some(done) = answered {
-                    inbox.remove(&done.to_be_bytes()[..])?;
-                }
-                Ok(ids)
-            })
-            .map_err(tx_error)
+        // The entries first, held by the inbox entry they answer; its removal commits them
+        // (held entries are not sent, and `open` drops them if the removal never came).
+        let mut ids = Vec::with_capacity(items.len());
+        for item in items {
+            let id = self.db.generate_id()? + 1;
+            let mut item = item.clone();
+            item.id = id;
+            item.held_by = answered;
+            self.outbox.insert(id.to_be_bytes(), encode(&item)?)?;
+            ids.push(id);
+        }
+        if let Some(done) = answered {
+            self.inbox.remove(done.to_be_bytes())?;
+        }
+        Ok(ids)
     }
 
     fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>> {
         let mut out = Vec::new();
         self.scan(&self.outbox, "outbox", |item: OutboxItem| {
-            if item.target == target {
+            let held = item
+                .held_by
+                .is_some_and(|id| self.inbox.contains_key(id.to_be_bytes()).unwrap_or(true));
+            if item.target == target && !held {
                 out.push(item);
             }
             out.len() < limit
@@ -381,15 +349,11 @@ impl Store for SledStore {
     }
 
     fn dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
+        // Written, then taken out of the outbox (`open` finishes the move after a crash).
         let k = letter.item.id.to_be_bytes();
-        let v = encode(letter)?;
-        (&self.outbox, &self.dead_letters)
-            .transaction(|(outbox, dead)| -> TxResult<()> {
-                outbox.remove(&k[..])?;
-                dead.insert(&k[..], v.as_slice())?;
-                Ok(())
-            })
-            .map_err(tx_error)
+        self.dead_letters.insert(k, encode(letter)?)?;
+        self.outbox.remove(k)?;
+        Ok(())
     }
 
     fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
