@@ -245,6 +245,27 @@ impl Store for FaultyStore {
     ) -> StoreResult<Vec<Message>> {
         self.inner.messages(channel, conversation, after, limit)
     }
+    fn messages_before(
+        &self,
+        channel: &str,
+        conversation: &str,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        self.inner
+            .messages_before(channel, conversation, before, limit)
+    }
+    fn kv_remove(&self, key: &str) -> StoreResult<()> {
+        self.write()?;
+        self.inner.kv_remove(key)
+    }
+    fn kv_scan(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.inner.kv_scan(prefix)
+    }
+    fn check_and_remember(&self, key: &str, now_ms: u64, ttl_ms: u64) -> StoreResult<bool> {
+        self.write()?;
+        self.inner.check_and_remember(key, now_ms, ttl_ms)
+    }
     fn inbox_accept(
         &self,
         key: &str,

@@ -24,7 +24,8 @@ use adapters::Call;
 use async_trait::async_trait;
 
 use crate::clock::Clock;
-use crate::store::Store;
+use crate::events::{EventKind, Events};
+use crate::store::{Delivery, DeliveryState, Store, StoreResult};
 
 pub use outbox::Outbox;
 
@@ -53,6 +54,64 @@ pub trait Sender: Send + Sync {
 /// failing becomes a dead letter after `delivery.max_attempts` / `delivery.max_age_secs`.
 pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+/// Write an agent message's new delivery state and announce it. A final state (sent,
+/// failed) is not taken back by a late `Queued`. Failures are logged: the message itself
+/// is safe, only its status line would be stale.
+pub fn record_delivery(
+    store: &dyn Store,
+    events: &Events,
+    channel: &str,
+    conversation: &str,
+    seq: u64,
+    delivery: Delivery,
+) {
+    let result = (|| -> StoreResult<bool> {
+        let Some(mut m) = store.message(channel, conversation, seq)? else {
+            return Ok(false);
+        };
+        let settled = m
+            .delivery
+            .as_ref()
+            .is_some_and(|d| d.state != DeliveryState::Queued);
+        if settled && delivery.state == DeliveryState::Queued {
+            return Ok(false);
+        }
+        m.delivery = Some(delivery);
+        store.append_message(channel, conversation, &m)?;
+        Ok(true)
+    })();
+    match result {
+        Ok(true) => events.publish(EventKind::Delivery, channel, conversation, Some(seq), None),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, channel, "delivery state not recorded"),
+    }
+}
+
+/// The web widget fetched `m`: an agent message still queued is delivered now (the web
+/// channel has no outbox; the widget fetching it is the confirmation).
+pub fn fetched_by_widget(
+    store: &dyn Store,
+    events: &Events,
+    channel: &str,
+    conversation: &str,
+    m: &crate::store::Message,
+    now_ms: u64,
+) {
+    let queued = m
+        .delivery
+        .as_ref()
+        .is_some_and(|d| d.state == DeliveryState::Queued);
+    if m.role == crate::store::Role::Agent && queued {
+        let sent = Delivery {
+            state: DeliveryState::Sent,
+            error: None,
+            attempts: 0,
+            at_ms: now_ms,
+        };
+        record_delivery(store, events, channel, conversation, m.seq, sent);
+    }
 }
 
 /// A notice for a `[[notify]]` robot: the body is the plain text; the robot's sender wraps
@@ -84,12 +143,14 @@ pub fn build_senders(
                 store.clone(),
                 clock.clone(),
             )),
-            ChannelConfig::DingTalk(d) => Arc::new(dingtalk::DingTalkSender::new(
-                d,
-                http.clone(),
-                store.clone(),
-                clock.clone(),
-            )),
+            ChannelConfig::DingTalk(d) => Arc::new(
+                dingtalk::DingTalkSender::new(d, http.clone(), store.clone(), clock.clone())
+                    .with_webhook_hosts(
+                        adapters::HostAllowlist::new(d.webhook_hosts(&config.server)).map_err(
+                            |e| anyhow::anyhow!("channel {}: allowed_webhook_hosts: {e}", d.name),
+                        )?,
+                    ),
+            ),
         };
         out.insert(c.name().to_string(), s);
     }

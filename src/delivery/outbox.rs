@@ -19,12 +19,16 @@ use std::time::Duration;
 use adapters::Call;
 use tokio::sync::{watch, Notify};
 
+use super::record_delivery;
 use super::{backoff, SendError, Sender};
 use crate::clock::Clock;
 use crate::config::DeliveryConfig;
+use crate::events::Events;
 use crate::lifecycle::TaskGroup;
 use crate::metrics::Metrics;
-use crate::store::{DeadLetter, GroupCommit, OutboxItem, Store, StoreResult};
+use crate::store::{
+    DeadLetter, Delivery, DeliveryState, GroupCommit, OutboxItem, Store, StoreResult,
+};
 
 /// Entries looked at per drain round: bounds the work of one round, not what is kept.
 const DRAIN_WINDOW: usize = 512;
@@ -45,6 +49,8 @@ pub struct Outbox {
     policy: DeliveryConfig,
     /// One wake-up per target; `notify_one` keeps a permit, so a wake during a drain is not lost.
     wake: HashMap<String, Notify>,
+    /// Where delivery-state changes of agent messages are announced.
+    events: Arc<Events>,
 }
 
 /// What one attempt did to an outbox entry.
@@ -76,15 +82,30 @@ impl Outbox {
             metrics,
             policy,
             wake,
+            events: Arc::new(Events::new()),
         }
     }
 
+    /// Announce delivery-state changes on `events` (the engine's feed).
+    pub fn with_events(mut self, events: Arc<Events>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Is there a sender for `target`?
+    pub fn delivers_to(&self, target: &str) -> bool {
+        self.senders.contains_key(target)
+    }
+
     /// Entries for `target` in `queue` (a conversation: order is kept within it), each call
-    /// with the calls that replace it if it fails for good. Not stored yet: see `push`.
+    /// with the calls that replace it if it fails for good; `message`: the agent message
+    /// (a seq in conversation `queue`) they deliver, whose delivery state follows them. Not
+    /// stored yet: see `push`.
     pub fn items(
         &self,
         target: &str,
         queue: &str,
+        message: Option<u64>,
         calls: Vec<(Call, Vec<Call>)>,
     ) -> Vec<OutboxItem> {
         let now = self.clock.now_ms();
@@ -103,6 +124,7 @@ impl Outbox {
                 last_error: None,
                 sending_since_ms: None,
                 held_by: None,
+                message,
             })
             .collect()
     }
@@ -127,7 +149,19 @@ impl Outbox {
         queue: &str,
         calls: Vec<(Call, Vec<Call>)>,
     ) -> StoreResult<()> {
-        self.push(&self.items(target, queue, calls), None)
+        self.enqueue_message(target, queue, None, calls)
+    }
+
+    /// `enqueue` for the calls that deliver agent message `message` (a seq in conversation
+    /// `queue` of channel `target`): its delivery state follows them.
+    pub fn enqueue_message(
+        &self,
+        target: &str,
+        queue: &str,
+        message: Option<u64>,
+        calls: Vec<(Call, Vec<Call>)>,
+    ) -> StoreResult<()> {
+        self.push(&self.items(target, queue, message, calls), None)
     }
 
     /// At start, before the workers: entries still marked "sending" were cut off by a crash.
@@ -226,6 +260,7 @@ impl Outbox {
             // recorded either).
             let mut rewrite: Vec<OutboxItem> = Vec::new();
             let mut remove: Vec<u64> = Vec::new();
+            let mut sent: Vec<OutboxItem> = Vec::new();
             for (mut item, step) in wave.into_iter().zip(steps) {
                 item.sending_since_ms = None;
                 let queue = item.queue.clone();
@@ -241,6 +276,7 @@ impl Outbox {
                     Step::Sent if item.then.is_empty() => {
                         delivered += 1;
                         remove.push(item.id);
+                        sent.push(item);
                     }
                     Step::Sent => {
                         delivered += 1;
@@ -256,6 +292,7 @@ impl Outbox {
                     }
                     Step::Dead => {}
                     Step::Wait => {
+                        self.track(&item, DeliveryState::Queued);
                         rewrite.push(item);
                         held.insert(queue);
                     }
@@ -274,6 +311,9 @@ impl Outbox {
                 .await;
             if !recorded {
                 return delivered;
+            }
+            for item in &sent {
+                self.track(item, DeliveryState::Sent);
             }
         }
         if delivered > 0 {
@@ -346,10 +386,13 @@ impl Outbox {
         };
         let r = self.store.dead_letter(&letter);
         match &r {
-            Ok(()) => self.metrics.inc(
-                "kefu_deliveries_total",
-                &[("target", target), ("outcome", "dead_letter")],
-            ),
+            Ok(()) => {
+                self.metrics.inc(
+                    "kefu_deliveries_total",
+                    &[("target", target), ("outcome", "dead_letter")],
+                );
+                self.track(&letter.item, DeliveryState::Failed);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot move an outbox entry to the dead letters");
                 self.commit.health().failed(&e.to_string());
@@ -448,6 +491,44 @@ impl Outbox {
             w.notify_one();
         }
         Ok(ids[0])
+    }
+
+    /// Follow an agent message's delivery: `Sent` once its last part is confirmed, `Failed`
+    /// when a part becomes a dead letter, `Queued` (with the reason) while a part waits.
+    fn track(&self, item: &OutboxItem, state: DeliveryState) {
+        let Some(seq) = item.message else {
+            return;
+        };
+        if state == DeliveryState::Sent {
+            let more_parts = self
+                .store
+                .outbox_items(&item.target, DRAIN_WINDOW)
+                .map(|rest| {
+                    rest.iter()
+                        .any(|o| o.queue == item.queue && o.message == Some(seq))
+                })
+                .unwrap_or(false);
+            if more_parts {
+                return;
+            }
+        }
+        let delivery = Delivery {
+            state,
+            error: match state {
+                DeliveryState::Sent => None,
+                _ => item.last_error.clone(),
+            },
+            attempts: item.attempts,
+            at_ms: self.clock.now_ms(),
+        };
+        record_delivery(
+            self.store.as_ref(),
+            &self.events,
+            &item.target,
+            &item.queue,
+            seq,
+            delivery,
+        );
     }
 
     /// Run one worker per target until `group` stops. Each wakes on new work or every

@@ -387,6 +387,7 @@ async fn dead_letters_are_listed_for_agents_and_can_be_queued_again_or_discarded
     let items = r.state.platforms.outbox.items(
         "support",
         "hank",
+        None,
         vec![(
             adapters::Call {
                 method: "POST".into(),

@@ -1,17 +1,22 @@
 //! The HTTP face: axum routes that only translate HTTP to and from the engine and adapters.
 
 mod agent;
+mod agent_feed;
 mod chat;
+mod console;
 mod cors;
 mod dead_letters;
 pub mod dingtalk_stream;
 mod error;
+pub mod guard;
+pub mod listener;
 mod ops;
 pub mod platform;
 mod queues;
+mod rate_limit;
+mod replay;
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +38,11 @@ pub struct AppState {
     pub platforms: Arc<platform::Platforms>,
     /// The background tasks, in the order they stop.
     pub lifecycle: Arc<Lifecycle>,
+    /// Console logins: accounts, sessions, the wrong-password limiter.
+    pub agents: Arc<crate::agents::Agents>,
+    /// Turns true when the server starts shutting down: endless responses (the agents'
+    /// event stream) end then, so the graceful shutdown does not wait on them forever.
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The background tasks by the order they stop in (see `lifecycle`).
@@ -57,30 +67,41 @@ impl AppState {
     pub fn new(app: App) -> anyhow::Result<Self> {
         let senders =
             crate::delivery::build_senders(&app.config, &app.http, &app.store, &app.clock)?;
-        let outbox = Arc::new(crate::delivery::Outbox::new(
-            app.store.clone(),
-            app.commit.clone(),
-            senders,
-            app.clock.clone(),
-            app.metrics.clone(),
-            app.config.delivery.clone(),
-        ));
+        let outbox = Arc::new(
+            crate::delivery::Outbox::new(
+                app.store.clone(),
+                app.commit.clone(),
+                senders,
+                app.clock.clone(),
+                app.metrics.clone(),
+                app.config.delivery.clone(),
+            )
+            .with_events(app.engine.events().clone()),
+        );
         let platforms = Arc::new(platform::Platforms::new(&app.config, outbox)?);
+        let agents = Arc::new(crate::agents::Agents::new(
+            &app.config,
+            app.store.clone(),
+            app.clock.clone(),
+        ));
         Ok(AppState {
             app: Arc::new(app),
             platforms,
             lifecycle: Arc::new(Lifecycle::default()),
+            agents,
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
         })
     }
 
-    /// Send an agent's message to the customer on the conversation's own channel. The web
-    /// widget polls the history, so web conversations need nothing more.
-    pub async fn deliver_agent_message(
+    /// Send an agent's message to the customer on the conversation's own channel: through
+    /// the outbox for platforms; the web widget fetches it from the history. `Err`: the
+    /// outbox could not store it.
+    pub fn deliver_agent_message(
         &self,
         conv: &crate::store::Conversation,
-        text: &str,
+        msg: &crate::store::Message,
     ) -> crate::store::StoreResult<()> {
-        platform::deliver_agent_message(self, conv, text)
+        platform::deliver_agent_message(self, conv, msg)
     }
 
     /// Start the background work: outbox workers (after dead-lettering the sends a crash cut
@@ -149,27 +170,42 @@ impl AppState {
 
 /// The whole router. Tests call it with `oneshot`; `serve` binds it to a socket.
 pub fn router(state: AppState) -> Router {
+    let chat_limits = Arc::new(rate_limit::ChatLimiter::new(
+        &state.app.config.server,
+        state.app.clock.clone(),
+    ));
     let api = Router::new()
-        .route("/api/chat", post(chat::post_chat))
+        .route(
+            "/api/chat",
+            post(chat::post_chat).layer(axum::middleware::from_fn_with_state(
+                chat_limits,
+                rate_limit::chat,
+            )),
+        )
         .route("/api/chat/{session_id}/messages", get(chat::history))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::web_origin,
         ));
+    // The console page and its login: open to anyone (the login checks its own requests).
+    let console = Router::new()
+        .route("/agent", get(console::page))
+        .route("/agent/", get(console::page))
+        .route("/agent/console.js", get(console::script))
+        .route("/agent/console.css", get(console::stylesheet))
+        .route("/agent/api/login", post(console::login));
+    const CONV: &str = "/agent/api/conversations/{channel}/{conversation}";
     let agent = Router::new()
+        .route("/agent/api/session", get(console::session))
+        .route("/agent/api/logout", post(console::logout))
+        .route("/agent/api/events", get(agent_feed::events))
+        .route("/agent/api/stats", get(agent_feed::stats))
         .route("/agent/api/conversations", get(agent::queue))
-        .route(
-            "/agent/api/conversations/{channel}/{conversation}",
-            get(agent::conversation),
-        )
-        .route(
-            "/agent/api/conversations/{channel}/{conversation}/reply",
-            post(agent::reply),
-        )
-        .route(
-            "/agent/api/conversations/{channel}/{conversation}/release",
-            post(agent::release),
-        )
+        .route(CONV, get(agent::conversation))
+        .route(&format!("{CONV}/claim"), post(agent::claim))
+        .route(&format!("{CONV}/reply"), post(agent::reply))
+        .route(&format!("{CONV}/release"), post(agent::release))
+        .route(&format!("{CONV}/close"), post(agent::close))
         .route("/agent/api/dead-letters", get(dead_letters::list))
         .route(
             "/agent/api/dead-letters/{id}/retry",
@@ -179,21 +215,43 @@ pub fn router(state: AppState) -> Router {
             "/agent/api/dead-letters/{id}/discard",
             post(dead_letters::discard),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            console::authorize_agent,
+        ));
+    let admin = Router::new()
         .route("/admin/reingest", post(ops::reingest))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            agent::authorize,
+            console::authorize_admin,
+        ));
+    // Before any credential check, over the agent API and the admin routes: another site's
+    // page changing something is refused (guard.rs). The loopback rules run where
+    // `console::caller` / `authorize_admin` grant loopback trust. The console page and its
+    // login are outside: the page is static, and the login checks its own requests.
+    let guarded = agent
+        .merge(admin)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::agent_routes,
         ));
     Router::new()
         .route("/", get(ops::demo_page))
         .route("/widget.js", get(ops::widget_js))
         .route("/widget.css", get(ops::widget_css))
         .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
+        .route(
+            "/metrics",
+            get(ops::metrics).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                guard::metrics_access,
+            )),
+        )
         .route("/wecom/{name}", get(platform::wecom).post(platform::wecom))
         .route("/dingtalk/{name}", post(platform::dingtalk))
         .merge(api)
-        .merge(agent)
+        .merge(console)
+        .merge(guarded)
         .fallback(ops::not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -210,36 +268,50 @@ pub async fn serve(state: AppState, listen: &str) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("kefu listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    let config = &state.app.config;
+    for w in guard::startup_warnings(&config.server, !config.agents.is_empty(), addr) {
+        tracing::warn!("{w}");
+    }
+    let limits = listener::Limits::from_config(&state.app.config.server);
     state.start_background();
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(1);
     spawn_upkeep(&state, fatal_tx);
-    let mut intake_stopped = state.lifecycle.intake.signal();
-    let router = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = intake_stopped.wait_for(|stop| *stop).await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    let fatal = tokio::select! {
-        r = &mut server => {
-            r?;
-            None
-        }
-        _ = shutdown_signal() => None,
-        why = fatal_rx.recv() => why,
+    let (why_tx, why_rx) = tokio::sync::oneshot::channel::<Option<String>>();
+    let closing = state.closing.clone();
+    let lifecycle = state.lifecycle.clone();
+    // Intake stops first: the listener stops accepting, the agents' endless event streams
+    // end (`closing`), open requests finish (their acknowledgements are flushed), Stream
+    // clients close.
+    let shutdown = async move {
+        let fatal = tokio::select! {
+            _ = shutdown_signal() => None,
+            why = fatal_rx.recv() => why,
+        };
+        tracing::info!("stopping: no new messages; finishing the work in hand");
+        let _ = closing.send(true);
+        lifecycle.intake.stop();
+        let _ = why_tx.send(fatal);
     };
-    tracing::info!("stopping: no new messages; finishing the work in hand");
+    let mut serving = pin!(listener::serve(
+        listener,
+        router(state.clone()),
+        limits,
+        shutdown
+    ));
+    let mut stopping = state.lifecycle.intake.signal();
+    tokio::select! {
+        r = &mut serving => r?,
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
     let limit = Duration::from_secs(state.app.config.server.shutdown_timeout_secs);
-    // Intake first: the listener stops accepting and open requests finish (their
-    // acknowledgements are flushed), Stream clients close.
-    state.lifecycle.intake.stop();
-    if tokio::time::timeout(limit, &mut server).await.is_err() {
+    if tokio::time::timeout(limit, &mut serving).await.is_err() {
         tracing::warn!(
             ?limit,
             "open HTTP requests did not finish in time; closing them"
         );
     }
     state.shutdown(limit).await;
-    match fatal {
+    match why_rx.await.ok().flatten() {
         Some(why) => {
             tracing::error!("stopped: the store failed");
             Err(anyhow::anyhow!(
@@ -326,5 +398,7 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod durability_tests;
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod tests;

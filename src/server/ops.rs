@@ -42,48 +42,70 @@ fn unhealthy(reason: String) -> Response {
         .into_response()
 }
 
+/// How stale the gauges that scan the store may be (one scan per this, whatever the scrape
+/// rate; 20k conversations took 44 ms to scan).
+const SCANNED_GAUGES_MAX_AGE: Duration = Duration::from_secs(30);
+
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    let chunks = s.app.knowledge.chunk_count() as f64;
-    let outbox = s.app.store.outbox_len().unwrap_or(0) as f64;
-    let inbox = s.app.store.inbox_len().unwrap_or(0) as f64;
-    let dead = s.app.store.dead_letter_count().unwrap_or(0) as f64;
-    let queued = s.platforms.queues.waiting() as f64;
+    let store = s.app.store.clone();
+    let mut gauges = s
+        .app
+        .metrics
+        .scanned_gauges(SCANNED_GAUGES_MAX_AGE, move || {
+            let open = store.handed_off().unwrap_or_default();
+            let claimed = open
+                .iter()
+                .filter(|c| c.handoff.as_ref().is_some_and(|h| h.agent.is_some()))
+                .count() as f64;
+            let dead = store.dead_letter_count().unwrap_or(0) as f64;
+            vec![
+                (
+                    "kefu_handoffs_active",
+                    "Conversations handed to a human now, open handoffs (refreshed every 30 s at most).",
+                    open.len() as f64,
+                ),
+                (
+                    "kefu_handoffs_claimed",
+                    "Open handoffs an agent has claimed (refreshed every 30 s at most).",
+                    claimed,
+                ),
+                (
+                    "kefu_outbox_dead_letters",
+                    "Replies given up on, waiting for an agent (GET /agent/api/dead-letters; refreshed every 30 s at most).",
+                    dead,
+                ),
+            ]
+        })
+        .await;
+    gauges.insert(
+        0,
+        (
+            "kefu_knowledge_chunks",
+            "Chunks in the knowledge index.",
+            s.app.knowledge.chunk_count() as f64,
+        ),
+    );
+    // Counted as they change, so read fresh on every scrape.
     let healthy = if s.app.commit.health().failing().is_none() {
         1.0
     } else {
         0.0
     };
-    let handoffs = s.app.store.handed_off().map(|v| v.len()).unwrap_or(0) as f64;
-    let mut body = s.app.metrics.render(&[
-        (
-            "kefu_knowledge_chunks",
-            "Chunks in the knowledge index.",
-            chunks,
-        ),
+    gauges.extend([
         (
             "kefu_outbox_pending",
             "Deliveries waiting in the outbox.",
-            outbox,
-        ),
-        (
-            "kefu_handoffs_active",
-            "Conversations a human owns now.",
-            handoffs,
+            s.app.store.outbox_len().unwrap_or(0) as f64,
         ),
         (
             "kefu_inbox_pending",
             "Platform messages acknowledged and not answered yet.",
-            inbox,
+            s.app.store.inbox_len().unwrap_or(0) as f64,
         ),
         (
             "kefu_conversation_queue_depth",
             "Platform messages waiting in conversation queues or in hand.",
-            queued,
-        ),
-        (
-            "kefu_outbox_dead_letters",
-            "Replies given up on, waiting for an agent (GET /agent/api/dead-letters).",
-            dead,
+            s.platforms.queues.waiting() as f64,
         ),
         (
             "kefu_store_writable",
@@ -91,6 +113,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             healthy,
         ),
     ]);
+    let mut body = s.app.metrics.render(&gauges);
     let stats = s.app.commit.stats();
     for (name, help, v) in [
         (

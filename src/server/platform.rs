@@ -74,7 +74,11 @@ impl Platforms {
                             encoding_aes_key: w.encoding_aes_key.clone(),
                         })
                         .map_err(|e| anyhow::anyhow!("channel {}: {e}", w.name))?
-                        .with_markdown(w.markdown),
+                        .with_markdown(w.markdown)
+                        .with_timestamp_window(
+                            (w.timestamp_window_ms > 0)
+                                .then(|| Duration::from_millis(w.timestamp_window_ms)),
+                        ),
                     )
                 }
                 ChannelConfig::DingTalk(d) => {
@@ -86,7 +90,17 @@ impl Platforms {
                             app_secret: d.app_secret.clone(),
                             robot_code: d.robot_code.clone(),
                         })
-                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?,
+                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?
+                        .with_webhook_hosts(
+                            adapters::HostAllowlist::new(d.webhook_hosts(&config.server)).map_err(
+                                |e| {
+                                    anyhow::anyhow!(
+                                        "channel {}: allowed_webhook_hosts: {e}",
+                                        d.name
+                                    )
+                                },
+                            )?,
+                        ),
                     )
                 }
             };
@@ -152,6 +166,10 @@ async fn callback(
             return Err(e.into());
         }
     };
+    if kind == ChannelKind::DingTalk {
+        super::replay::dingtalk_signature_once(&s, &name, req.headers(), &decoded)?;
+        super::replay::warn_foreign_webhook(&s, &name, &decoded);
+    }
     Ok(accept(&s, &name, decoded, ticket).await)
 }
 
@@ -399,7 +417,17 @@ fn recorded_reply(s: &AppState, m: &Inbound) -> Option<Vec<OutboxItem>> {
 fn reply_items(s: &AppState, m: &Inbound, reply: &str, handoff_started: bool) -> Vec<OutboxItem> {
     let mut items = Vec::new();
     if !reply.is_empty() {
-        items = text_items(s, &m.channel, &m.conversation, &m.user, &m.route, reply);
+        // An encoding failure is logged where it happens; the customer's message is stored.
+        items = text_items(
+            s,
+            &m.channel,
+            &m.conversation,
+            &m.user,
+            &m.route,
+            reply,
+            None,
+        )
+        .unwrap_or_default();
     }
     if handoff_started {
         items.extend(notify_items(s, &m.channel, &m.conversation));
@@ -407,6 +435,8 @@ fn reply_items(s: &AppState, m: &Inbound, reply: &str, handoff_started: bool) ->
     items
 }
 
+/// The outbox entries that deliver `text` to the customer on their channel; `message` is the
+/// agent message they deliver, if any. `Err` says why it cannot go out.
 fn text_items(
     s: &AppState,
     channel: &str,
@@ -414,9 +444,10 @@ fn text_items(
     user: &adapters::UserRef,
     route: &std::collections::BTreeMap<String, String>,
     text: &str,
-) -> Vec<OutboxItem> {
+    message: Option<u64>,
+) -> Result<Vec<OutboxItem>, String> {
     let Some(ch) = s.platforms.channels.get(channel) else {
-        return Vec::new();
+        return Err(format!("channel {channel} has no way to send messages"));
     };
     let out = Outbound {
         channel: channel.to_string(),
@@ -436,11 +467,13 @@ fn text_items(
                     (c, fb)
                 })
                 .collect();
-            s.platforms.outbox.items(channel, conversation, calls)
+            Ok(s.platforms
+                .outbox
+                .items(channel, conversation, message, calls))
         }
         Err(e) => {
             tracing::error!(error = %e, channel, "reply cannot be encoded");
-            Vec::new()
+            Err(format!("cannot be encoded for {channel}: {e}"))
         }
     }
 }
@@ -458,10 +491,13 @@ fn notify_items(s: &AppState, channel: &str, conversation: &str) -> Vec<OutboxIt
     let Some(h) = conv.handoff.as_ref() else {
         return Vec::new();
     };
-    let text = format!(
+    let mut text = format!(
         "[kefu] conversation {channel}/{conversation} needs a human ({})\n{}",
         h.reason, h.summary
     );
+    if let Some(link) = console_link(s, channel, conversation) {
+        text.push_str(&format!("\n{link}"));
+    }
     targets
         .iter()
         .flat_map(|t| {
@@ -469,31 +505,91 @@ fn notify_items(s: &AppState, channel: &str, conversation: &str) -> Vec<OutboxIt
             s.platforms.outbox.items(
                 t,
                 "notify",
+                None,
                 calls.into_iter().map(|c| (c, vec![])).collect(),
             )
         })
         .collect()
 }
 
-/// An agent's message goes to the customer through the conversation's channel (web
-/// conversations read it from their history).
+/// Post the handoff summary to every `handoff.notify` target (a web handoff: the widget's
+/// turn has no inbox entry to answer), with a link that opens the conversation in the agent
+/// console when `server.public_url` is set.
+pub fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
+    let items = notify_items(s, channel, conversation);
+    if items.is_empty() {
+        return;
+    }
+    if let Err(e) = s.platforms.outbox.push(&items, None) {
+        tracing::error!(error = %e, "notify write failed");
+    }
+}
+
+/// `{server.public_url}/agent#/c/{channel}/{conversation}`, the console's deep link.
+pub fn console_link(s: &AppState, channel: &str, conversation: &str) -> Option<String> {
+    let base = s.app.config.server.public_url.as_deref()?;
+    Some(format!(
+        "{}/agent#/c/{}/{}",
+        base.trim_end_matches('/'),
+        percent_encode(channel),
+        percent_encode(conversation)
+    ))
+}
+
+/// RFC 3986 unreserved characters stay, every other byte is `%XX` (DingTalk conversation
+/// ids are base64, with `+`, `/` and `=`); the console reads it with `decodeURIComponent`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An agent's message goes to the customer through the conversation's channel: the outbox
+/// for platforms (its delivery state follows the outbox); the web widget fetches it (it is
+/// `queued` until the widget has). A message that cannot go out is marked failed; `Err` is
+/// a store failure (the caller answers 503).
 pub fn deliver_agent_message(
     s: &AppState,
     conv: &Conversation,
-    text: &str,
+    msg: &crate::store::Message,
 ) -> crate::store::StoreResult<()> {
+    if conv.kind == adapters::ChannelKind::Web {
+        return Ok(());
+    }
     let items = text_items(
         s,
         &conv.channel,
         &conv.conversation,
         &conv.user,
         &conv.route,
-        text,
+        &msg.text,
+        Some(msg.seq),
     );
-    if items.is_empty() {
-        return Ok(());
+    match items {
+        Ok(items) => s.platforms.outbox.push(&items, None),
+        Err(why) => {
+            crate::delivery::record_delivery(
+                s.app.store.as_ref(),
+                s.app.engine.events(),
+                &conv.channel,
+                &conv.conversation,
+                msg.seq,
+                crate::store::Delivery {
+                    state: crate::store::DeliveryState::Failed,
+                    error: Some(why),
+                    attempts: 0,
+                    at_ms: s.app.clock.now_ms(),
+                },
+            );
+            Ok(())
+        }
     }
-    s.platforms.outbox.push(&items, None)
 }
 
 /// Messages acknowledged before the last stop but never answered.
@@ -515,5 +611,19 @@ pub fn replay_inbox(s: &AppState) {
             }
         }
         Err(e) => tracing::error!(error = %e, "inbox unreadable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn deep_link_parts_keep_only_unreserved_characters() {
+        assert_eq!(percent_encode("support"), "support");
+        assert_eq!(percent_encode("w-1.a_b~"), "w-1.a_b~");
+        // DingTalk conversation ids are base64.
+        assert_eq!(percent_encode("cidAb+c/d=="), "cidAb%2Bc%2Fd%3D%3D");
+        assert_eq!(percent_encode("张 三#?"), "%E5%BC%A0%20%E4%B8%89%23%3F");
     }
 }

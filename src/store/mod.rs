@@ -63,6 +63,25 @@ pub trait Store: Send + Sync {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<Message>>;
+    /// The newest `limit` messages with `seq < before`, oldest first (`before = u64::MAX`:
+    /// the newest of all). Histories open at the end and page backwards with this.
+    fn messages_before(
+        &self,
+        channel: &str,
+        conversation: &str,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+    /// One message by its seq.
+    fn message(&self, channel: &str, conversation: &str, seq: u64) -> StoreResult<Option<Message>> {
+        Ok(self
+            .messages(channel, conversation, seq.saturating_sub(1), 1)?
+            .into_iter()
+            .find(|m| m.seq == seq))
+    }
+    /// Remember `key` until `now_ms + ttl_ms`. True when it was already remembered (a
+    /// duplicate). For keys that commit nothing (see `inbox_accept` for those that do).
+    fn check_and_remember(&self, key: &str, now_ms: u64, ttl_ms: u64) -> StoreResult<bool>;
     /// Take in a platform message: remember its dedupe `key` until `now_ms + ttl_ms` and
     /// keep the message in the inbox, in one atomic write. Returns the inbox id, or `None`
     /// when the key is already remembered (a duplicate: nothing is written).
@@ -99,6 +118,9 @@ pub trait Store: Send + Sync {
     fn dead_letter_take(&self, id: u64) -> StoreResult<Option<DeadLetter>>;
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()>;
+    fn kv_remove(&self, key: &str) -> StoreResult<()>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn kv_scan(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
     /// Make everything written so far durable. Callers that answer someone use
     /// [`GroupCommit::durable`], which shares one flush among everyone waiting.
     fn flush(&self) -> StoreResult<()>;

@@ -1,7 +1,9 @@
 //! The sled-backed store. Keys: conversation = `channel \0 conversation`; message =
 //! conversation key `\0` big-endian seq (so a prefix scan lists a conversation in order);
 //! outbox, inbox and dead letters = big-endian id; dedupe = the key, value = big-endian
-//! expiry (and, since the inbox entry it commits, that entry's id).
+//! expiry (and, since the inbox entry it commits, that entry's id); handoffs = the
+//! conversation keys of active handoffs (an index, so the agents' queue does not read every
+//! conversation).
 //!
 //! Writes that belong together are ordered so that one single-record write commits them,
 //! instead of a sled transaction or batch: those take a lock that stops every other sled
@@ -44,6 +46,7 @@ pub struct SledStore {
     outbox: sled::Tree,
     kv: sled::Tree,
     inbox: sled::Tree,
+    handoffs: sled::Tree,
     dead_letters: sled::Tree,
     /// Undecodable records, moved aside for a person to look at.
     corrupt: sled::Tree,
@@ -55,6 +58,10 @@ pub struct SledStore {
 /// Sweep expired dedupe keys once per this many accepted messages (a sweep reads 64 keys).
 const SWEEP_EVERY: u64 = 32;
 
+/// Set in `kv` once the handoff index covers every conversation (databases from before the
+/// index get it built once, on open).
+pub(super) const HANDOFF_INDEX_MARKER: &str = "store:handoff_index:v1";
+
 impl SledStore {
     pub fn open(db: &sled::Db) -> StoreResult<Self> {
         SledStore {
@@ -65,12 +72,27 @@ impl SledStore {
             outbox: db.open_tree("outbox")?,
             kv: db.open_tree("kv")?,
             inbox: db.open_tree("inbox")?,
+            handoffs: db.open_tree("handoffs")?,
             dead_letters: db.open_tree("dead_letters")?,
             corrupt: db.open_tree("corrupt")?,
             corrupt_counts: Mutex::default(),
             accepts: AtomicU64::new(0),
         }
         .repaired()
+    }
+
+    /// Write a conversation record, keeping the handoff index in step: it may name more
+    /// conversations than are handed off (a crash between the two writes), never fewer: add
+    /// before, remove after. Readers check each one.
+    fn write_conversation(&self, k: &[u8], record: Vec<u8>, c: &Conversation) -> StoreResult<()> {
+        if c.handed_off() {
+            self.handoffs.insert(k, &[])?;
+            self.conversations.insert(k, record)?;
+        } else {
+            self.conversations.insert(k, record)?;
+            self.handoffs.remove(k)?;
+        }
+        Ok(())
     }
 
     fn sweep_dedupe(&self, now_ms: u64) -> StoreResult<()> {
@@ -164,19 +186,21 @@ impl Store for SledStore {
     }
 
     fn save_conversation(&self, c: &Conversation) -> StoreResult<()> {
-        self.conversations
-            .insert(conv_key(&c.channel, &c.conversation), encode(c)?)?;
-        Ok(())
+        self.write_conversation(&conv_key(&c.channel, &c.conversation), encode(c)?, c)
     }
 
     fn handed_off(&self) -> StoreResult<Vec<Conversation>> {
         let mut out = Vec::new();
-        self.scan(&self.conversations, "conversations", |c: Conversation| {
-            if c.handed_off() {
-                out.push(c);
+        for k in self.handoffs.iter().keys() {
+            let k = k?;
+            if let Some(v) = self.conversations.get(&k)? {
+                let decoded: Option<Conversation> =
+                    self.decode_or_set_aside(&self.conversations, "conversations", &k, &v);
+                if let Some(c) = decoded.filter(Conversation::handed_off) {
+                    out.push(c);
+                }
             }
-            true
-        })?;
+        }
         out.sort_by_key(|c| c.handoff.as_ref().map_or(0, |h| h.since_ms));
         Ok(out)
     }
@@ -195,9 +219,7 @@ impl Store for SledStore {
         }
         // The commit: until this lands, the messages lie at or past the stored `next_seq`,
         // where `messages` does not look and the next turn writes again.
-        self.conversations
-            .insert(conv_key(&c.channel, &c.conversation), record)?;
-        Ok(())
+        self.write_conversation(&conv_key(&c.channel, &c.conversation), record, c)
     }
 
     fn messages(
@@ -232,6 +254,53 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn messages_before(
+        &self,
+        channel: &str,
+        conversation: &str,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        // Only what the conversation record has committed (see `save_turn`).
+        let before = before.min(
+            self.conversation(channel, conversation)?
+                .map_or(u64::MAX, |c| c.next_seq),
+        );
+        let mut start = conv_key(channel, conversation);
+        start.push(0);
+        let end = msg_key(channel, conversation, before);
+        let mut out = Vec::new();
+        for kv in self.messages.range(start..end).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            if let Some(m) = self.decode_or_set_aside(&self.messages, "messages", &k, &v) {
+                out.push(m);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn check_and_remember(&self, key: &str, now_ms: u64, ttl_ms: u64) -> StoreResult<bool> {
+        let until = now_ms.saturating_add(ttl_ms).to_be_bytes();
+        // One compare-and-swap: "seen?" and "remember" are one step.
+        loop {
+            let current = self.dedupe.get(key)?;
+            if current.as_ref().is_some_and(|c| expiry(c) > now_ms) {
+                return Ok(true);
+            }
+            if self
+                .dedupe
+                .compare_and_swap(key, current, Some(&until[..]))?
+                .is_ok()
+            {
+                return Ok(false);
+            }
+        }
     }
 
     fn inbox_accept(
@@ -389,6 +458,21 @@ impl Store for SledStore {
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
         self.kv.insert(key, value)?;
         Ok(())
+    }
+
+    fn kv_remove(&self, key: &str) -> StoreResult<()> {
+        self.kv.remove(key)?;
+        Ok(())
+    }
+
+    fn kv_scan(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.kv
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
     }
 
     fn flush(&self) -> StoreResult<()> {

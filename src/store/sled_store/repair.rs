@@ -5,6 +5,18 @@ use super::*;
 
 impl SledStore {
     pub(super) fn repaired(self) -> StoreResult<Self> {
+        // The handoff index, for databases from before it.
+        if self.kv.get(HANDOFF_INDEX_MARKER)?.is_none() {
+            for kv in self.conversations.iter() {
+                let (k, v) = kv?;
+                let c: Option<Conversation> =
+                    self.decode_or_set_aside(&self.conversations, "conversations", &k, &v);
+                if c.is_some_and(|c| c.handed_off()) {
+                    self.handoffs.insert(k, &[])?;
+                }
+            }
+            self.kv.insert(HANDOFF_INDEX_MARKER, &[])?;
+        }
         let mut uncommitted = 0;
         // Inbox entries their dedupe key does not point at: written for a callback that
         // never got its 200 (the platform sends it again), or for a duplicate.
