@@ -614,7 +614,7 @@ fn delivery_and_durability_keys_are_checked() {
         errors("[server]\nshutdown_timeout_secs = 0\n[delivery]\nmax_attempts = 0\nmax_age = 5\n");
     let all = errors_joined(&errs);
     assert!(
-        all.contains("t.toml: delivery: unknown field `max_age`"),
+        all.contains("t.toml: delivery.max_age: unknown field `max_age`"),
         "{all}"
     );
     let errs = errors("[server]\nshutdown_timeout_secs = 0\n[delivery]\nmax_attempts = 0\n");

@@ -68,8 +68,14 @@ impl Seal {
         let encrypt = self
             .cipher
             .encrypt(inner.as_bytes(), &self.corp_id, &mut rand::thread_rng());
-        let (ts, nonce) = ("1700000000", "1597212914");
-        let sig = signature(&self.token, ts, nonce, &encrypt);
+        // Signed now: callbacks signed outside `timestamp_window_ms` are refused as replays.
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let nonce = "1597212914";
+        let sig = signature(&self.token, &ts, nonce, &encrypt);
         Request::post(format!(
             "/wecom/support?msg_signature={sig}&timestamp={ts}&nonce={nonce}"
         ))

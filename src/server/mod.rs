@@ -299,12 +299,17 @@ pub async fn serve(state: AppState, listen: &str) -> anyhow::Result<()> {
         shutdown
     ));
     let mut stopping = state.lifecycle.intake.signal();
-    tokio::select! {
-        r = &mut serving => r?,
-        _ = stopping.wait_for(|stop| *stop) => {}
-    }
+    // The listener may finish before the stop signal is seen (the shutdown future stops
+    // intake and the listener in one go): then it must not be polled again.
+    let served = tokio::select! {
+        r = &mut serving => {
+            r?;
+            true
+        }
+        _ = stopping.wait_for(|stop| *stop) => false,
+    };
     let limit = Duration::from_secs(state.app.config.server.shutdown_timeout_secs);
-    if tokio::time::timeout(limit, &mut serving).await.is_err() {
+    if !served && tokio::time::timeout(limit, &mut serving).await.is_err() {
         tracing::warn!(
             ?limit,
             "open HTTP requests did not finish in time; closing them"
