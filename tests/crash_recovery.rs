@@ -107,6 +107,8 @@ impl Rig {
 [server]
 data_dir = {data:?}
 shutdown_timeout_secs = 10
+# The fake DingTalk's sessionWebhooks live on 127.0.0.1 (the default allows *.dingtalk.com).
+allowed_webhook_hosts = ["127.0.0.1"]
 
 [knowledge]
 paths = [{kb:?}]
