@@ -476,3 +476,61 @@ async fn serve_stops_with_an_error_when_the_store_keeps_failing() {
     assert!(msg.contains("could not write"), "{msg}");
     assert!(msg.contains("supervisor"), "{msg}");
 }
+
+/// A message of the WeCom channel as a pull API hands it over (no callback of its own).
+fn fetched_message(user: &str, id: u64) -> adapters::Inbound {
+    let mut m = crate::testing::web_message(user, &id.to_string(), "How do I reset my password?");
+    m.channel = "support".into();
+    m.kind = adapters::ChannelKind::WeCom;
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_page_is_on_disk_before_ok_and_a_refetch_skips_what_was_stored() {
+    use axum::response::IntoResponse;
+    let r = rig(2).await;
+    let page: Vec<_> = (1..=3).map(|i| fetched_message("ann", i)).collect();
+    let take = |page: Vec<adapters::Inbound>| fetched::accept_fetched(&r.state, "support", page);
+
+    // A full disk: refused (the cursor stays), nothing kept.
+    r.faulty.set_disk_full(true);
+    let err = take(page.clone()).await.unwrap_err();
+    assert_eq!(
+        err.into_response().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(r.state.app.store.inbox_len().unwrap(), 0);
+    r.faulty.set_disk_full(false);
+
+    // A queue of two: the first two go in, the third pushes back.
+    let flushes = r.faulty.flushes.load(Ordering::SeqCst);
+    let err = take(page.clone()).await.unwrap_err();
+    assert_eq!(
+        err.into_response().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        r.faulty.flushes.load(Ordering::SeqCst) > flushes,
+        "what went in was flushed"
+    );
+    until("the first two answered", || {
+        stored(&r, "ann", 1) == 1
+            && stored(&r, "ann", 2) == 1
+            && r.state.app.store.inbox_len().unwrap() == 0
+    })
+    .await;
+
+    // The same page again: the stored two are duplicates, the third goes in.
+    let done = take(page).await.unwrap();
+    assert_eq!(
+        done,
+        fetched::Fetched {
+            accepted: 1,
+            duplicates: 2
+        }
+    );
+    until("the third answered", || stored(&r, "ann", 3) == 1).await;
+    for id in 1..=3 {
+        assert_eq!(stored(&r, "ann", id), 1, "message {id} handled once");
+    }
+}

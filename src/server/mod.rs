@@ -8,6 +8,7 @@ mod cors;
 mod dead_letters;
 pub mod dingtalk_stream;
 mod error;
+pub mod fetched;
 pub mod guard;
 pub mod listener;
 mod ops;

@@ -31,7 +31,7 @@ use crate::store::{Conversation, OutboxItem, Role, Ticket};
 /// Largest callback body accepted (WeCom and DingTalk send a few KB).
 const MAX_CALLBACK_BYTES: usize = 256 * 1024;
 /// How long a message id is remembered for dedupe.
-const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
+pub(super) const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
 /// A conversation's worker exits after this long without messages.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
 /// A turn or a reply that could not be stored is tried again after this, doubling to
@@ -232,16 +232,7 @@ async fn take_in(
         .platforms
         .queues
         .reserve(&conv, true, |parts| spawn_worker(s, parts))
-        .map_err(|refused| match refused {
-            Refused::Full => (
-                "busy",
-                ApiError::Unavailable(format!(
-                    "this conversation's queue is full ({} messages waiting); try again shortly",
-                    s.app.config.server.queue_per_conversation
-                )),
-            ),
-            Refused::Stopping => unavailable("kefu is stopping"),
-        })?;
+        .map_err(|r| refusal(s, r))?;
     let health = s.app.commit.health();
     let accepted = crate::store::watch(
         health,
@@ -272,8 +263,25 @@ async fn take_in(
     Ok(outcome)
 }
 
+/// The 503 for a message its queue has no room for, with its outcome.
+pub(super) fn refusal(s: &AppState, refused: Refused) -> (&'static str, ApiError) {
+    match refused {
+        Refused::Full => (
+            "busy",
+            ApiError::Unavailable(format!(
+                "this conversation's queue is full ({} messages waiting); try again shortly",
+                s.app.config.server.queue_per_conversation
+            )),
+        ),
+        Refused::Stopping => (
+            "unavailable",
+            ApiError::Unavailable("kefu is stopping".into()),
+        ),
+    }
+}
+
 /// Start the worker of a new conversation queue; false when kefu is stopping.
-fn spawn_worker(s: &AppState, parts: WorkerParts) -> bool {
+pub(super) fn spawn_worker(s: &AppState, parts: WorkerParts) -> bool {
     let Some(task) = s.lifecycle.conversations.handle() else {
         return false;
     };
