@@ -174,6 +174,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             kefu::app::warn_if_empty(&app.knowledge, &roots);
             app.store.flush()?;
+            app.checkpoint()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { cfg } => {
@@ -282,6 +283,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             app.store.flush()?;
+            app.checkpoint()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

@@ -19,6 +19,7 @@ pub struct Config {
     pub quality: QualityConfig,
     pub replies: RepliesConfig,
     pub flows: FlowsConfig,
+    pub delivery: DeliveryConfig,
     pub notify: Vec<NotifyConfig>,
     pub channels: Vec<ChannelConfig>,
     pub console: ConsoleConfig,
@@ -43,6 +44,15 @@ pub struct ServerConfig {
     /// `/admin/*` (and `/agent/api/*` while no `[[agents]]` exist) answer only direct loopback
     /// clients, and only same-site JSON requests (guard.rs).
     pub admin_token: Option<Secret>,
+    /// Platform messages waiting in one conversation's queue; one more is answered 503 (the
+    /// platform retries), before anything is written.
+    pub queue_per_conversation: usize,
+    /// On SIGTERM, how long to wait for the turns and deliveries in hand before flushing and
+    /// exiting anyway (what is left stays in the inbox and outbox for the next start).
+    pub shutdown_timeout_secs: u64,
+    /// A store that cannot write for this long stops kefu with a non-zero exit status, so a
+    /// supervisor restarts it; shorter failures answer 503 and recover by themselves.
+    pub store_failure_exit_secs: u64,
     /// The absolute URL people reach kefu at (`https://support.example.com`), when that is not
     /// the listen address (a reverse proxy, a DNS name). Its host is accepted as `Host` and
     /// its origin as `Origin` on the agent and admin routes (the console's own origin behind a
@@ -94,6 +104,33 @@ impl Default for ServerConfig {
                 burst: 8,
             },
             client_ip_header: None,
+            queue_per_conversation: 64,
+            shutdown_timeout_secs: 20,
+            store_failure_exit_secs: 30,
+        }
+    }
+}
+
+/// The outbox: when a reply is given up on (it becomes a dead letter agents can see).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Failed attempts after which a reply becomes a dead letter.
+    pub max_attempts: u32,
+    /// A reply still failing this long after it was queued becomes a dead letter.
+    pub max_age_secs: u64,
+    /// The longest a platform's `Retry-After` (or rate limit) may hold a conversation's
+    /// replies before the next attempt.
+    pub max_retry_after_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            // With the backoff (1 s doubling to 5 min), 15 attempts span about 40 minutes.
+            max_attempts: 15,
+            max_age_secs: 3600,
+            max_retry_after_secs: 300,
         }
     }
 }
@@ -792,6 +829,7 @@ const SECTIONS: &[&str] = &[
     "quality",
     "replies",
     "flows",
+    "delivery",
     "notify",
     "channels",
     "console",
@@ -1070,6 +1108,7 @@ pub(super) fn deserialize(
         quality: section(&mut table, "quality", err),
         replies: section(&mut table, "replies", err),
         flows: section(&mut table, "flows", err),
+        delivery: section(&mut table, "delivery", err),
         notify,
         channels,
         console: section(&mut table, "console", err),

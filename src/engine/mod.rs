@@ -204,6 +204,7 @@ impl Engine {
             }
         };
         let user_seq = conv.take_seq();
+        // Written with the rest of the turn at the end, in one batch (`Store::save_turn`).
         let mut user_msg = Message::new(
             user_seq,
             Role::User,
@@ -215,8 +216,7 @@ impl Engine {
             m.sent_at_ms.max(1).min(now.max(1)),
         );
         user_msg.platform_id = Some(m.id.clone());
-        store.append_message(&m.channel, &m.conversation, &user_msg)?;
-        // Stored whole above; every channel's engine reads at most max_message_chars.
+        // Stored whole (with the turn); every channel's engine reads at most max_message_chars.
         let text = limit::for_engine(
             text,
             self.p.config.server.max_message_chars,
@@ -247,7 +247,7 @@ impl Engine {
 
         if conv.handed_off() {
             // A human owns the conversation: store, say nothing, tell the agents.
-            store.save_conversation(&conv)?;
+            store.save_turn(&conv, std::slice::from_ref(&user_msg))?;
             self.events.publish(
                 EventKind::Message,
                 &m.channel,
@@ -310,8 +310,10 @@ impl Engine {
         let mut handoff_started = false;
         if let Some(reason) = draft.handoff {
             handoff_started = true;
-            let recent =
-                store.messages(&m.channel, &m.conversation, user_seq.saturating_sub(8), 8)?;
+            // The last 8 messages, this turn's (not stored yet) included.
+            let mut recent =
+                store.messages(&m.channel, &m.conversation, user_seq.saturating_sub(8), 7)?;
+            recent.push(user_msg.clone());
             let order = conv
                 .flow
                 .as_ref()
@@ -362,8 +364,8 @@ impl Engine {
         let mut bot_msg = Message::new(seq, Role::Bot, draft.reply.clone(), now);
         bot_msg.intent = Some(intent.intent.as_str().to_string());
         bot_msg.sources = draft.sources.clone();
-        store.append_message(&m.channel, &m.conversation, &bot_msg)?;
-        store.save_conversation(&conv)?;
+        // Record: both messages and the conversation (its next seq) as one write.
+        store.save_turn(&conv, &[user_msg, bot_msg])?;
         if handoff_started {
             self.events.publish(
                 EventKind::Handoff,

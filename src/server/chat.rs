@@ -67,6 +67,9 @@ pub async fn post_chat(
     if turn.handoff_started {
         super::platform::notify_agents(&s, &channel, &req.session_id);
     }
+    // The widget's reply is its acknowledgement: only once the turn is on disk. A failed
+    // flush is a 503; the widget (or the customer) sends again.
+    s.app.commit.durable().await?;
     let wire = chat_turn(&req.session_id, &turn);
     if !streaming {
         return Ok(Json(wire).into_response());
