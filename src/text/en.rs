@@ -34,6 +34,14 @@ pub fn canonical_word(word: &str) -> Option<&'static str> {
         "gonna" => "going",
         "gotta" => "must",
         "cant" => "cannot",
+        "temp" | "temps" => "temperature",
+        "pkg" | "pkgs" => "package",
+        "intl" => "international",
+        "mth" | "mths" => "month",
+        "pmt" => "payment",
+        "txn" => "transaction",
+        "recd" | "rcvd" => "received",
+        "diff" => "difference",
         _ => return None,
     })
 }

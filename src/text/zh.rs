@@ -77,7 +77,32 @@ pub fn normalize(text: &str) -> String {
             dst.push_str(&t.phrase_to[m.pattern().as_usize()]);
             true
         });
-    units(&numerals(&collapse_a_not_a(&out)))
+    units(&numerals(&collapse_a_not_a(&drop_recall_particle(&out))))
+}
+
+/// "满多少包邮来着" ("how much was it again"): 来着 at the end of a clause recalls, it asks
+/// nothing; left in, jieba glues it to the topic word ("包/邮来/着").
+fn drop_recall_particle(text: &str) -> String {
+    const P: &str = "来着";
+    if !text.contains(P) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(P) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + P.len()..];
+        let clause_end = after
+            .chars()
+            .next()
+            .is_none_or(|c| !super::is_cjk(c) || "吗呢吧啊呀哦".contains(c));
+        if !clause_end {
+            out.push_str(P);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Characters that count things: a Chinese numeral before one of them is a number.
@@ -231,6 +256,10 @@ pub fn is_filler(word: &str) -> bool {
     matches!(
         word,
         "亲" | "亲亲"
+            // "满多少包邮来着" — "what was it again": recalls, asks nothing new.
+            | "来着"
+            | "嘞"
+            | "咧"
             | "哈"
             | "哈哈"
             | "呀"
@@ -335,6 +364,13 @@ pub fn is_stopword(word: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recall_particle_at_the_end_of_a_clause_goes() {
+        assert_eq!(drop_recall_particle("满多少包邮来着"), "满多少包邮");
+        assert_eq!(drop_recall_particle("客服几点下班来着？"), "客服几点下班？");
+        assert_eq!(drop_recall_particle("他来着急了"), "他来着急了");
+    }
 
     #[test]
     fn traditional_becomes_simplified() {
