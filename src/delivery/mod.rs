@@ -13,6 +13,8 @@ pub mod dingtalk;
 pub mod rate;
 pub mod token;
 pub mod wecom;
+pub mod wecom_api;
+pub mod wecom_kf;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -269,33 +271,15 @@ pub fn notify_calls(text: &str) -> Vec<Call> {
     }]
 }
 
-/// One sender per channel and per `[[notify]]` target, by name.
-pub fn build_senders(
+/// One sender per `[[notify]]` target, by name (channels' senders come from the channel
+/// registry, server/channels).
+pub fn notify_senders(
     config: &crate::config::Config,
     http: &reqwest::Client,
-    store: &Arc<dyn Store>,
     clock: &Arc<dyn Clock>,
-) -> anyhow::Result<HashMap<String, Arc<dyn Sender>>> {
-    use crate::config::{ChannelConfig, NotifyConfig};
+) -> HashMap<String, Arc<dyn Sender>> {
+    use crate::config::NotifyConfig;
     let mut out: HashMap<String, Arc<dyn Sender>> = HashMap::new();
-    for c in &config.channels {
-        let s: Arc<dyn Sender> = match c {
-            ChannelConfig::Web(_) => continue,
-            ChannelConfig::WeCom(w) => Arc::new(wecom::WeComSender::new(
-                w,
-                http.clone(),
-                store.clone(),
-                clock.clone(),
-            )),
-            ChannelConfig::DingTalk(d) => Arc::new(dingtalk::DingTalkSender::new(
-                d,
-                http.clone(),
-                store.clone(),
-                clock.clone(),
-            )),
-        };
-        out.insert(c.name().to_string(), s);
-    }
     for n in &config.notify {
         let s: Arc<dyn Sender> = match n {
             NotifyConfig::WeComRobot(r) => {
@@ -309,7 +293,7 @@ pub fn build_senders(
         };
         out.insert(n.name().to_string(), s);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ pub async fn release(
     State(s): State<AppState>,
     Path((channel, conversation)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    s.app.engine.release(&channel, &conversation).await?;
+    let conv = s.app.engine.release(&channel, &conversation).await?;
+    super::platform::released(&s, &conv).await;
     Ok(Json(serde_json::json!({ "released": true })).into_response())
 }

@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use adapters::dingtalk::stream::{self, StreamFrame};
-use adapters::dingtalk::{DingTalk, DingTalkParams};
+use adapters::dingtalk::DingTalk;
 use adapters::Decoded;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use rand::Rng;
@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::{platform, AppState};
-use crate::config::{ChannelConfig, DingTalkMode};
+use crate::config::DingTalkChannelConfig;
 
 /// The `ua` kefu announces when opening a connection.
 const USER_AGENT: &str = concat!("kefu/", env!("CARGO_PKG_VERSION"));
@@ -61,35 +61,20 @@ impl Default for Timing {
     }
 }
 
-/// Start one Stream client per `mode = "stream"` DingTalk channel.
-pub fn spawn_all(s: &AppState, stop: watch::Receiver<bool>) {
-    for c in &s.app.config.channels {
-        let ChannelConfig::DingTalk(d) = c else {
-            continue;
-        };
-        if d.mode != DingTalkMode::Stream {
-            continue;
-        }
-        let codec = match DingTalk::new(DingTalkParams {
-            name: d.name.clone(),
-            app_key: d.app_key.clone(),
-            app_secret: d.app_secret.clone(),
-            robot_code: d.robot_code.clone(),
-        }) {
-            Ok(codec) => codec,
-            Err(e) => {
-                tracing::error!(error = %e, "dingtalk stream not started");
-                continue;
-            }
-        };
-        let client = Client {
-            state: s.clone(),
-            name: d.name.clone(),
-            api_base: d.api_base.trim_end_matches('/').to_string(),
-            codec,
-        };
-        tokio::spawn(client.run(stop.clone()));
-    }
+/// Start the Stream client of one `mode = "stream"` DingTalk channel.
+pub fn spawn(
+    s: &AppState,
+    d: &DingTalkChannelConfig,
+    codec: DingTalk,
+    stop: watch::Receiver<bool>,
+) {
+    let client = Client {
+        state: s.clone(),
+        name: d.name.clone(),
+        api_base: d.api_base.trim_end_matches('/').to_string(),
+        codec,
+    };
+    tokio::spawn(client.run(stop));
 }
 
 /// How a connection ended.

@@ -1,6 +1,7 @@
 //! The HTTP face: axum routes that only translate HTTP to and from the engine and adapters.
 
 mod agent;
+pub mod channels;
 mod chat;
 mod cors;
 pub mod dingtalk_stream;
@@ -24,21 +25,35 @@ use crate::app::App;
 #[derive(Clone)]
 pub struct AppState {
     pub app: Arc<App>,
-    /// WeCom / DingTalk codecs, the outbox and per-conversation queues.
+    /// The channel registry, the outbox and per-conversation queues.
     pub platforms: Arc<platform::Platforms>,
 }
 
 impl AppState {
     pub fn new(app: App) -> anyhow::Result<Self> {
-        let senders =
-            crate::delivery::build_senders(&app.config, &app.http, &app.store, &app.clock)?;
+        let outbox_slot = Arc::new(std::sync::OnceLock::new());
+        let registry = channels::Registry::build(&channels::Context {
+            config: &app.config,
+            http: &app.http,
+            store: &app.store,
+            clock: &app.clock,
+            engine: &app.engine,
+            outbox: &outbox_slot,
+        })?;
+        let mut senders = registry.senders();
+        senders.extend(crate::delivery::notify_senders(
+            &app.config,
+            &app.http,
+            &app.clock,
+        ));
         let outbox = Arc::new(crate::delivery::Outbox::new(
             app.store.clone(),
             senders,
             app.clock.clone(),
             app.metrics.clone(),
         ));
-        let platforms = Arc::new(platform::Platforms::new(&app.config, outbox)?);
+        let _ = outbox_slot.set(Arc::downgrade(&outbox));
+        let platforms = Arc::new(platform::Platforms::new(registry, outbox));
         Ok(AppState {
             app: Arc::new(app),
             platforms,
@@ -48,15 +63,17 @@ impl AppState {
     /// Send an agent's message to the customer on the conversation's own channel. The web
     /// widget polls the history, so web conversations need nothing more.
     pub async fn deliver_agent_message(&self, conv: &crate::store::Conversation, text: &str) {
-        platform::deliver_agent_message(self, conv, text);
+        platform::deliver_agent_message(self, conv, text).await;
     }
 
-    /// Start the background work: outbox workers, the inbox replay, DingTalk Stream clients.
-    /// Everything stops when `stop` turns true.
+    /// Start the background work: outbox workers, the inbox replay, and each channel's own
+    /// (DingTalk Stream clients, WeCom kf sync loops). Everything stops when `stop` turns true.
     pub fn start_background(&self, stop: tokio::sync::watch::Receiver<bool>) {
         self.platforms.outbox.spawn_workers(stop.clone());
         platform::replay_inbox(self);
-        dingtalk_stream::spawn_all(self, stop);
+        for ch in self.platforms.registry.all() {
+            ch.driver.start(self, ch, stop.clone());
+        }
     }
 }
 

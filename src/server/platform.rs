@@ -1,16 +1,18 @@
-//! WeCom and DingTalk callbacks: verify and decode through the channel's codec, answer at
-//! once, then handle the turn in the background and deliver through the outbox.
+//! Platform callbacks: verify and decode through the channel's codec, answer at once, then
+//! handle the message in the background (in its conversation's order) and deliver through
+//! the outbox. What differs per channel kind is asked of the registry ([`super::channels`]).
 //!
 //! A message is written to the inbox before the 200 goes out and removed after its reply is
 //! queued, so a crash in between loses nothing (`serve` replays the inbox on start). The
 //! dedupe key is remembered for a day, also across restarts: a platform retry after a
-//! restart is still recognized.
+//! restart is still recognized. Pull channels (WeCom kf) store their pages the same way
+//! before they move their cursor, and hand the messages to [`enqueue`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adapters::{Channel, ChannelKind, Decoded, Inbound, Outbound};
+use adapters::{Decoded, Inbound, Outbound};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -18,11 +20,11 @@ use axum::response::{IntoResponse, Response};
 
 use tokio::sync::mpsc;
 
+use super::channels::{CallbackPath, Registered, Registry, Reply};
 use super::error::read_body;
 use super::{ApiError, AppState};
-use crate::config::{ChannelConfig, Config};
 use crate::delivery::Outbox;
-use crate::engine::Turn;
+use crate::engine::{EngineError, Turn};
 use crate::store::Conversation;
 
 /// Largest callback body accepted (WeCom and DingTalk send a few KB).
@@ -32,13 +34,9 @@ const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
 /// A conversation's worker exits after this long without messages.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
 
-/// The platform channels, their outbox and the per-conversation queues.
+/// The registered channels, their outbox and the per-conversation queues.
 pub struct Platforms {
-    pub channels: HashMap<String, Arc<dyn Channel>>,
-    /// Channel name → send replies as markdown.
-    pub markdown: HashMap<String, bool>,
-    /// WeCom channels with `greet_on_enter = false`.
-    no_greeting: std::collections::HashSet<String>,
+    pub registry: Registry,
     pub outbox: Arc<Outbox>,
     queues: Mutex<HashMap<ConversationKey, Queue>>,
 }
@@ -49,59 +47,12 @@ type ConversationKey = (String, String);
 type Queue = mpsc::UnboundedSender<(String, Inbound)>;
 
 impl Platforms {
-    pub fn new(config: &Config, outbox: Arc<Outbox>) -> anyhow::Result<Self> {
-        let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
-        let mut markdown = HashMap::new();
-        let mut no_greeting = std::collections::HashSet::new();
-        for c in &config.channels {
-            let ch: Arc<dyn Channel> = match c {
-                ChannelConfig::Web(_) => continue,
-                ChannelConfig::WeCom(w) => {
-                    markdown.insert(w.name.clone(), w.markdown);
-                    if !w.greet_on_enter {
-                        no_greeting.insert(w.name.clone());
-                    }
-                    Arc::new(
-                        adapters::wecom::WeCom::new(adapters::wecom::WeComParams {
-                            name: w.name.clone(),
-                            corp_id: w.corp_id.clone(),
-                            agent_id: w.agent_id,
-                            token: w.token.clone(),
-                            encoding_aes_key: w.encoding_aes_key.clone(),
-                        })
-                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", w.name))?
-                        .with_markdown(w.markdown),
-                    )
-                }
-                ChannelConfig::DingTalk(d) => {
-                    markdown.insert(d.name.clone(), d.markdown);
-                    Arc::new(
-                        adapters::dingtalk::DingTalk::new(adapters::dingtalk::DingTalkParams {
-                            name: d.name.clone(),
-                            app_key: d.app_key.clone(),
-                            app_secret: d.app_secret.clone(),
-                            robot_code: d.robot_code.clone(),
-                        })
-                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?,
-                    )
-                }
-            };
-            channels.insert(c.name().to_string(), ch);
-        }
-        Ok(Platforms {
-            channels,
-            markdown,
-            no_greeting,
+    pub fn new(registry: Registry, outbox: Arc<Outbox>) -> Self {
+        Platforms {
+            registry,
             outbox,
             queues: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn channel(&self, name: &str, kind: ChannelKind) -> Result<&Arc<dyn Channel>, ApiError> {
-        self.channels
-            .get(name)
-            .filter(|c| c.kind() == kind)
-            .ok_or_else(|| ApiError::UnknownChannel(name.to_string()))
+        }
     }
 }
 
@@ -110,7 +61,7 @@ pub async fn wecom(
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    callback(s, name, ChannelKind::WeCom, req).await
+    callback(s, name, CallbackPath::WeCom, req).await
 }
 
 pub async fn dingtalk(
@@ -118,20 +69,29 @@ pub async fn dingtalk(
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    callback(s, name, ChannelKind::DingTalk, req).await
+    callback(s, name, CallbackPath::DingTalk, req).await
 }
 
 async fn callback(
     s: AppState,
     name: String,
-    kind: ChannelKind,
+    path: CallbackPath,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let ch = s.platforms.channel(&name, kind)?.clone();
+    let ch = s
+        .platforms
+        .registry
+        .callback(&name, path)
+        .cloned()
+        .ok_or_else(|| ApiError::UnknownChannel(name.clone()))?;
+    let codec = ch
+        .codec
+        .clone()
+        .ok_or_else(|| ApiError::UnknownChannel(name.clone()))?;
     let (parts, body) = req.into_parts();
     let bytes = read_body(body, MAX_CALLBACK_BYTES).await?;
     let req = http::Request::from_parts(parts, bytes);
-    let decoded = match ch.decode(&req, s.app.clock.now()) {
+    let decoded = match codec.decode(&req, s.app.clock.now()) {
         Ok(d) => d,
         Err(e) => {
             let outcome = if e.is_auth() {
@@ -157,6 +117,7 @@ pub fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
             &[("channel", name), ("outcome", outcome)],
         )
     };
+    let ch = s.platforms.registry.get(name);
     match decoded {
         Decoded::Challenge(echo) => {
             count("verified");
@@ -167,10 +128,13 @@ pub fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
             tracing::debug!(channel = name, why, "callback ignored");
             StatusCode::OK.into_response()
         }
-        Decoded::Message(m)
-            if matches!(&m.content, adapters::ContentKind::Event(e) if e == "enter_agent" || e == "subscribe")
-                && s.platforms.no_greeting.contains(name) =>
-        {
+        // The notice carries no customer data: answered at once, pulled in the background.
+        Decoded::KfNotice(n) => {
+            let taken = ch.is_some_and(|c| c.driver.notice(s, c, n));
+            count(if taken { "notified" } else { "ignored" });
+            StatusCode::OK.into_response()
+        }
+        Decoded::Message(m) if ch.is_some_and(|c| c.driver.skip(&m)) => {
             count("ignored");
             StatusCode::OK.into_response()
         }
@@ -249,9 +213,13 @@ async fn worker(
 }
 
 async fn handle(s: &AppState, key: String, m: Inbound) {
-    match s.app.engine.handle(m.clone()).await {
-        Ok(turn) => {
-            deliver_turn(s, &m, &turn);
+    let outcome = match s.platforms.registry.get(&m.channel).cloned() {
+        Some(ch) => ch.driver.handle(s, &ch, &m).await,
+        // A message kept for a channel no longer configured: answered, nowhere to send.
+        None => s.app.engine.handle(m.clone()).await.map(|_| ()),
+    };
+    match outcome {
+        Ok(()) => {
             if let Err(e) = s.app.store.inbox_remove(&key) {
                 tracing::error!(error = %e, "inbox delete failed");
             }
@@ -263,64 +231,74 @@ async fn handle(s: &AppState, key: String, m: Inbound) {
     }
 }
 
+/// The default handling of a message: an engine turn, its reply and handoff alert.
+pub async fn turn(s: &AppState, ch: &Registered, m: &Inbound) -> Result<(), EngineError> {
+    let turn = s.app.engine.handle(m.clone()).await?;
+    deliver_turn(s, ch, m, &turn).await;
+    Ok(())
+}
+
 /// Queue the turn's reply on the customer's channel, and alert agents on a new handoff.
-pub fn deliver_turn(s: &AppState, m: &Inbound, turn: &Turn) {
+pub async fn deliver_turn(s: &AppState, ch: &Registered, m: &Inbound, turn: &Turn) {
     if !turn.reply.is_empty() {
-        send_text(
-            s,
-            &m.channel,
-            &m.conversation,
-            &m.user,
-            &m.route,
-            &turn.reply,
-        );
+        ch.driver
+            .send(
+                s,
+                ch,
+                Reply {
+                    conversation: &m.conversation,
+                    kind: m.kind,
+                    user: &m.user,
+                    route: &m.route,
+                    text: &turn.reply,
+                    id: format!("turn:{}", m.id),
+                },
+            )
+            .await;
     }
     if turn.handoff_started {
         notify_agents(s, &m.channel, &m.conversation);
     }
 }
 
-fn send_text(
-    s: &AppState,
-    channel: &str,
-    conversation: &str,
-    user: &adapters::UserRef,
-    route: &std::collections::BTreeMap<String, String>,
-    text: &str,
-) {
-    let Some(ch) = s.platforms.channels.get(channel) else {
+/// Encode `reply` with the channel's codec and queue its calls: what most channels do.
+pub fn send_encoded(s: &AppState, ch: &Registered, reply: &Reply<'_>) {
+    let Some(codec) = ch.codec.as_ref() else {
         return;
     };
     let out = Outbound {
-        channel: channel.to_string(),
-        conversation: conversation.to_string(),
-        user: user.clone(),
-        text: text.to_string(),
-        markdown: s.platforms.markdown.get(channel).copied().unwrap_or(false),
-        route: route.clone(),
+        channel: ch.name.clone(),
+        conversation: reply.conversation.to_string(),
+        user: reply.user.clone(),
+        text: reply.text.to_string(),
+        markdown: ch.markdown,
+        route: reply.route.clone(),
     };
     let mut rng = rand::thread_rng();
-    match ch.encode(&out, s.app.clock.now(), &mut rng) {
+    match codec.encode(&out, s.app.clock.now(), &mut rng) {
         Ok(calls) => {
             let calls = calls
                 .into_iter()
                 .map(|c| {
-                    let fb = ch.fallback(&out, &c);
+                    let fb = codec.fallback(&out, &c);
                     (c, fb)
                 })
                 .collect();
-            if let Err(e) = s.platforms.outbox.enqueue(channel, conversation, calls) {
+            if let Err(e) = s
+                .platforms
+                .outbox
+                .enqueue(&ch.name, reply.conversation, calls)
+            {
                 tracing::error!(error = %e, "outbox write failed; reply lost");
             }
         }
-        Err(e) => tracing::error!(error = %e, channel, "reply cannot be encoded"),
+        Err(e) => tracing::error!(error = %e, channel = %ch.name, "reply cannot be encoded"),
     }
 }
 
 /// Post the handoff summary to every `handoff.notify` target.
-fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
-    let targets = &s.app.config.handoff.notify;
-    if targets.is_empty() {
+pub fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
+    if s.app.config.handoff.notify.is_empty() {
         return;
     }
     let conv = match s.app.store.conversation(channel, conversation) {
@@ -330,12 +308,19 @@ fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
     let Some(h) = conv.handoff.as_ref() else {
         return;
     };
-    let text = format!(
-        "[kefu] conversation {channel}/{conversation} needs a human ({})\n{}",
-        h.reason, h.summary
+    alert_agents(
+        s,
+        &format!(
+            "[kefu] conversation {channel}/{conversation} needs a human ({})\n{}",
+            h.reason, h.summary
+        ),
     );
-    for t in targets {
-        let calls = crate::delivery::notify_calls(&text);
+}
+
+/// Post `text` to every `handoff.notify` target.
+pub fn alert_agents(s: &AppState, text: &str) {
+    for t in &s.app.config.handoff.notify {
+        let calls = crate::delivery::notify_calls(text);
         if let Err(e) = s.platforms.outbox.enqueue(
             t,
             "notify",
@@ -346,16 +331,34 @@ fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
     }
 }
 
-/// An agent's message goes to the customer through the conversation's channel.
-pub fn deliver_agent_message(s: &AppState, conv: &Conversation, text: &str) {
-    send_text(
-        s,
-        &conv.channel,
-        &conv.conversation,
-        &conv.user,
-        &conv.route,
-        text,
-    );
+/// An agent's message goes to the customer through the conversation's channel. `conv` is
+/// the record `Engine::agent_reply` returned: the message just stored is its last seq.
+pub async fn deliver_agent_message(s: &AppState, conv: &Conversation, text: &str) {
+    let seq = conv.next_seq.saturating_sub(1);
+    let Some(ch) = s.platforms.registry.get(&conv.channel).cloned() else {
+        return;
+    };
+    ch.driver
+        .send(
+            s,
+            &ch,
+            Reply {
+                conversation: &conv.conversation,
+                kind: conv.kind,
+                user: &conv.user,
+                route: &conv.route,
+                text,
+                id: format!("agent:{}:{seq}", conv.conversation),
+            },
+        )
+        .await;
+}
+
+/// The agent API handed `conv` back to the bot: the channel may have to tell its platform.
+pub async fn released(s: &AppState, conv: &Conversation) {
+    if let Some(ch) = s.platforms.registry.get(&conv.channel).cloned() {
+        ch.driver.released(s, &ch, conv).await;
+    }
 }
 
 /// Messages acknowledged before the last stop but never answered.

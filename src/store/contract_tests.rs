@@ -108,6 +108,78 @@ fn store_contract(s: &dyn Store) {
     s.inbox_remove("site:m1").unwrap();
     assert_eq!(s.inbox_all().unwrap()[0].0, "site:m2");
 
+    // A pull channel's page: dedupe key and inbox entry together, or neither.
+    let k = crate::testing::web_message("s", "k1", "pulled");
+    assert!(!s.accept_inbound("kf:wk:1", &k, 1000, 500).unwrap());
+    assert!(
+        s.accept_inbound("kf:wk:1", &k, 1200, 500).unwrap(),
+        "a duplicate"
+    );
+    assert!(
+        s.check_and_remember("kf:wk:1", 1300, 500).unwrap(),
+        "the same dedupe keys"
+    );
+    let inbox = s.inbox_all().unwrap();
+    assert_eq!(
+        inbox.iter().filter(|(key, _)| key == "kf:wk:1").count(),
+        1,
+        "kept once"
+    );
+    assert!(
+        !s.accept_inbound("kf:wk:1", &k, 1600, 500).unwrap(),
+        "expired: new again"
+    );
+    s.inbox_remove("kf:wk:1").unwrap();
+
+    assert_eq!(s.cursor("kf:wk").unwrap(), None);
+    s.set_cursor("kf:wk", "CURSOR_P1").unwrap();
+    s.set_cursor("kf:wk", "CURSOR_P3").unwrap();
+    s.set_cursor("kf:other", "X").unwrap();
+    assert_eq!(s.cursor("kf:wk").unwrap().as_deref(), Some("CURSOR_P3"));
+
+    // 5 sends within 48 h of the customer's last message.
+    let h48 = 48 * 3600 * 1000;
+    assert_eq!(
+        s.quota_take("q:c1", 10, 1, 5, h48).unwrap(),
+        0,
+        "never opened"
+    );
+    s.quota_open("q:c1", 1_000).unwrap();
+    assert_eq!(s.quota_take("q:c1", 2_000, 3, 5, h48).unwrap(), 3);
+    assert_eq!(
+        s.quota_take("q:c1", 3_000, 3, 5, h48).unwrap(),
+        2,
+        "what is left"
+    );
+    assert_eq!(
+        s.quota_take("q:c1", 4_000, 1, 5, h48).unwrap(),
+        0,
+        "the 6th"
+    );
+    s.quota_open("q:c1", 500).unwrap(); // an older message (a replayed page) changes nothing
+    assert_eq!(
+        s.quota("q:c1").unwrap(),
+        Some(Quota {
+            opened_ms: 1_000,
+            used: 5
+        })
+    );
+    s.quota_open("q:c1", 1_000).unwrap(); // another message in the same second
+    assert_eq!(s.quota_take("q:c1", 4_000, 2, 5, h48).unwrap(), 2);
+    s.quota_open("q:c1", 5_000).unwrap(); // the customer wrote again
+    assert_eq!(s.quota_take("q:c1", 6_000, 9, 5, h48).unwrap(), 5);
+    assert_eq!(
+        s.quota_take("q:c2", 6_000, 1, 5, h48).unwrap(),
+        0,
+        "per customer"
+    );
+    s.quota_open("q:c3", 1_000).unwrap();
+    assert_eq!(
+        s.quota_take("q:c3", 1_000 + h48 + 1, 1, 5, h48).unwrap(),
+        0,
+        "window closed"
+    );
+
     assert!(s.kv_get("token").unwrap().is_none());
     s.kv_put("token", b"abc").unwrap();
     assert_eq!(s.kv_get("token").unwrap().unwrap(), b"abc");
@@ -135,6 +207,9 @@ fn sled_store_survives_reopen() {
             .unwrap();
         s.append_message("site", "x", &msg(1, "hello")).unwrap();
         s.outbox_push(&item(0)).unwrap();
+        s.set_cursor("kf:wk", "CURSOR_P3").unwrap();
+        s.quota_open("q:c1", 1_000).unwrap();
+        s.quota_take("q:c1", 2_000, 2, 5, 10_000).unwrap();
         s.flush().unwrap();
     }
     let db = sled::open(dir.path()).unwrap();
@@ -142,6 +217,14 @@ fn sled_store_survives_reopen() {
     assert!(s.conversation("site", "x").unwrap().is_some());
     assert_eq!(s.messages("site", "x", 0, 10).unwrap()[0].text, "hello");
     assert_eq!(s.outbox_len().unwrap(), 1);
+    assert_eq!(s.cursor("kf:wk").unwrap().as_deref(), Some("CURSOR_P3"));
+    assert_eq!(
+        s.quota("q:c1").unwrap(),
+        Some(Quota {
+            opened_ms: 1_000,
+            used: 2
+        })
+    );
     // Ids keep increasing after a restart.
     let id = s.outbox_push(&item(0)).unwrap();
     assert!(id > 1);

@@ -20,6 +20,8 @@ struct Inner {
     next_id: u64,
     kv: BTreeMap<String, Vec<u8>>,
     inbox: Vec<(String, adapters::Inbound)>,
+    cursors: BTreeMap<String, String>,
+    quotas: BTreeMap<String, Quota>,
 }
 
 impl MemoryStore {
@@ -147,6 +149,67 @@ impl Store for MemoryStore {
 
     fn inbox_all(&self) -> StoreResult<Vec<(String, adapters::Inbound)>> {
         Ok(self.lock().inbox.clone())
+    }
+
+    fn accept_inbound(
+        &self,
+        key: &str,
+        m: &adapters::Inbound,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> StoreResult<bool> {
+        let mut g = self.lock();
+        if g.dedupe.get(key).is_some_and(|&until| until > now_ms) {
+            return Ok(true);
+        }
+        g.dedupe
+            .insert(key.to_string(), now_ms.saturating_add(ttl_ms));
+        g.inbox.push((key.to_string(), m.clone()));
+        Ok(false)
+    }
+
+    fn cursor(&self, stream: &str) -> StoreResult<Option<String>> {
+        Ok(self.lock().cursors.get(stream).cloned())
+    }
+
+    fn set_cursor(&self, stream: &str, cursor: &str) -> StoreResult<()> {
+        self.lock()
+            .cursors
+            .insert(stream.to_string(), cursor.to_string());
+        Ok(())
+    }
+
+    fn quota_open(&self, key: &str, customer_at_ms: u64) -> StoreResult<()> {
+        let mut g = self.lock();
+        let q = g.quotas.entry(key.to_string()).or_default();
+        if customer_at_ms >= q.opened_ms {
+            *q = Quota {
+                opened_ms: customer_at_ms,
+                used: 0,
+            };
+        }
+        Ok(())
+    }
+
+    fn quota_take(
+        &self,
+        key: &str,
+        now_ms: u64,
+        want: u32,
+        limit: u32,
+        window_ms: u64,
+    ) -> StoreResult<u32> {
+        let mut g = self.lock();
+        let Some(q) = g.quotas.get_mut(key) else {
+            return Ok(0);
+        };
+        let granted = q.grant(now_ms, want, limit, window_ms);
+        q.used += granted;
+        Ok(granted)
+    }
+
+    fn quota(&self, key: &str) -> StoreResult<Option<Quota>> {
+        Ok(self.lock().quotas.get(key).copied())
     }
 
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -62,6 +62,36 @@ pub trait Store: Send + Sync {
     fn inbox_remove(&self, key: &str) -> StoreResult<()>;
     /// Every waiting message, in the order they were put.
     fn inbox_all(&self) -> StoreResult<Vec<(String, adapters::Inbound)>>;
+    /// Remember `key` (until `now_ms + ttl_ms`) and keep `m` in the inbox, in one atomic
+    /// step; true when `key` was already remembered, and then nothing is written. A pull
+    /// channel stores a page this way before it moves its cursor: a crash can leave neither
+    /// a remembered key without its message nor a message without its key.
+    fn accept_inbound(
+        &self,
+        key: &str,
+        m: &adapters::Inbound,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> StoreResult<bool>;
+    /// Where a pull channel's stream stands (WeCom kf: `next_cursor` per account).
+    fn cursor(&self, stream: &str) -> StoreResult<Option<String>>;
+    fn set_cursor(&self, stream: &str, cursor: &str) -> StoreResult<()>;
+    /// The customer wrote at `customer_at_ms`: their send allowance starts again from there.
+    /// An older time than the one kept changes nothing; the same time (a second message
+    /// within the platform's one-second resolution) re-opens it.
+    fn quota_open(&self, key: &str, customer_at_ms: u64) -> StoreResult<()>;
+    /// Take up to `want` sends from the allowance of `limit` sends within `window_ms` of the
+    /// customer's last message; returns how many were granted (0 when the window has closed
+    /// or none was ever opened). Atomic: concurrent takers never exceed `limit`.
+    fn quota_take(
+        &self,
+        key: &str,
+        now_ms: u64,
+        want: u32,
+        limit: u32,
+        window_ms: u64,
+    ) -> StoreResult<u32>;
+    fn quota(&self, key: &str) -> StoreResult<Option<Quota>>;
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()>;
     /// Make everything written so far durable (called at shutdown; sled also flushes on a timer).

@@ -167,3 +167,23 @@ pub struct OutboxItem {
     #[serde(default)]
     pub last_error: Option<String>,
 }
+
+/// A customer's send allowance on a platform that limits replies per customer message
+/// (WeCom kf: 5 within 48 h).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// When the customer last wrote (unix ms); the window runs from here.
+    pub opened_ms: u64,
+    /// Sends taken since.
+    pub used: u32,
+}
+
+impl Quota {
+    /// The sends `want` may take now: what is left of `limit`, or 0 past the window.
+    pub fn grant(&self, now_ms: u64, want: u32, limit: u32, window_ms: u64) -> u32 {
+        if self.opened_ms == 0 || now_ms > self.opened_ms.saturating_add(window_ms) {
+            return 0;
+        }
+        want.min(limit.saturating_sub(self.used))
+    }
+}

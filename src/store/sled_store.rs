@@ -1,6 +1,7 @@
 //! The sled-backed store. Keys: conversation = `channel \0 conversation`; message =
 //! conversation key `\0` big-endian seq (so a prefix scan lists a conversation in order);
-//! outbox = big-endian id; dedupe = the key, value = big-endian expiry.
+//! outbox = big-endian id; dedupe = the key, value = big-endian expiry; sync_cursors and
+//! send_quotas = the stream / customer key.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,6 +16,8 @@ pub struct SledStore {
     outbox: sled::Tree,
     kv: sled::Tree,
     inbox: sled::Tree,
+    cursors: sled::Tree,
+    quotas: sled::Tree,
 }
 
 impl SledStore {
@@ -27,6 +30,8 @@ impl SledStore {
             outbox: db.open_tree("outbox")?,
             kv: db.open_tree("kv")?,
             inbox: db.open_tree("inbox")?,
+            cursors: db.open_tree("sync_cursors")?,
+            quotas: db.open_tree("send_quotas")?,
         })
     }
 }
@@ -55,6 +60,34 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> StoreResult<T> {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
         reason: e.to_string(),
     })
+}
+
+impl SledStore {
+    /// Read-modify-write one quota atomically (compare-and-swap, retried on a race);
+    /// `change` returns the new value, or `None` to leave it.
+    fn quota_update(
+        &self,
+        key: &str,
+        mut change: impl FnMut(Quota) -> Option<Quota>,
+    ) -> StoreResult<()> {
+        loop {
+            let current = self.quotas.get(key)?;
+            let q: Quota = match &current {
+                Some(v) => decode(key.as_bytes(), v)?,
+                None => Quota::default(),
+            };
+            let Some(next) = change(q) else {
+                return Ok(());
+            };
+            if self
+                .quotas
+                .compare_and_swap(key, current, Some(encode(&next)?))?
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
 }
 
 impl Store for SledStore {
@@ -213,6 +246,84 @@ impl Store for SledStore {
                 decode(&k, &v)
             })
             .collect()
+    }
+
+    fn accept_inbound(
+        &self,
+        key: &str,
+        m: &adapters::Inbound,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> StoreResult<bool> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        let seq = self.db.generate_id()?.to_be_bytes();
+        let value = encode(&(key, m))?;
+        let expiry = now_ms.saturating_add(ttl_ms).to_be_bytes();
+        let outcome = (&self.dedupe, &self.inbox).transaction(|(dedupe, inbox)| {
+            if let Some(cur) = dedupe.get(key)? {
+                let until = u64::from_be_bytes(cur.as_ref().try_into().unwrap_or([0; 8]));
+                if until > now_ms {
+                    return Ok(true);
+                }
+            }
+            dedupe.insert(key, &expiry[..])?;
+            inbox.insert(&seq[..], value.as_slice())?;
+            Ok::<bool, ConflictableTransactionError<()>>(false)
+        });
+        match outcome {
+            Ok(dup) => Ok(dup),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(())) => Err(StoreError::Backend("accept aborted".into())),
+        }
+    }
+
+    fn cursor(&self, stream: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .cursors
+            .get(stream)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn set_cursor(&self, stream: &str, cursor: &str) -> StoreResult<()> {
+        self.cursors.insert(stream, cursor.as_bytes())?;
+        Ok(())
+    }
+
+    fn quota_open(&self, key: &str, customer_at_ms: u64) -> StoreResult<()> {
+        self.quota_update(key, |q| {
+            (customer_at_ms >= q.opened_ms).then_some(Quota {
+                opened_ms: customer_at_ms,
+                used: 0,
+            })
+        })?;
+        Ok(())
+    }
+
+    fn quota_take(
+        &self,
+        key: &str,
+        now_ms: u64,
+        want: u32,
+        limit: u32,
+        window_ms: u64,
+    ) -> StoreResult<u32> {
+        let mut granted = 0;
+        self.quota_update(key, |q| {
+            granted = q.grant(now_ms, want, limit, window_ms);
+            (granted > 0).then_some(Quota {
+                used: q.used + granted,
+                ..q
+            })
+        })?;
+        Ok(granted)
+    }
+
+    fn quota(&self, key: &str) -> StoreResult<Option<Quota>> {
+        self.quotas
+            .get(key)?
+            .map(|v| decode(key.as_bytes(), &v))
+            .transpose()
     }
 
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
