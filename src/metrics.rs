@@ -45,6 +45,22 @@ const HELP: &[(&str, &str)] = &[
         "kefu_provider_failures_total",
         "Model provider failures by provider.",
     ),
+    (
+        "kefu_kf_syncs_total",
+        "WeCom kf sync runs by channel and outcome.",
+    ),
+    (
+        "kefu_kf_pulled_total",
+        "WeCom kf items pulled by channel and outcome.",
+    ),
+    (
+        "kefu_kf_replies_cut_total",
+        "WeCom kf replies cut or dropped to stay within 5 messages per 48 h.",
+    ),
+    (
+        "kefu_kf_send_failures_total",
+        "WeCom kf msg_send_fail events by channel.",
+    ),
 ];
 
 impl Metrics {

@@ -104,8 +104,13 @@ fn store_contract(s: &dyn Store) {
         .unwrap();
     let all = s.inbox_all().unwrap();
     assert_eq!(all.len(), 2);
-    assert_eq!(all[0], ("site:m1".to_string(), m));
+    assert_eq!(all[0], ("site:m1".to_string(), m.clone()));
+    s.inbox_put("site:m10", &m).unwrap(); // a key with another as its prefix
+    s.inbox_put("site:m1", &m).unwrap(); // the same key twice
     s.inbox_remove("site:m1").unwrap();
+    let keys: Vec<String> = s.inbox_all().unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["site:m2", "site:m10"]);
+    s.inbox_remove("site:m10").unwrap();
     assert_eq!(s.inbox_all().unwrap()[0].0, "site:m2");
 
     // A pull channel's page: dedupe key and inbox entry together, or neither.
@@ -228,4 +233,31 @@ fn sled_store_survives_reopen() {
     // Ids keep increasing after a restart.
     let id = s.outbox_push(&item(0)).unwrap();
     assert!(id > 1);
+}
+
+#[test]
+fn concurrent_quota_takers_never_exceed_the_limit() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let stores: Vec<std::sync::Arc<dyn Store>> = vec![
+        std::sync::Arc::new(SledStore::open(&db).unwrap()),
+        std::sync::Arc::new(MemoryStore::new()),
+    ];
+    for s in stores {
+        s.quota_open("q:race", 1_000).unwrap();
+        let granted: u32 = std::thread::scope(|scope| {
+            let takers: Vec<_> = (0..8)
+                .map(|_| {
+                    let s = s.clone();
+                    scope.spawn(move || {
+                        (0..4)
+                            .map(|_| s.quota_take("q:race", 2_000, 1, 5, 10_000).unwrap())
+                            .sum::<u32>()
+                    })
+                })
+                .collect();
+            takers.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 5, "32 tries, 5 granted");
+        assert_eq!(s.quota("q:race").unwrap().unwrap().used, 5);
+    }
 }

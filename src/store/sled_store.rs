@@ -16,6 +16,8 @@ pub struct SledStore {
     outbox: sled::Tree,
     kv: sled::Tree,
     inbox: sled::Tree,
+    /// `key \0 seq` → (): finds a key's inbox entries without scanning the inbox.
+    inbox_keys: sled::Tree,
     cursors: sled::Tree,
     quotas: sled::Tree,
 }
@@ -30,6 +32,7 @@ impl SledStore {
             outbox: db.open_tree("outbox")?,
             kv: db.open_tree("kv")?,
             inbox: db.open_tree("inbox")?,
+            inbox_keys: db.open_tree("inbox_keys")?,
             cursors: db.open_tree("sync_cursors")?,
             quotas: db.open_tree("send_quotas")?,
         })
@@ -41,6 +44,15 @@ pub(super) fn conv_key(channel: &str, conversation: &str) -> Vec<u8> {
     k.extend_from_slice(channel.as_bytes());
     k.push(0);
     k.extend_from_slice(conversation.as_bytes());
+    k
+}
+
+/// `key \0 seq`: the inbox index entry of one inbox entry.
+fn inbox_index_key(key: &str, seq: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1 + seq.len());
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(seq);
     k
 }
 
@@ -221,18 +233,38 @@ impl Store for SledStore {
     }
 
     fn inbox_put(&self, key: &str, m: &adapters::Inbound) -> StoreResult<()> {
+        use sled::transaction::ConflictableTransactionError;
+        use sled::Transactional;
         // Keyed by a sequence so replay keeps arrival order; the value carries the key.
-        let seq = self.db.generate_id()?;
-        self.inbox.insert(seq.to_be_bytes(), encode(&(key, m))?)?;
-        Ok(())
+        let seq = self.db.generate_id()?.to_be_bytes();
+        let value = encode(&(key, m))?;
+        let index = inbox_index_key(key, &seq);
+        (&self.inbox, &self.inbox_keys)
+            .transaction(|(inbox, keys)| {
+                inbox.insert(&seq[..], value.as_slice())?;
+                keys.insert(index.as_slice(), &[][..])?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Backend(format!("inbox write: {e:?}")))
     }
 
     fn inbox_remove(&self, key: &str) -> StoreResult<()> {
-        for kv in self.inbox.iter() {
-            let (k, v) = kv?;
-            let (stored, _): (String, adapters::Inbound) = decode(&k, &v)?;
-            if stored == key {
-                self.inbox.remove(k)?;
+        let prefix = inbox_index_key(key, &[]);
+        let mut found = false;
+        for kv in self.inbox_keys.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            self.inbox.remove(&k[prefix.len()..])?;
+            self.inbox_keys.remove(&k)?;
+            found = true;
+        }
+        if !found {
+            // Entries written before the index existed: the slow way.
+            for kv in self.inbox.iter() {
+                let (k, v) = kv?;
+                let (stored, _): (String, adapters::Inbound) = decode(&k, &v)?;
+                if stored == key {
+                    self.inbox.remove(k)?;
+                }
             }
         }
         Ok(())
@@ -260,17 +292,20 @@ impl Store for SledStore {
         let seq = self.db.generate_id()?.to_be_bytes();
         let value = encode(&(key, m))?;
         let expiry = now_ms.saturating_add(ttl_ms).to_be_bytes();
-        let outcome = (&self.dedupe, &self.inbox).transaction(|(dedupe, inbox)| {
-            if let Some(cur) = dedupe.get(key)? {
-                let until = u64::from_be_bytes(cur.as_ref().try_into().unwrap_or([0; 8]));
-                if until > now_ms {
-                    return Ok(true);
+        let index = inbox_index_key(key, &seq);
+        let outcome =
+            (&self.dedupe, &self.inbox, &self.inbox_keys).transaction(|(dedupe, inbox, keys)| {
+                if let Some(cur) = dedupe.get(key)? {
+                    let until = u64::from_be_bytes(cur.as_ref().try_into().unwrap_or([0; 8]));
+                    if until > now_ms {
+                        return Ok(true);
+                    }
                 }
-            }
-            dedupe.insert(key, &expiry[..])?;
-            inbox.insert(&seq[..], value.as_slice())?;
-            Ok::<bool, ConflictableTransactionError<()>>(false)
-        });
+                dedupe.insert(key, &expiry[..])?;
+                inbox.insert(&seq[..], value.as_slice())?;
+                keys.insert(index.as_slice(), &[][..])?;
+                Ok::<bool, ConflictableTransactionError<()>>(false)
+            });
         match outcome {
             Ok(dup) => Ok(dup),
             Err(TransactionError::Storage(e)) => Err(e.into()),

@@ -357,6 +357,10 @@ impl FakeKf {
         self.lock().sent.clone()
     }
 
+    pub fn sent_count(&self) -> usize {
+        self.lock().sent.len()
+    }
+
     /// The texts accepted for `user`, in order.
     pub fn sent_to(&self, user: &str) -> Vec<String> {
         self.sent()
@@ -482,16 +486,18 @@ async fn sync_msg(
     };
     let limit = req["limit"].as_u64().unwrap_or(1000).min(1000) as usize;
     let size = limit.min(f.page_size.load(Ordering::SeqCst));
-    let log = g.log.get(&account).cloned().unwrap_or_default();
+    let empty = Vec::new();
+    let log = g.log.get(&account).unwrap_or(&empty);
     let from = from.min(log.len());
     let to = (from + size).min(log.len());
-    Json(json!({
+    let page = json!({
         "errcode": 0, "errmsg": "ok",
         "next_cursor": format!("CUR-{to}"),
         "has_more": if to < log.len() { 1 } else { 0 },
-        "msg_list": log[from..to].to_vec(),
-    }))
-    .into_response()
+        "msg_list": &log[from..to],
+    });
+    drop(g);
+    Json(page).into_response()
 }
 
 async fn send_msg(
