@@ -176,10 +176,7 @@ async fn main() -> anyhow::Result<()> {
             ingest.as_secs_f64(),
             cases.len()
         );
-        let plain = SearchParams {
-            calibration: [(1.0, 0.0); 3],
-            ..SearchParams::default()
-        };
+        let plain = SearchParams::default().uncalibrated();
         for (name, mode) in [
             ("vector", RetrievalMode::Vector),
             ("lexical", RetrievalMode::Lexical),

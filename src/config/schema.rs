@@ -353,6 +353,9 @@ pub struct RepliesConfig {
     pub non_text: LocalizedText,
     pub fallback: LocalizedText,
     pub handed_off: LocalizedText,
+    /// Put before an answer quoted from knowledge written in the other language (a Chinese
+    /// customer answered from an English page, or the reverse), in the customer's language.
+    pub other_language: LocalizedText,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -416,6 +419,10 @@ impl Default for RepliesConfig {
             handed_off: LocalizedText::new(
                 "A human agent will reply here shortly.",
                 "已为您转接人工客服，请稍候。",
+            ),
+            other_language: LocalizedText::new(
+                "From our Chinese help pages:",
+                "以下内容摘自我们的英文资料：",
             ),
         }
     }

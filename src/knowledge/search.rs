@@ -26,10 +26,12 @@
 //! refit `calibration` ([`SearchParams`]) with `eval_sources` when changing it. See
 //! [`RECOMMENDED_MIN_SCORE`] for the threshold.
 
-use super::bm25::Bm25;
+use super::analyze::{is_stopword, BIGRAM, UNIGRAM};
+use super::bm25::{Bm25, TermWeights};
 use super::load::ChunkKind;
 use super::vectors::Matrix;
 use super::RetrievalMode;
+use crate::text::Lang;
 
 /// The threshold recommended for `knowledge.min_score` with the built-in embedder. On
 /// clinc150 (hybrid) it hands off 88% of the out-of-scope messages while answering 78% of
@@ -42,6 +44,18 @@ pub enum UnitKind {
     Body,
     /// All match texts of an FAQ entry as one text: the entry as a whole (a class centroid).
     Pool,
+    /// One sentence, list item or table row of a section, under its heading: a question
+    /// about one fact of a long section matches the sentence that states it. Lexical only
+    /// (kept out of the vector matrix: sections have many, and embedding each would multiply
+    /// ingest time with a model embedder).
+    Sentence,
+}
+
+impl UnitKind {
+    /// Whether the unit is embedded (has a row in the vector matrix).
+    pub fn has_vector(self) -> bool {
+        self != UnitKind::Sentence
+    }
 }
 
 /// A chunk as stored and as returned (everything a `Hit` needs but the score).
@@ -67,13 +81,103 @@ pub struct SearchParams {
     pub section_body_weight: f32,
     /// Share of the pooled unit in an FAQ's match similarity (the rest: best single text).
     pub pool_weight: f32,
-    /// (k, c) of the calibration sigmoid for hybrid, vector, lexical.
-    pub calibration: [(f32, f32); 3],
-    /// A markdown section is long, so a short question shares a smaller part of it than of
-    /// an FAQ question for the same relevance: its raw similarity is scaled by this before
-    /// calibration (ranking is unchanged). Fitted on the bundled English + Chinese cases so
-    /// that answered sections clear `min_score` while off-topic questions stay below it.
-    pub section_calibration: f32,
+    /// Weight of a section's best sentence (lexical) against its heading line and body.
+    pub sentence_weight: f32,
+    /// BM25 query-term weights by class (stop words, Chinese characters and bigrams).
+    pub terms: TermWeights,
+    /// The calibration curves: per retrieval mode, query language and chunk kind.
+    pub calibration: [Calibration; 3],
+}
+
+/// What calibration knows of a query besides a hit's raw similarity.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct QueryShape {
+    /// Share (0..1) of the question's terms the knowledge never uses (see
+    /// [`Snapshot::unknown_share`]): a question about passports asked of a tea shop shares a
+    /// word or two with some page, but most of what it is about is nowhere in the knowledge.
+    pub unknown: f32,
+    /// `ln(1 + content words)`: a long, chatty question covers a smaller share of its terms
+    /// with the page that answers it than a short one does.
+    pub length: f32,
+}
+
+impl QueryShape {
+    pub fn of(qterms: &[String], unknown: f32) -> Self {
+        let words = qterms
+            .iter()
+            .filter(|t| !t.starts_with(BIGRAM) && !t.starts_with(UNIGRAM) && !is_stopword(t))
+            .count();
+        QueryShape {
+            unknown,
+            length: (1.0 + words as f32).ln(),
+        }
+    }
+}
+
+/// One logistic curve: `score = 1 / (1 + e^(−(k·(raw − c) − u·unknown + l·length)))`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Curve {
+    pub k: f32,
+    pub c: f32,
+    pub u: f32,
+    pub l: f32,
+}
+
+impl Curve {
+    pub const IDENTITY: Curve = Curve {
+        k: 1.0,
+        c: 0.0,
+        u: 0.0,
+        l: 0.0,
+    };
+
+    pub fn apply(self, raw: f32, q: QueryShape) -> f32 {
+        let z = self.k * (raw - self.c) - self.u * q.unknown + self.l * q.length;
+        1.0 / (1.0 + (-z).exp())
+    }
+}
+
+/// Curves of one retrieval mode, by the query's language and the hit's chunk kind: a short
+/// Chinese question shares fewer terms with a page than an English one for the same
+/// relevance, and a section is longer than an FAQ question, so each pair has its own curve
+/// and the score means the same everywhere.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Calibration {
+    /// `[zh faq, zh section, en faq, en section]`.
+    pub curves: [Curve; 4],
+}
+
+impl Calibration {
+    pub const IDENTITY: Calibration = Calibration {
+        curves: [Curve::IDENTITY; 4],
+    };
+
+    /// One curve for FAQ hits and one for sections, whatever the language.
+    pub const fn by_kind(faq: Curve, section: Curve) -> Self {
+        Calibration {
+            curves: [faq, section, faq, section],
+        }
+    }
+
+    pub fn curve(&self, lang: Lang, kind: ChunkKind) -> Curve {
+        self.curves[slot(lang, kind)]
+    }
+
+    pub fn curve_mut(&mut self, lang: Lang, kind: ChunkKind) -> &mut Curve {
+        &mut self.curves[slot(lang, kind)]
+    }
+}
+
+fn slot(lang: Lang, kind: ChunkKind) -> usize {
+    let l = match lang {
+        Lang::Zh => 0,
+        Lang::En => 2,
+    };
+    l + usize::from(kind == ChunkKind::Section)
+}
+
+const fn curve(k: f32, c: f32, u: f32, l: f32) -> Curve {
+    Curve { k, c, u, l }
 }
 
 impl Default for SearchParams {
@@ -83,8 +187,37 @@ impl Default for SearchParams {
             faq_body_weight: 0.7,
             section_body_weight: 1.0,
             pool_weight: 0.7,
-            calibration: [(10.0, 0.21), (9.0, 0.32), (9.0, 0.14)],
-            section_calibration: 1.8,
+            sentence_weight: 1.0,
+            terms: TermWeights::default(),
+            // Fitted by `cargo run --release --example calibrate -- --half odd --fit
+            // --mode <mode>` (see docs/calibration.md); order: zh FAQ, zh section, en FAQ,
+            // en section; curve(k, c, u, l).
+            calibration: [
+                Calibration {
+                    curves: [
+                        curve(14.13, 0.245, 1.31, 0.69),
+                        curve(14.45, 0.271, 2.08, 1.67),
+                        curve(20.93, 0.312, 3.46, 1.59),
+                        curve(14.38, 0.324, 0.91, 1.13),
+                    ],
+                },
+                Calibration {
+                    curves: [
+                        curve(13.18, 0.301, 1.22, 0.42),
+                        curve(14.42, 0.355, 1.39, 1.39),
+                        curve(9.86, 0.214, 6.46, 0.34),
+                        curve(14.48, 0.291, 0.91, 0.50),
+                    ],
+                },
+                Calibration {
+                    curves: [
+                        curve(13.88, 0.224, 1.47, 1.06),
+                        curve(15.46, 0.246, 1.87, 1.70),
+                        curve(17.96, 0.371, 4.01, 2.54),
+                        curve(14.59, 0.230, 1.39, 0.70),
+                    ],
+                },
+            ],
         }
     }
 }
@@ -101,10 +234,15 @@ impl SearchParams {
     /// 0.826 / 0.890 / 0.931 / 0.955; blended 0.3: 0.819 / 0.885 / 0.937 / 0.936; the
     /// built-in embedder 0.704 / 0.798 / 0.881 / 0.776.
     pub fn sentence_model(blended: bool) -> Self {
+        // Sections: the FAQ curve on 1.8 × raw (a section shares a smaller part of a short
+        // question), i.e. (1.8 k, c / 1.8).
+        let both = |k: f32, c: f32| {
+            Calibration::by_kind(curve(k, c, 0.0, 0.0), curve(1.8 * k, c / 1.8, 0.0, 0.0))
+        };
         let calibration = if blended {
-            [(10.89, 0.237), (9.07, 0.310), (9.0, 0.14)]
+            [both(10.89, 0.237), both(9.07, 0.310), both(9.0, 0.14)]
         } else {
-            [(10.45, 0.258), (8.22, 0.362), (9.0, 0.14)]
+            [both(10.45, 0.258), both(8.22, 0.362), both(9.0, 0.14)]
         };
         Self {
             alpha: 0.6,
@@ -113,13 +251,28 @@ impl SearchParams {
         }
     }
 
-    pub fn calibrate(&self, mode: RetrievalMode, raw: f32) -> f32 {
-        let (k, c) = match mode {
-            RetrievalMode::Hybrid => self.calibration[0],
-            RetrievalMode::Vector => self.calibration[1],
-            RetrievalMode::Lexical => self.calibration[2],
+    /// Scores are `sigmoid(raw)`: for fitting curves.
+    pub fn uncalibrated(&self) -> Self {
+        Self {
+            calibration: [Calibration::IDENTITY; 3],
+            ..self.clone()
+        }
+    }
+
+    pub fn calibrate(
+        &self,
+        mode: RetrievalMode,
+        lang: Lang,
+        kind: ChunkKind,
+        raw: f32,
+        q: QueryShape,
+    ) -> f32 {
+        let m = match mode {
+            RetrievalMode::Hybrid => 0,
+            RetrievalMode::Vector => 1,
+            RetrievalMode::Lexical => 2,
         };
-        1.0 / (1.0 + (-k * (raw - c)).exp())
+        self.calibration[m].curve(lang, kind).apply(raw, q)
     }
 }
 
@@ -133,7 +286,13 @@ pub struct Snapshot {
     pub unit_faq: Vec<bool>,
     /// `None` when the stored vectors belong to another model (lexical only until re-ingest).
     pub vectors: Option<Matrix>,
+    /// Per matrix row: the unit it embeds (units without a vector have no row).
+    pub vector_unit: Vec<u32>,
     pub bm25: Bm25,
+    /// Sentence units, in their own BM25 index (their statistics are a sentence's, not a
+    /// section's): per passage its chunk.
+    pub passage_chunk: Vec<u32>,
+    pub passages: Bm25,
 }
 
 /// One ranked chunk: index into `Snapshot::chunks`, calibrated score, raw fused similarity.
@@ -145,11 +304,13 @@ pub struct Ranked {
 }
 
 impl Snapshot {
-    /// Rank chunks for a query. `qvec` is the query embedding (None = no vector signal).
+    /// Rank chunks for a query. `qvec` is the query embedding (None = no vector signal);
+    /// `lang` the query's language (it picks the calibration curve).
     pub fn rank(
         &self,
         qvec: Option<&[f32]>,
         qterms: &[String],
+        lang: Lang,
         top_k: usize,
         mode: RetrievalMode,
         p: &SearchParams,
@@ -167,7 +328,7 @@ impl Snapshot {
         };
         // Per unit kind and chunk kind; looked up without touching the chunk records.
         let weight = |u: usize| match self.unit_kind[u] {
-            UnitKind::Match | UnitKind::Pool => 1.0,
+            UnitKind::Match | UnitKind::Pool | UnitKind::Sentence => 1.0,
             UnitKind::Body if self.unit_faq[u] => p.faq_body_weight,
             UnitKind::Body => p.section_body_weight,
         };
@@ -184,7 +345,8 @@ impl Snapshot {
             if mode != RetrievalMode::Lexical {
                 if let Some((m, q)) = vectors {
                     m.cosines_into(q, units);
-                    for (u, cos) in units.iter().enumerate() {
+                    for (row, cos) in units.iter().enumerate() {
+                        let u = self.vector_unit[row] as usize;
                         let s = weight(u) * cos.max(0.0);
                         v.add(self.unit_chunk[u] as usize, self.unit_kind[u], s);
                     }
@@ -193,10 +355,17 @@ impl Snapshot {
             if mode != RetrievalMode::Vector {
                 units.clear();
                 units.resize(self.unit_chunk.len(), 0.0);
-                for u in self.bm25.score_into(qterms, units) {
+                for u in self.bm25.score_into(qterms, &p.terms, units) {
                     let u = u as usize;
                     let s = weight(u) * units[u];
                     l.add(self.unit_chunk[u] as usize, self.unit_kind[u], s);
+                }
+                units.clear();
+                units.resize(self.passage_chunk.len(), 0.0);
+                for u in self.passages.score_into(qterms, &p.terms, units) {
+                    let u = u as usize;
+                    let c = self.passage_chunk[u] as usize;
+                    l.add(c, UnitKind::Sentence, p.sentence_weight * units[u]);
                 }
             }
             candidates.clear();
@@ -220,18 +389,39 @@ impl Snapshot {
                 candidates.truncate(top_k);
             }
             candidates.sort_by(order);
+            let shape = QueryShape::of(qterms, self.unknown_share(qterms, &p.terms));
             candidates
                 .iter()
                 .map(|&(raw, c)| Ranked {
                     chunk: c as usize,
-                    score: match self.chunks[c as usize].kind {
-                        ChunkKind::Section => p.calibrate(mode, raw * p.section_calibration),
-                        ChunkKind::Faq => p.calibrate(mode, raw),
-                    },
+                    score: p.calibrate(mode, lang, self.chunks[c as usize].kind, raw, shape),
                     raw,
                 })
                 .collect()
         })
+    }
+}
+
+impl Snapshot {
+    /// Weighted share (0..1) of the query's distinct terms that appear nowhere in the
+    /// knowledge (neither in a unit nor in a sentence).
+    pub fn unknown_share(&self, qterms: &[String], w: &TermWeights) -> f32 {
+        let mut uniq: Vec<&String> = qterms.iter().collect();
+        uniq.sort();
+        uniq.dedup();
+        let (mut all, mut unknown) = (0.0, 0.0);
+        for t in uniq {
+            let weight = w.of(t);
+            all += weight;
+            if !self.bm25.knows(t) && !self.passages.knows(t) {
+                unknown += weight;
+            }
+        }
+        if all > 0.0 {
+            unknown / all
+        } else {
+            0.0
+        }
     }
 }
 
@@ -250,7 +440,7 @@ struct Scratch {
     candidates: Vec<(f32, u32)>,
 }
 
-/// Per chunk: best match unit, pooled unit (NaN = none), best weighted body unit.
+/// Per chunk: best match unit, pooled unit (NaN = none), best weighted body or sentence unit.
 #[derive(Default)]
 struct Signal {
     best: Vec<f32>,
@@ -274,7 +464,7 @@ impl Signal {
         match kind {
             UnitKind::Match => self.best[chunk] = self.best[chunk].max(s),
             UnitKind::Pool => self.pool[chunk] = s,
-            UnitKind::Body => self.body[chunk] = self.body[chunk].max(s),
+            UnitKind::Body | UnitKind::Sentence => self.body[chunk] = self.body[chunk].max(s),
         }
     }
 
@@ -309,6 +499,19 @@ pub fn unit_texts(c: &super::load::LoadedChunk) -> Vec<(UnitKind, String)> {
         },
     };
     out.push((UnitKind::Body, body));
+    if c.kind == ChunkKind::Section {
+        // Each sentence under the nearest heading: the heading names what the sentence is
+        // about ("## Sample packs" + "Each costs ¥9.9.").
+        let heading = c.heading_path.last().unwrap_or(&c.title);
+        let pieces = crate::text::sentences::pieces(&c.text);
+        if pieces.len() > 1 {
+            out.extend(
+                pieces
+                    .into_iter()
+                    .map(|p| (UnitKind::Sentence, format!("{heading}\n{}", p.searchable))),
+            );
+        }
+    }
     out
 }
 
@@ -347,7 +550,9 @@ mod tests {
             ],
             unit_faq: vec![true; 4],
             vectors: Some(m),
+            vector_unit: vec![0, 1, 2, 3],
             bm25: Bm25::build(&terms, Bm25Params::default()),
+            ..Snapshot::default()
         }
     }
 
@@ -361,7 +566,7 @@ mod tests {
             RetrievalMode::Vector,
             RetrievalMode::Lexical,
         ] {
-            let r = s.rank(Some(&[0.0, 1.0]), &terms, 5, mode, &p);
+            let r = s.rank(Some(&[0.0, 1.0]), &terms, Lang::En, 5, mode, &p);
             assert_eq!(r[0].chunk, 1, "{mode:?}");
             for h in &r {
                 assert!(
@@ -370,10 +575,19 @@ mod tests {
                 );
             }
         }
-        assert!(s.rank(None, &[], 5, RetrievalMode::Lexical, &p).is_empty());
+        assert!(s
+            .rank(None, &[], Lang::En, 5, RetrievalMode::Lexical, &p)
+            .is_empty());
         assert_eq!(
-            s.rank(Some(&[0.0, 1.0]), &terms, 1, RetrievalMode::Hybrid, &p)
-                .len(),
+            s.rank(
+                Some(&[0.0, 1.0]),
+                &terms,
+                Lang::En,
+                1,
+                RetrievalMode::Hybrid,
+                &p
+            )
+            .len(),
             1
         );
     }
@@ -388,7 +602,11 @@ mod tests {
         ] {
             let mut last = 0.0;
             for i in 0..=100 {
-                let s = p.calibrate(mode, i as f32 / 100.0);
+                let shape = QueryShape {
+                    unknown: 0.2,
+                    length: 1.5,
+                };
+                let s = p.calibrate(mode, Lang::Zh, ChunkKind::Section, i as f32 / 100.0, shape);
                 assert!((0.0..=1.0).contains(&s) && s >= last);
                 last = s;
             }

@@ -20,7 +20,7 @@ use super::{Embedder, ProviderError};
 use crate::knowledge::analyze::{is_stopword, tokens, Token};
 
 /// Model name recorded in the index. Bump the version when features or weights change.
-pub const MODEL: &str = "builtin-hash-v1";
+pub const MODEL: &str = "builtin-hash-v2";
 /// Default dimension (see the report in `knowledge/mod.rs` for the measurement).
 pub const DEFAULT_DIM: usize = 1024;
 
@@ -115,8 +115,7 @@ impl BuiltinEmbedder {
                     }
                     prev_stem = Some(stem);
                 }
-                Token::Cjk { words } => {
-                    let mut chars = Vec::new();
+                Token::Cjk { words, spans } => {
                     for word in &words {
                         let weight = if is_stopword(word) {
                             w.stopword
@@ -124,14 +123,16 @@ impl BuiltinEmbedder {
                             w.cjk_word
                         };
                         add(b'w', word, weight);
-                        chars.extend(word.chars());
                     }
                     let mut buf = [0u8; 8];
-                    for c in &chars {
-                        add(b'u', c.encode_utf8(&mut buf), w.cjk_char);
-                    }
-                    for p in chars.windows(2) {
-                        add(b'p', &format!("{}{}", p[0], p[1]), w.cjk_bigram);
+                    for span in &spans {
+                        let chars: Vec<char> = span.chars().collect();
+                        for c in &chars {
+                            add(b'u', c.encode_utf8(&mut buf), w.cjk_char);
+                        }
+                        for p in chars.windows(2) {
+                            add(b'p', &format!("{}{}", p[0], p[1]), w.cjk_bigram);
+                        }
                     }
                     prev_stem = None;
                 }
