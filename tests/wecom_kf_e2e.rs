@@ -888,3 +888,129 @@ fn a_kill_between_fetch_and_cursor_save_replays_without_double_answers() {
         "not even a refused duplicate msgid"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_during_a_sync_schedule_exactly_one_more() {
+    let e = env().await;
+    e.fake
+        .sync_delay_ms
+        .store(300, std::sync::atomic::Ordering::SeqCst);
+    e.fake
+        .customer_writes(KFID, CUSTOMER, "How do I reset my password?");
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    eventually("the first sync in flight", || {
+        (!e.fake.sync_requests().is_empty()).then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        notify(&e.kefu, &e.fake, &e.seal).await;
+    }
+    eventually("two syncs", || {
+        (e.fake.sync_requests().len() == 2).then_some(())
+    })
+    .await;
+    replies(&e.fake, CUSTOMER, 1).await;
+    // Nothing else is scheduled: a later notification makes the third.
+    e.fake
+        .customer_writes(KFID, CUSTOMER, "What is the refund policy?");
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    replies(&e.fake, CUSTOMER, 2).await;
+    assert_eq!(e.fake.sync_requests().len(), 3);
+    assert_eq!(e.fake.max_concurrent_syncs(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_past_the_48_hour_window_is_not_sent() {
+    let e = env().await;
+    e.fake
+        .customer_writes(KFID, "wmFirst", "How do I reset my password?");
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    replies(&e.fake, "wmFirst", 1).await;
+    // Pulled with a cursor (so not a cold backlog), but written 49 hours ago.
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 49 * 3600 * 1000;
+    e.fake
+        .customer_writes_at(KFID, CUSTOMER, "What is the refund policy?", long_ago);
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    let t = eventually("the agents told", || {
+        let t = transcript(&e.kefu, KF_CHANNEL, &conv());
+        t.iter()
+            .any(|(r, x)| r == "system" && x.contains("a reply was not sent"))
+            .then_some(t)
+    })
+    .await;
+    assert!(
+        t.iter().any(|(r, _)| r == "bot"),
+        "answered in the transcript: {t:?}"
+    );
+    assert!(e.fake.sent_to(CUSTOMER).is_empty());
+    assert!(
+        e.fake.send_refusals().is_empty(),
+        "kefu did not even try (no 95002)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_configured_accounts_are_pulled_and_welcome_can_be_off() {
+    let e = env_with(&format!("open_kfids = [\"{KFID}\"]\nwelcome = false"), "").await;
+    // kefu catches up on its configured account at start.
+    eventually("the start-up sync", || {
+        (!e.fake.sync_requests().is_empty()).then_some(())
+    })
+    .await;
+    let other = "wkOtherAccount000000000000000000";
+    e.fake
+        .customer_writes(other, CUSTOMER, "What is the refund policy?");
+    let token = e.fake.msg_token();
+    let (status, _) = post_to(
+        &e.kefu,
+        KF_CHANNEL,
+        &notification(&e.seal, Some(other), Some(&token)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The configured account: entered, then a question; no welcome, one answer.
+    e.fake.enter_session(KFID, CUSTOMER);
+    e.fake
+        .customer_writes(KFID, CUSTOMER, "How do I reset my password?");
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    replies(&e.fake, CUSTOMER, 1).await;
+    assert!(e.fake.on_event_sent().is_empty(), "welcome = false");
+    assert!(
+        e.fake
+            .sync_requests()
+            .iter()
+            .all(|r| r["open_kfid"] == KFID),
+        "the other account is never pulled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_the_platform_refuses_still_tells_the_customer() {
+    let e = env().await;
+    e.fake.cue_trans(95017); // the API switch is off for this account
+    e.fake.customer_writes(KFID, CUSTOMER, "转人工");
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    let got = replies(&e.fake, CUSTOMER, 1).await;
+    assert!(
+        got[0].contains("人工"),
+        "the transfer line as a plain message: {got:?}"
+    );
+    assert_eq!(e.fake.trans_calls().len(), 1, "not retried");
+    assert!(e.fake.on_event_sent().is_empty());
+    let c = e
+        .kefu
+        .state
+        .app
+        .store
+        .conversation(KF_CHANNEL, &conv())
+        .unwrap()
+        .unwrap();
+    assert!(
+        c.handed_off(),
+        "kefu's own agents take it (the notify robots were told)"
+    );
+}

@@ -76,6 +76,8 @@ struct Inner {
     msgids: HashSet<(String, String)>,
     /// Errcodes for the next send_msg calls.
     send_cues: VecDeque<i64>,
+    /// Errcodes for the next service_state/trans calls.
+    trans_cues: VecDeque<i64>,
     /// Event code → (expires at ms, used).
     codes: HashMap<String, (u64, bool)>,
     on_event: Vec<Value>,
@@ -193,6 +195,11 @@ impl FakeKf {
     /// The next `send_msg` is answered with `errcode`.
     pub fn cue_send(&self, errcode: i64) {
         self.lock().send_cues.push_back(errcode);
+    }
+
+    /// The next `service_state/trans` is answered with `errcode`.
+    pub fn cue_trans(&self, errcode: i64) {
+        self.lock().trans_cues.push_back(errcode);
     }
 
     pub fn set_servicers(&self, account: &str, list: &[(&str, u8)]) {
@@ -635,6 +642,9 @@ async fn state_trans(
     let servicer = m["servicer_userid"].as_str().map(str::to_string);
     let mut g = f.lock();
     g.trans.push(m.clone());
+    if let Some(code) = g.trans_cues.pop_front() {
+        return errcode(code, "cued");
+    }
     let s = g.sessions.get(&key).cloned().unwrap_or(Session {
         state: 4,
         ..Session::default()
