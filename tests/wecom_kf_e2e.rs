@@ -1014,3 +1014,34 @@ async fn a_transfer_the_platform_refuses_still_tells_the_customer() {
         "kefu's own agents take it (the notify robots were told)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_session_end_is_noticed_when_the_customer_writes_again() {
+    let e = env().await;
+    e.fake.customer_writes(KFID, CUSTOMER, "转人工");
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    eventually("handed to zhangsan", || {
+        (e.fake.session(KFID, CUSTOMER).state == 3).then_some(())
+    })
+    .await;
+    eventually("the transfer recorded", || {
+        transcript(&e.kefu, KF_CHANNEL, &conv())
+            .iter()
+            .any(|(_, x)| x.contains("kefu moved the session"))
+            .then_some(())
+    })
+    .await;
+    // zhangsan ends the session; the event never reaches kefu.
+    e.fake.set_state(KFID, CUSTOMER, 4, None);
+    e.fake
+        .customer_writes(KFID, CUSTOMER, "What is the refund policy?");
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    let got = replies(&e.fake, CUSTOMER, 1).await;
+    assert!(got[0].contains("30 days"), "{got:?}");
+    let t = transcript(&e.kefu, KF_CHANNEL, &conv());
+    assert!(
+        t.iter()
+            .any(|(r, x)| r == "system" && x.contains("no longer with a servicer")),
+        "{t:?}"
+    );
+}

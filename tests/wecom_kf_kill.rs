@@ -108,9 +108,9 @@ open_kfids = ["{KFID}"]
         "password reset",
     ];
     let users: Vec<String> = (0..CUSTOMERS).map(|i| format!("wmKill{i}")).collect();
-    for round in 0..EACH {
+    for q in &questions[..EACH] {
         for u in &users {
-            fake.customer_writes(KFID, u, questions[round]);
+            fake.customer_writes(KFID, u, q);
         }
     }
     let total = CUSTOMERS * EACH;
