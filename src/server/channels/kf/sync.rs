@@ -103,11 +103,18 @@ impl Accounts {
             .unwrap_or_default()
     }
 
+    /// Rare (a new account): flushed at once, so a crash before the first sync still leaves
+    /// the account to catch up on at start.
     fn remember(&self, ids: &[String]) {
-        if let Ok(json) = serde_json::to_vec(ids) {
-            if let Err(e) = self.store.kv_put(&accounts_key(&self.channel), &json) {
-                tracing::warn!(channel = %self.channel, error = %e, "cannot store the kf account list");
-            }
+        let Ok(json) = serde_json::to_vec(ids) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .kv_put(&accounts_key(&self.channel), &json)
+            .and_then(|()| self.store.flush())
+        {
+            tracing::warn!(channel = %self.channel, error = %e, "cannot store the kf account list");
         }
     }
 
