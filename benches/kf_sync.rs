@@ -67,7 +67,7 @@ fn kf_sync(c: &mut Criterion) {
         pulled += BACKLOG;
         format!("CUR-{pulled}")
     };
-    let cursor_key = format!("kf:{KF_CHANNEL}:{KFID}");
+    let cursor_key = kefu::server::channels::kf::sync::cursor_key(KF_CHANNEL, KFID);
 
     let mut group = c.benchmark_group("kf_sync");
     group.throughput(Throughput::Elements(BACKLOG as u64));
@@ -84,7 +84,7 @@ fn kf_sync(c: &mut Criterion) {
                     let started = Instant::now();
                     notify(&kefu, &fake, &seal).await;
                     until(|| {
-                        store.cursor(&cursor_key).ok().flatten().as_deref() == Some(end.as_str())
+                        store.kv_get(&cursor_key).ok().flatten().as_deref() == Some(end.as_bytes())
                     })
                     .await;
                     let took = started.elapsed();

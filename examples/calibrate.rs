@@ -392,6 +392,7 @@ async fn main() -> anyhow::Result<()> {
                 "bigram" => shipped.terms.bigram = v,
                 "unigram" => shipped.terms.unigram = v,
                 "question" => shipped.terms.question = v,
+                "concept" => shipped.terms.concept = v,
                 _ => anyhow::bail!("unknown knob {k}"),
             }
         }

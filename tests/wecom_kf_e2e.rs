@@ -83,19 +83,23 @@ fn fresh(mut page: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_is_verified_answered_at_once_and_pulled_with_its_token() {
-    let e = env().await;
+    // The vector is signed in 2023: no timestamp window for it (see the next test).
+    let e = env_with(
+        "human_servicers = [\"lisi\", \"zhangsan\"]\ntimestamp_window_ms = 0",
+        "",
+    )
+    .await;
     let v1 = kf_vector("V1_callback");
     let token = v1["plaintext"].as_str().unwrap();
     assert!(token.contains("ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR"));
     e.fake
         .allow_msg_token("ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR");
     // A stored cursor (V2's): the pull must be exactly V2.
-    let cursor_key = format!("kf:{KF_CHANNEL}:{KFID}");
     e.kefu
         .state
         .app
         .store
-        .set_cursor(&cursor_key, "4gw7MepFLfgF2VC5npN")
+        .kv_put(&cursor_key(), b"4gw7MepFLfgF2VC5npN")
         .unwrap();
     e.fake.script(
         KFID,
@@ -181,12 +185,7 @@ async fn v3_v4_pages_welcome_answer_and_keep_the_servicer_unanswered() {
     );
     let store = &e.kefu.state.app.store;
     eventually("cursor P3", || {
-        (store
-            .cursor(&format!("kf:{KF_CHANNEL}:{KFID}"))
-            .unwrap()
-            .as_deref()
-            == Some("CURSOR_P3"))
-        .then_some(())
+        (cursor(store.as_ref()).as_deref() == Some("CURSOR_P3")).then_some(())
     })
     .await;
     // Two customer messages, two answers; the servicer's line is kept, never answered.
@@ -392,6 +391,29 @@ async fn handoff_moves_the_session_to_a_servicer_with_its_notice_and_release_end
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_signed_long_ago_is_refused_by_the_timestamp_window() {
+    // The default window (1 h): V1, authentic but signed in 2023, is a replay.
+    let e = env().await;
+    let v1 = kf_vector("V1_callback");
+    let cb = wecom_kefu::Callback {
+        query: v1["http_query"].as_str().unwrap().into(),
+        body: v1["http_body"].as_str().unwrap().into(),
+    };
+    assert_eq!(post_to(&e.kefu, KF_CHANNEL, &cb).await.0, 401);
+    // A fresh notification of the same channel goes through.
+    e.fake
+        .customer_writes(KFID, CUSTOMER, "What is the refund policy?");
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    replies(&e.fake, CUSTOMER, 1).await;
+    assert!(
+        e.fake.sync_requests().iter().all(|r| !r
+            .to_string()
+            .contains("ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR")),
+        "the refused notification's token was never used"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_receiving_servicer_means_the_pool() {
     let e = env_with("human_servicers = [\"lisi\"]", "").await;
     e.fake.customer_writes(KFID, CUSTOMER, "转人工");
@@ -422,7 +444,8 @@ async fn the_sixth_reply_in_the_window_is_not_sent_and_the_agent_is_told() {
         async move {
             let r = http
                 .post(url)
-                .json(&json!({"text": text, "agent": "ops"}))
+                // Automation (no agent named) may write to a conversation no one took over.
+                .json(&json!({"text": text}))
                 .send()
                 .await
                 .unwrap();
@@ -449,7 +472,10 @@ async fn the_sixth_reply_in_the_window_is_not_sent_and_the_agent_is_told() {
             .any(|(r, x)| r == "system" && x.contains("cut to 1 message")),
         "{t:?}"
     );
-    // The customer writes again: a new allowance, the answer goes out.
+    // The customer writes again (in a later second: WeCom's send_time has 1 s resolution,
+    // and sends of the same second as a customer message count against it): a new
+    // allowance, the answer goes out.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     e.fake
         .customer_writes(KFID, CUSTOMER, "What is the refund policy?");
     notify(&e.kefu, &e.fake, &e.seal).await;
@@ -768,7 +794,15 @@ where
 }
 
 fn cursor_key() -> String {
-    format!("kf:{KF_CHANNEL}:{KFID}")
+    kefu::server::channels::kf::sync::cursor_key(KF_CHANNEL, KFID)
+}
+
+/// The account's stored cursor.
+fn cursor(store: &dyn kefu::store::Store) -> Option<String> {
+    store
+        .kv_get(&cursor_key())
+        .unwrap()
+        .map(|v| String::from_utf8(v).unwrap())
 }
 
 #[test]
@@ -787,7 +821,7 @@ fn the_cursor_survives_a_restart() {
         replies(&fake, "wmOther", 1).await;
         let store = kefu.state.app.store.clone();
         eventually("the cursor saved", || {
-            (store.cursor(&cursor_key()).unwrap().as_deref() == Some("CUR-2")).then_some(())
+            (cursor(store.as_ref()).as_deref() == Some("CUR-2")).then_some(())
         })
         .await;
         eventually("an empty outbox", || (kefu.outbox_len() == 0).then_some(())).await;
@@ -834,7 +868,7 @@ fn a_kill_between_fetch_and_cursor_save_replays_without_double_answers() {
         replies(&fake, CUSTOMER, 1).await;
         let store = kefu.state.app.store.clone();
         eventually("cursor CUR-1", || {
-            (store.cursor(&cursor_key()).unwrap().as_deref() == Some("CUR-1")).then_some(())
+            (cursor(store.as_ref()).as_deref() == Some("CUR-1")).then_some(())
         })
         .await;
         // The next page is fetched and stored while sends fail.
@@ -843,7 +877,7 @@ fn a_kill_between_fetch_and_cursor_save_replays_without_double_answers() {
         fake.customer_writes(KFID, "wmSecond", questions[2]);
         notify(&kefu, &fake, &seal).await;
         eventually("the page stored and answered, replies waiting", || {
-            let done = store.cursor(&cursor_key()).unwrap().as_deref() == Some("CUR-3")
+            let done = cursor(store.as_ref()).as_deref() == Some("CUR-3")
                 && store.inbox_all().unwrap().is_empty()
                 && kefu.outbox_len() == 2;
             done.then_some(())
@@ -856,7 +890,7 @@ fn a_kill_between_fetch_and_cursor_save_replays_without_double_answers() {
         let db = sled::open(&db_path).unwrap();
         let store = kefu::store::SledStore::open(&db).unwrap();
         use kefu::store::Store;
-        store.set_cursor(&cursor_key(), "CUR-1").unwrap();
+        store.kv_put(&cursor_key(), b"CUR-1").unwrap();
         store.flush().unwrap();
     }
     fake.set_send_down(false);
@@ -1044,4 +1078,66 @@ async fn a_missed_session_end_is_noticed_when_the_customer_writes_again() {
             .any(|(r, x)| r == "system" && x.contains("no longer with a servicer")),
         "{t:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_waits_for_a_full_conversation_queue_and_drops_nothing() {
+    // Room for 2 waiting messages per conversation; one page brings 8 from one customer.
+    // Every one is stored and handled once, in order, however often the page is offered.
+    let e = env_with("", "[server]\nqueue_per_conversation = 2\n").await;
+    let questions = ["How do I reset my password?", "What is the refund policy?"];
+    for i in 0..8 {
+        e.fake
+            .customer_writes(KFID, CUSTOMER, questions[i % questions.len()]);
+    }
+    notify(&e.kefu, &e.fake, &e.seal).await;
+    // WeCom allows 5 messages after the customer's last one (the 8th): 5 answers go out,
+    // the other 3 are reported to the agents.
+    let got = replies(&e.fake, CUSTOMER, 5).await;
+    eventually("the agents told of the 3 not sent", || {
+        (transcript(&e.kefu, KF_CHANNEL, &conv())
+            .iter()
+            .filter(|(r, x)| r == "system" && x.contains("a reply was not sent"))
+            .count()
+            == 3)
+            .then_some(())
+    })
+    .await;
+    settle().await;
+    assert_eq!(e.fake.sent_to(CUSTOMER).len(), 5, "{got:?}");
+    assert!(e.fake.send_refusals().is_empty(), "kefu never hit 95001");
+    let asked = transcript(&e.kefu, KF_CHANNEL, &conv())
+        .into_iter()
+        .filter(|(r, _)| r == "user")
+        .count();
+    assert_eq!(asked, 8, "every message stored once");
+    let answered = transcript(&e.kefu, KF_CHANNEL, &conv())
+        .into_iter()
+        .filter(|(r, _)| r == "bot")
+        .count();
+    assert_eq!(answered, 8, "every message had its turn");
+    let m = &e.kefu.state.app.metrics;
+    assert!(
+        m.get(
+            "kefu_callbacks_total",
+            &[("channel", KF_CHANNEL), ("outcome", "busy")]
+        ) > 0,
+        "the page met the full queue"
+    );
+    assert_eq!(
+        m.get(
+            "kefu_callbacks_total",
+            &[("channel", KF_CHANNEL), ("outcome", "accepted")]
+        ),
+        8
+    );
+    assert_eq!(
+        m.get(
+            "kefu_kf_syncs_total",
+            &[("channel", KF_CHANNEL), ("outcome", "failed")]
+        ),
+        0,
+        "a full queue is waited for, not a failed sync"
+    );
+    assert!(cursor(e.kefu.state.app.store.as_ref()).is_some());
 }

@@ -84,6 +84,13 @@ impl WeComSender {
 
 #[async_trait]
 impl Sender for WeComSender {
+    /// App messages carry no id the platform checks; kf calls are the kf sender's to judge.
+    fn resend_safe(&self, call: &Call) -> bool {
+        self.kf.as_ref().is_some_and(|kf| {
+            call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) && kf.resend_safe(call)
+        })
+    }
+
     async fn send(&self, call: &Call) -> Result<(), SendError> {
         if let Some(kf) = &self.kf {
             if call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) {
@@ -323,6 +330,7 @@ mod tests {
             api_base: format!("{base}/"),
             markdown: false,
             greet_on_enter: true,
+            timestamp_window_ms: crate::config::DEFAULT_WECOM_TIMESTAMP_WINDOW_MS,
             kf: false,
             open_kfids: None,
             human_servicers: None,

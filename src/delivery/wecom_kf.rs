@@ -364,6 +364,19 @@ impl KfSender {
 
 #[async_trait]
 impl Sender for KfSender {
+    /// `send_msg` / `send_msg_on_event` with a `msgid`: the API refuses a repeated msgid,
+    /// so a send a crash cut off may go again without reaching the customer twice.
+    /// Transfers and anything without an id may not.
+    fn resend_safe(&self, call: &Call) -> bool {
+        matches!(
+            call.url.as_str(),
+            kf::SEND_MSG_PATH | kf::SEND_ON_EVENT_PATH
+        ) && serde_json::from_str::<serde_json::Value>(&call.body)
+            .ok()
+            .and_then(|b| b["msgid"].as_str().map(|id| !id.is_empty()))
+            .unwrap_or(false)
+    }
+
     async fn send(&self, call: &Call) -> Result<(), SendError> {
         if let Some(t) = Transfer::from_call(call) {
             return self.transfer(&t).await;

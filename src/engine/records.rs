@@ -1,12 +1,14 @@
 //! What the engine keeps without answering: messages and events a platform reports that are
 //! not questions for the bot (a human servicer's message, a session event, a failed
 //! delivery), and hand-overs a platform made on its own. Each write takes the conversation's
-//! lock, so it lands in order with the turns.
+//! lock, so it lands in order with the turns, and each is one `save_turn` (the message and
+//! the conversation record that commits it), announced to the agents' console.
 
 use adapters::Inbound;
 
 use super::{Engine, EngineError};
-use crate::store::{Conversation, Handoff, Message, Role};
+use crate::events::EventKind;
+use crate::store::{Conversation, Handoff, HandoffCard, HandoffEnd, HandoffEndKind, Message, Role};
 
 impl Engine {
     /// Store `text` in `m`'s conversation as written by `role`, without a turn; creates the
@@ -35,30 +37,29 @@ impl Engine {
         if let (Some(h), Some(a)) = (conv.handoff.as_mut().filter(|h| h.active), agent) {
             h.agent = Some(a.to_string());
         }
-        let msg = Message {
-            seq: conv.take_seq(),
-            role,
-            text: text.to_string(),
-            at_ms: if m.sent_at_ms > 0 {
-                m.sent_at_ms.min(now)
-            } else {
-                now
-            },
-            platform_id: Some(m.id.clone()),
-            intent: None,
-            sources: vec![],
+        let at = if m.sent_at_ms > 0 {
+            m.sent_at_ms.min(now)
+        } else {
+            now
         };
+        let mut msg = Message::new(conv.take_seq(), role, text, at);
+        msg.platform_id = Some(m.id.clone());
+        msg.agent = agent.map(str::to_string);
         conv.updated_ms = now;
-        self.p
-            .store
-            .append_message(&m.channel, &m.conversation, &msg)?;
-        self.p.store.save_conversation(&conv)?;
+        self.p.store.save_turn(&conv, std::slice::from_ref(&msg))?;
+        self.events.publish(
+            EventKind::Message,
+            &m.channel,
+            &m.conversation,
+            Some(msg.seq),
+            agent,
+        );
         Ok(msg)
     }
 
     /// A system note in an existing conversation (a failed delivery, a state the platform
     /// reported). Nothing happens for an unknown conversation.
-    pub async fn note(
+    pub async fn platform_note(
         &self,
         channel: &str,
         conversation: &str,
@@ -69,7 +70,10 @@ impl Engine {
         let Some(mut conv) = self.p.store.conversation(channel, conversation)? else {
             return Ok(());
         };
-        self.append_note(&mut conv, text)
+        let seq = self.append_platform_note(&mut conv, text)?;
+        self.events
+            .publish(EventKind::Message, channel, conversation, Some(seq), None);
+        Ok(())
     }
 
     /// A person took the conversation on the platform itself (a servicer picked it from the
@@ -96,13 +100,11 @@ impl Engine {
                 }
             }
             None => {
-                conv.handoff = Some(Handoff {
-                    active: true,
-                    reason: "platform".into(),
-                    summary: why.to_string(),
-                    since_ms: now,
-                    agent: agent.map(str::to_string),
-                });
+                let mut h =
+                    Handoff::start("platform", why.to_string(), HandoffCard::default(), now);
+                h.agent = agent.map(str::to_string);
+                h.claimed_ms = agent.map(|_| now);
+                conv.handoff = Some(h);
                 conv.flow = None;
                 conv.unresolved_turns = 0;
                 self.p
@@ -110,7 +112,14 @@ impl Engine {
                     .inc("kefu_handoffs_total", &[("reason", "platform")]);
             }
         }
-        self.append_note(&mut conv, why)?;
+        let seq = self.append_platform_note(&mut conv, why)?;
+        let kind = if started {
+            EventKind::Handoff
+        } else {
+            EventKind::Message
+        };
+        self.events
+            .publish(kind, channel, conversation, Some(seq), agent);
         Ok(started)
     }
 
@@ -128,28 +137,37 @@ impl Engine {
             return Ok(false);
         };
         let was = conv.handed_off();
-        if let Some(h) = conv.handoff.as_mut() {
+        if let Some(h) = conv.handoff.as_mut().filter(|h| h.active) {
             h.active = false;
+            h.ended = Some(HandoffEnd {
+                how: HandoffEndKind::Released,
+                by: None,
+                at_ms: self.p.clock.now_ms(),
+                note: Some(why.to_string()),
+            });
         }
         conv.unresolved_turns = 0;
-        self.append_note(&mut conv, why)?;
+        let seq = self.append_platform_note(&mut conv, why)?;
+        let kind = if was {
+            EventKind::Released
+        } else {
+            EventKind::Message
+        };
+        self.events
+            .publish(kind, channel, conversation, Some(seq), None);
         Ok(was)
     }
 
-    fn append_note(&self, conv: &mut Conversation, text: &str) -> Result<(), EngineError> {
-        let msg = Message {
-            seq: conv.take_seq(),
-            role: Role::System,
-            text: text.to_string(),
-            at_ms: self.p.clock.now_ms(),
-            platform_id: None,
-            intent: None,
-            sources: vec![],
-        };
-        self.p
-            .store
-            .append_message(&conv.channel, &conv.conversation, &msg)?;
-        self.p.store.save_conversation(conv)?;
-        Ok(())
+    /// Append a system note and the conversation record in one write; returns its seq.
+    fn append_platform_note(
+        &self,
+        conv: &mut Conversation,
+        text: &str,
+    ) -> Result<u64, EngineError> {
+        let now = self.p.clock.now_ms();
+        let msg = Message::new(conv.take_seq(), Role::System, text, now);
+        conv.updated_ms = now;
+        self.p.store.save_turn(conv, std::slice::from_ref(&msg))?;
+        Ok(msg.seq)
     }
 }

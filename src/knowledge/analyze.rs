@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use jieba_rs::Jieba;
 
 pub use crate::text::is_cjk;
-use crate::text::{en, normalize, zh};
+use crate::text::{concepts, en, normalize, zh};
 
 /// One analyzed token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,62 +134,23 @@ fn flush_cjk(run: &mut String, out: &mut Vec<Token>) {
     }
 }
 
-/// A light English stemmer: enough to make inflections and -ation nouns meet, not Porter.
-/// Non-ASCII words and short words are returned unchanged.
-pub fn stem(word: &str) -> String {
-    if !word.is_ascii() || word.len() <= 3 || word.bytes().any(|b| b.is_ascii_digit()) {
-        return word.to_string();
-    }
-    let mut w = word.to_string();
-    // Order matters: longest suffix first, one inflectional suffix removed.
-    if let Some(s) = w.strip_suffix("ations") {
-        w = format!("{s}at");
-    } else if let Some(s) = w.strip_suffix("ation") {
-        w = format!("{s}at");
-    } else if let Some(s) = w.strip_suffix("ies").filter(|s| s.len() >= 2) {
-        w = format!("{s}i");
-    } else if let Some(s) = w.strip_suffix("ied").filter(|s| s.len() >= 2) {
-        w = format!("{s}i");
-    } else if w.ends_with("sses") {
-        w.truncate(w.len() - 2);
-    } else if let Some(s) = w.strip_suffix("ing").filter(|s| s.len() >= 3) {
-        w = undouble(s);
-    } else if let Some(s) = w.strip_suffix("ed").filter(|s| s.len() >= 3) {
-        w = undouble(s);
-    } else if let Some(s) = w.strip_suffix("ly").filter(|s| s.len() >= 4) {
-        w = s.to_string();
-    } else if w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is") {
-        w.pop();
-    }
-    if w.len() > 3 && w.ends_with('e') {
-        w.pop();
-    }
-    if w.len() > 3 && w.ends_with('y') {
-        w.pop();
-        w.push('i');
-    }
-    w
-}
-
-/// `stopp` → `stop`, `gett` → `get`; but `fall`, `pass`, `buzz` keep their pair.
-fn undouble(s: &str) -> String {
-    let b = s.as_bytes();
-    let n = b.len();
-    if n >= 2 && b[n - 1] == b[n - 2] && !matches!(b[n - 1], b'l' | b's' | b'z') {
-        s[..n - 1].to_string()
-    } else {
-        s.to_string()
-    }
-}
+pub use crate::text::en::stem;
 
 /// Lexical terms for BM25: Latin stems; for CJK runs the words plus the characters and
-/// character bigrams of each span (marked `1:` and `2:`; see [`UNIGRAM`], [`BIGRAM`]).
+/// character bigrams of each span (marked `1:` and `2:`; see [`UNIGRAM`], [`BIGRAM`]); for
+/// both, the concepts the words belong to (`~refund`, see [`crate::text::concepts`]).
 pub fn terms(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for t in tokens(text) {
         match t {
-            Token::Word { stem, .. } => out.push(stem),
+            Token::Word { stem, .. } => {
+                out.extend(concepts::of(&stem).iter().cloned());
+                out.push(stem);
+            }
             Token::Cjk { words, spans } => {
+                for w in &words {
+                    out.extend(concepts::of(w).iter().cloned());
+                }
                 out.extend(words);
                 for span in spans {
                     let chars: Vec<char> = span.chars().collect();

@@ -85,6 +85,7 @@ pub struct SearchParams {
     pub sentence_weight: f32,
     /// BM25 query-term weights by class (stop words, Chinese characters and bigrams).
     pub terms: TermWeights,
+
     /// The calibration curves: per retrieval mode, query language and chunk kind.
     pub calibration: [Calibration; 3],
 }
@@ -195,26 +196,26 @@ impl Default for SearchParams {
             calibration: [
                 Calibration {
                     curves: [
-                        curve(14.13, 0.245, 1.31, 0.69),
-                        curve(14.45, 0.271, 2.08, 1.67),
-                        curve(20.93, 0.312, 3.46, 1.59),
-                        curve(14.38, 0.324, 0.91, 1.13),
+                        curve(14.16, 0.292, 1.19, 0.98),
+                        curve(14.61, 0.303, 1.86, 1.72),
+                        curve(19.23, 0.349, 3.53, 1.73),
+                        curve(14.11, 0.405, 0.74, 1.49),
                     ],
                 },
                 Calibration {
                     curves: [
-                        curve(13.18, 0.301, 1.22, 0.42),
-                        curve(14.42, 0.355, 1.39, 1.39),
-                        curve(9.86, 0.214, 6.46, 0.34),
-                        curve(14.48, 0.291, 0.91, 0.50),
+                        curve(15.23, 0.350, 0.97, 0.47),
+                        curve(14.32, 0.390, 1.30, 1.50),
+                        curve(10.36, 0.237, 5.97, 0.29),
+                        curve(14.33, 0.392, 0.94, 1.11),
                     ],
                 },
                 Calibration {
                     curves: [
-                        curve(13.88, 0.224, 1.47, 1.06),
-                        curve(15.46, 0.246, 1.87, 1.70),
-                        curve(17.96, 0.371, 4.01, 2.54),
-                        curve(14.59, 0.230, 1.39, 0.70),
+                        curve(14.55, 0.287, 1.19, 1.26),
+                        curve(15.33, 0.233, 1.86, 1.47),
+                        curve(19.92, 0.301, 4.12, 1.64),
+                        curve(14.59, 0.393, 1.01, 1.73),
                     ],
                 },
             ],
@@ -384,20 +385,32 @@ impl Snapshot {
             }
             // Ties break on chunk order, so results are the same run after run.
             let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-            if candidates.len() > top_k {
-                candidates.select_nth_unstable_by(top_k - 1, order);
-                candidates.truncate(top_k);
+            // FAQ entries and sections sit on different curves, so the best few by raw
+            // similarity are re-ordered by calibrated score; a few spare candidates let a
+            // section that calibrates higher than an FAQ entry above it come in.
+            let pool = top_k + top_k.div_ceil(2);
+            if candidates.len() > pool {
+                candidates.select_nth_unstable_by(pool - 1, order);
+                candidates.truncate(pool);
             }
             candidates.sort_by(order);
             let shape = QueryShape::of(qterms, self.unknown_share(qterms, &p.terms));
-            candidates
+            let mut ranked: Vec<Ranked> = candidates
                 .iter()
                 .map(|&(raw, c)| Ranked {
                     chunk: c as usize,
                     score: p.calibrate(mode, lang, self.chunks[c as usize].kind, raw, shape),
                     raw,
                 })
-                .collect()
+                .collect();
+            ranked.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then(b.raw.total_cmp(&a.raw))
+                    .then(a.chunk.cmp(&b.chunk))
+            });
+            ranked.truncate(top_k);
+            ranked
         })
     }
 }

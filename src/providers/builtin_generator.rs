@@ -38,8 +38,10 @@ use crate::text::{join_sentences, word_count};
 const MAX_WORDS: usize = 150;
 /// Hits further than this below the best one are not quoted from.
 const SCORE_WINDOW: f32 = 0.25;
-/// A second sentence of the chunk is added when it scores at least this share of the best.
-const NEAR_BEST: f32 = 0.8;
+/// Another sentence of the chunk is added when it scores within this of the best (a
+/// question asking for one fact), or within `GENERAL_MARGIN` (any other question).
+const NEAR_BEST: f32 = 0.15;
+const GENERAL_MARGIN: f32 = 0.5;
 
 #[derive(Default)]
 pub struct BuiltinGenerator;
@@ -150,18 +152,33 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
         let heading: Vec<&str> = std::iter::once(h.title.as_str())
             .chain(h.heading_path.iter().map(String::as_str))
             .collect();
-        let context = q.overlap(&heading);
+        let context = q.overlap(&heading)
+            + if heading.iter().any(|h| q.asks.announced_by(h)) {
+                0.3
+            } else {
+                0.0
+            };
         let same_language = looks_chinese(&h.text) == req.zh;
         for (j, p) in all[i].iter().enumerate() {
             let own = match h.kind {
                 // An FAQ entry matched on its question: its answer need not repeat the words.
-                ChunkKind::Faq => q.overlap(&[&p.searchable, &h.title]).max(h.score),
+                ChunkKind::Faq => q.overlap(&[&h.title]).max(q.overlap(&[&p.searchable])),
                 ChunkKind::Section => q.overlap(&[&p.searchable]),
             };
-            let score =
-                own + 0.3 * context + 0.4 * q.asks.carried_by(&p.searchable) + 0.3 * h.score
-                    - 0.05 * i as f32
-                    + if same_language { 0.1 } else { 0.0 };
+            let mut score = own
+                + 0.3 * context
+                + 0.4 * q.asks.carried_by(&p.searchable)
+                // Retrieval knows the knowledge (IDF, vectors); the overlap above only sees
+                // this question's words: the hit's score and rank weigh as much as they.
+                + h.score
+                - 0.15 * i as f32;
+            if same_language {
+                score += 0.1;
+            }
+            if p.is_row() {
+                // A table row and a sentence saying the same: the sentence reads better.
+                score -= 0.05;
+            }
             cands.push(Candidate {
                 hit: i,
                 piece: j,
@@ -194,9 +211,9 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
         let mut ranked: Vec<&Candidate> = cands.iter().filter(|c| c.hit == top.hit).collect();
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.piece.cmp(&b.piece)));
         let floor = if q.asks.is_specific() {
-            NEAR_BEST * top.score
+            top.score - NEAR_BEST
         } else {
-            0.5 * top.score
+            top.score - GENERAL_MARGIN
         };
         let mut picked = Vec::new();
         let mut words = 0;

@@ -1,57 +1,64 @@
-//! Platform callbacks: verify and decode through the channel's codec, answer at once, then
+//! Platform callbacks: verify and decode through the channel's codec, store, answer, then
 //! handle the message in the background (in its conversation's order) and deliver through
 //! the outbox. What differs per channel kind is asked of the registry ([`super::channels`]).
 //!
-//! A message is written to the inbox before the 200 goes out and removed after its reply is
-//! queued, so a crash in between loses nothing (`serve` replays the inbox on start). The
-//! dedupe key is remembered for a day, also across restarts: a platform retry after a
-//! restart is still recognized. Pull channels (WeCom kf) store their pages the same way
-//! before they move their cursor, and hand the messages to [`enqueue`].
+//! Acknowledged means durable: a message's dedupe key and inbox entry are written in one
+//! step and flushed (group commit) before the 200 goes out; a write or flush that fails
+//! answers 503 and the platform retries. The inbox entry goes in the same write that queues
+//! the reply, so a crash anywhere loses nothing and answers nothing twice: `serve` replays
+//! the inbox on start, and a replayed message whose turn was already recorded gets that
+//! turn's reply instead of a second turn. The dedupe key is remembered for a day, across
+//! restarts too.
+//!
+//! Pull channels (WeCom kf) take their pages in through [`super::fetched`], the same writes
+//! and the same queues; their cursor is their acknowledgement.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::{Decoded, Inbound, Outbound};
+use adapters::{ChannelKind, Decoded, Inbound, Outbound};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use tokio::sync::mpsc;
-
 use super::channels::{CallbackPath, Registered, Registry, Reply};
-use super::error::read_body;
+use super::error::{read_body, STORE_UNAVAILABLE};
+use super::queues::{Queued, Queues, Refused, WorkerParts};
 use super::{ApiError, AppState};
 use crate::delivery::Outbox;
-use crate::engine::{EngineError, Turn};
-use crate::store::Conversation;
+use crate::engine::EngineError;
+use crate::lifecycle::TaskHandle;
+use crate::store::{Conversation, OutboxItem, Role, Ticket};
 
 /// Largest callback body accepted (WeCom and DingTalk send a few KB).
 const MAX_CALLBACK_BYTES: usize = 256 * 1024;
 /// How long a message id is remembered for dedupe.
-const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
+pub(super) const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
 /// A conversation's worker exits after this long without messages.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// A turn or a reply that could not be stored is tried again after this, doubling to
+/// `STORE_RETRY_MAX`, until it works or kefu stops (the message stays in the inbox).
+const STORE_RETRY: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How far back a replayed message's recorded turn is looked for.
+const REPLAY_LOOKBACK: u64 = 64;
 
 /// The registered channels, their outbox and the per-conversation queues.
 pub struct Platforms {
     pub registry: Registry,
     pub outbox: Arc<Outbox>,
-    queues: Mutex<HashMap<ConversationKey, Queue>>,
+    pub queues: Queues,
 }
 
-/// `(channel, conversation)`.
-type ConversationKey = (String, String);
-/// A conversation's waiting messages, each with its dedupe/inbox key.
-type Queue = mpsc::UnboundedSender<(String, Inbound)>;
-
 impl Platforms {
-    pub fn new(registry: Registry, outbox: Arc<Outbox>) -> Self {
+    /// `queue_limit`: `server.queue_per_conversation`.
+    pub fn new(registry: Registry, outbox: Arc<Outbox>, queue_limit: usize) -> Self {
         Platforms {
             registry,
             outbox,
-            queues: Mutex::new(HashMap::new()),
+            queues: Queues::new(queue_limit),
         }
     }
 }
@@ -90,6 +97,8 @@ async fn callback(
         .ok_or_else(|| ApiError::UnknownChannel(name.clone()))?;
     let (parts, body) = req.into_parts();
     let bytes = read_body(body, MAX_CALLBACK_BYTES).await?;
+    // From here to its 200 this callback takes microseconds: a flush may wait for it.
+    let ticket = s.app.commit.ticket();
     let req = http::Request::from_parts(parts, bytes);
     let decoded = match codec.decode(&req, s.app.clock.now()) {
         Ok(d) => d,
@@ -106,11 +115,16 @@ async fn callback(
             return Err(e.into());
         }
     };
-    Ok(accept(&s, &name, decoded))
+    if ch.kind == ChannelKind::DingTalk {
+        super::replay::dingtalk_signature_once(&s, &name, req.headers(), &decoded)?;
+        super::replay::warn_foreign_webhook(&s, &name, &decoded);
+    }
+    Ok(accept(&s, &name, decoded, ticket).await)
 }
 
-/// After a successful decode: always a 2xx, whatever happens next.
-pub fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
+/// After a successful decode: 200 once the message is on disk, whatever happens next;
+/// 503 when it could not be stored (or its queue is full): the platform retries.
+pub async fn accept(s: &AppState, name: &str, decoded: Decoded, ticket: Ticket) -> Response {
     let count = |outcome: &str| {
         s.app.metrics.inc(
             "kefu_callbacks_total",
@@ -128,120 +142,323 @@ pub fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
             tracing::debug!(channel = name, why, "callback ignored");
             StatusCode::OK.into_response()
         }
-        // The notice carries no customer data: answered at once, pulled in the background.
+        // The notice carries no customer data: the channel pulls the messages itself, in
+        // the background. The 200 waits for the flush only so that a newly seen account is
+        // remembered (a restart catches up on it).
         Decoded::KfNotice(n) => {
+            if s.lifecycle.conversations.is_stopping() {
+                count("unavailable");
+                return ApiError::Unavailable("kefu is stopping".into()).into_response();
+            }
             let taken = ch.is_some_and(|c| c.driver.notice(s, c, n));
             count(if taken { "notified" } else { "ignored" });
+            if taken {
+                if let Err(e) = s.app.commit.durable_with(ticket).await {
+                    tracing::error!(error = %e, "flush failed; the platform will retry");
+                    return ApiError::Unavailable(STORE_UNAVAILABLE.into()).into_response();
+                }
+            }
             StatusCode::OK.into_response()
         }
         Decoded::Message(m) if ch.is_some_and(|c| c.driver.skip(&m)) => {
             count("ignored");
             StatusCode::OK.into_response()
         }
-        Decoded::Message(m) => {
-            let key = format!("{name}:{}", m.id);
-            match s
-                .app
-                .store
-                .check_and_remember(&key, s.app.clock.now_ms(), DEDUPE_TTL_MS)
-            {
-                Ok(true) => {
-                    count("duplicate");
-                    return StatusCode::OK.into_response();
-                }
-                Ok(false) => {}
-                // Can't tell: handle it; a rare double answer beats a lost question.
-                Err(e) => tracing::error!(error = %e, "dedupe store failed"),
+        Decoded::Message(m) => match take_in(s, name, *m, ticket).await {
+            Ok(outcome) => {
+                count(outcome);
+                StatusCode::OK.into_response()
             }
-            if let Err(e) = s.app.store.inbox_put(&key, &m) {
-                tracing::error!(error = %e, "inbox write failed; handling from memory");
+            Err((outcome, e)) => {
+                count(outcome);
+                e.into_response()
             }
-            count("accepted");
-            enqueue(s, key, *m);
-            StatusCode::OK.into_response()
-        }
+        },
     }
 }
 
-/// Hand a message to its conversation's worker: one customer in order, customers in parallel.
-pub fn enqueue(s: &AppState, key: String, m: Inbound) {
+/// Store a platform message (dedupe key + inbox entry, flushed) and queue it. `Ok` names
+/// the outcome (`accepted` / `duplicate`); `Err` a 503 for the platform to retry, with its
+/// outcome (`busy`: the queue is full; `unavailable`: the store failed or kefu is stopping).
+async fn take_in(
+    s: &AppState,
+    name: &str,
+    m: Inbound,
+    ticket: Ticket,
+) -> Result<&'static str, (&'static str, ApiError)> {
+    let unavailable = |why: &str| ("unavailable", ApiError::Unavailable(why.to_string()));
+    if s.lifecycle.conversations.is_stopping() {
+        return Err(unavailable("kefu is stopping"));
+    }
+    let key = format!("{name}:{}", m.id);
     let conv = (m.channel.clone(), m.conversation.clone());
-    let mut queues = s.platforms.queues.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = queues.get(&conv) {
-        match tx.send((key, m)) {
-            Ok(()) => return,
-            Err(mpsc::error::SendError(back)) => {
-                // The worker just exited; start a new one below.
-                queues.remove(&conv);
-                let (tx, rx) = mpsc::unbounded_channel();
-                let _ = tx.send(back);
-                queues.insert(conv.clone(), tx);
-                tokio::spawn(worker(s.clone(), conv, rx));
-                return;
-            }
+    // Room first: a full queue is refused before anything is written.
+    let slot = s
+        .platforms
+        .queues
+        .reserve(&conv, true, |parts| spawn_worker(s, parts))
+        .map_err(|r| refusal(s, r))?;
+    let health = s.app.commit.health();
+    let accepted = crate::store::watch(
+        health,
+        s.app
+            .store
+            .inbox_accept(&key, &m, s.app.clock.now_ms(), DEDUPE_TTL_MS),
+    )
+    .map_err(|e| ("unavailable", e.into()))?;
+    // A duplicate waits for the flush too: the first copy may not be on disk yet.
+    let durable = s.app.commit.durable_with(ticket).await;
+    let outcome = match accepted {
+        None => "duplicate",
+        Some(inbox_id) => {
+            // Handled even if the flush failed: it is written, and the platform's retry of
+            // our 503 will be a duplicate of it.
+            slot.send(Queued {
+                inbox_id,
+                message: m,
+                replayed: false,
+            });
+            "accepted"
         }
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let _ = tx.send((key, m));
-    queues.insert(conv.clone(), tx);
-    tokio::spawn(worker(s.clone(), conv, rx));
+    };
+    durable.map_err(|e| {
+        tracing::error!(error = %e, "flush failed; the platform will retry");
+        unavailable(STORE_UNAVAILABLE)
+    })?;
+    Ok(outcome)
 }
 
-async fn worker(
-    s: AppState,
-    conv: ConversationKey,
-    mut rx: mpsc::UnboundedReceiver<(String, Inbound)>,
-) {
+/// The 503 for a message its queue has no room for, with its outcome.
+pub(super) fn refusal(s: &AppState, refused: Refused) -> (&'static str, ApiError) {
+    match refused {
+        Refused::Full => (
+            "busy",
+            ApiError::Unavailable(format!(
+                "this conversation's queue is full ({} messages waiting); try again shortly",
+                s.app.config.server.queue_per_conversation
+            )),
+        ),
+        Refused::Stopping => (
+            "unavailable",
+            ApiError::Unavailable("kefu is stopping".into()),
+        ),
+    }
+}
+
+/// Start the worker of a new conversation queue; false when kefu is stopping.
+pub(super) fn spawn_worker(s: &AppState, parts: WorkerParts) -> bool {
+    let Some(task) = s.lifecycle.conversations.handle() else {
+        return false;
+    };
+    tokio::spawn(worker(s.clone(), parts, task));
+    true
+}
+
+/// Hand a stored message to its conversation's worker, whatever the queue's length.
+fn enqueue_stored(s: &AppState, q: Queued) {
+    let conv = (q.message.channel.clone(), q.message.conversation.clone());
+    match s
+        .platforms
+        .queues
+        .reserve(&conv, false, |parts| spawn_worker(s, parts))
+    {
+        Ok(slot) => {
+            slot.send(q);
+        }
+        Err(_) => tracing::debug!("stopping; the message stays in the inbox"),
+    }
+}
+
+/// One conversation's worker: its messages in order; gone when idle, or when kefu stops
+/// (after the turn in hand; what is still queued stays in the inbox for the next start).
+async fn worker(s: AppState, mut parts: WorkerParts, mut task: TaskHandle) {
     loop {
-        let next = match tokio::time::timeout(WORKER_IDLE, rx.recv()).await {
-            Ok(Some(next)) => next,
+        let next = tokio::select! {
+            biased;
+            _ = task.stopped() => return,
+            next = tokio::time::timeout(WORKER_IDLE, parts.rx.recv()) => next,
+        };
+        match next {
+            Ok(Some(q)) => {
+                handle(&s, q, &task).await;
+                parts.depth.fetch_sub(1, Ordering::SeqCst);
+            }
             Ok(None) => return,
             Err(_idle) => {
-                // Leave only if nothing arrived meanwhile; senders hold this lock to send.
-                let mut queues = s.platforms.queues.lock().unwrap_or_else(|p| p.into_inner());
-                match rx.try_recv() {
-                    Ok(next) => next,
-                    Err(_) => {
-                        queues.remove(&conv);
-                        return;
-                    }
+                if s.platforms.queues.retire_if_idle(&parts.conv, &parts.depth) {
+                    return;
                 }
             }
-        };
-        handle(&s, next.0, next.1).await;
+        }
     }
 }
 
-async fn handle(s: &AppState, key: String, m: Inbound) {
-    let outcome = match s.platforms.registry.get(&m.channel).cloned() {
-        Some(ch) => ch.driver.handle(s, &ch, &m).await,
-        // A message kept for a channel no longer configured: answered, nowhere to send.
-        None => s.app.engine.handle(m.clone()).await.map(|_| ()),
-    };
-    match outcome {
-        Ok(()) => {
-            if let Err(e) = s.app.store.inbox_remove(&key) {
-                tracing::error!(error = %e, "inbox delete failed");
+async fn handle(s: &AppState, q: Queued, task: &TaskHandle) {
+    // A message kept for a channel no longer configured: answered, nowhere to send.
+    let ch = s.platforms.registry.get(&q.message.channel).cloned();
+    if q.replayed {
+        let recorded = match &ch {
+            Some(ch) => ch.driver.recorded(s, ch, &q.message).await,
+            None => None,
+        };
+        if let Some(items) = recorded {
+            // Handled before the last stop; only its answer was not queued.
+            tracing::info!(channel = %q.message.channel, id = %q.message.id, "replayed message already handled; queueing its recorded answer");
+            store_reply(s, &items, q.inbox_id, task).await;
+            return;
+        }
+    }
+    let mut wait = STORE_RETRY;
+    let items = loop {
+        let outcome = match &ch {
+            Some(ch) => ch.driver.handle(s, ch, &q.message).await,
+            None => s
+                .app
+                .engine
+                .handle(q.message.clone())
+                .await
+                .map(|_| Vec::new()),
+        };
+        match outcome {
+            Ok(items) => break items,
+            // Nothing of the turn was stored (it is one write): try again, unless stopping;
+            // then the message stays in the inbox for the next start.
+            Err(e) => {
+                tracing::error!(error = %e, channel = %q.message.channel, "turn failed; trying again");
+                s.app.commit.health().failed(&e.to_string());
+                if !pause(task, &mut wait).await {
+                    return;
+                }
             }
         }
-        // The message stays in the inbox and is handled again after a restart.
-        Err(e) => {
-            tracing::error!(error = %e, channel = %m.channel, "turn failed; message kept in the inbox")
+    };
+    store_reply(s, &items, q.inbox_id, task).await;
+}
+
+/// The default handling of a message: an engine turn, then its answer's outbox entries.
+pub async fn turn(
+    s: &AppState,
+    ch: &Registered,
+    m: &Inbound,
+) -> Result<Vec<OutboxItem>, EngineError> {
+    let turn = s.app.engine.handle(m.clone()).await?;
+    Ok(ch
+        .driver
+        .answer(s, ch, m, &turn.reply, turn.handoff_started)
+        .await)
+}
+
+/// Queue `items` and drop the inbox entry in one write, trying again while the store fails.
+async fn store_reply(s: &AppState, items: &[OutboxItem], inbox_id: u64, task: &TaskHandle) {
+    let mut wait = STORE_RETRY;
+    loop {
+        match s.platforms.outbox.push(items, Some(inbox_id)) {
+            Ok(()) => return,
+            Err(e) => {
+                // Not handled again: the turn is recorded, and after a restart the replay
+                // finds it (`Driver::recorded`).
+                tracing::error!(error = %e, "outbox write failed; trying again");
+                s.app.commit.health().failed(&e.to_string());
+                if !pause(task, &mut wait).await {
+                    return;
+                }
+            }
         }
     }
 }
 
-/// The default handling of a message: an engine turn, its reply and handoff alert.
-pub async fn turn(s: &AppState, ch: &Registered, m: &Inbound) -> Result<(), EngineError> {
-    let turn = s.app.engine.handle(m.clone()).await?;
-    deliver_turn(s, ch, m, &turn).await;
-    Ok(())
+/// Sleep `wait` (doubling it for next time); false when kefu is stopping.
+async fn pause(task: &TaskHandle, wait: &mut Duration) -> bool {
+    let mut task = task.clone();
+    tokio::select! {
+        _ = task.stopped() => return false,
+        _ = tokio::time::sleep(*wait) => {}
+    }
+    *wait = (*wait * 2).min(STORE_RETRY_MAX);
+    true
 }
 
-/// Queue the turn's reply on the customer's channel, and alert agents on a new handoff.
-pub async fn deliver_turn(s: &AppState, ch: &Registered, m: &Inbound, turn: &Turn) {
-    if !turn.reply.is_empty() {
-        ch.driver
+/// A replayed message's turn, if it was recorded before the stop: the outbox entries of
+/// its answer (the reply, and the handoff alert it started).
+pub async fn recorded_answer(
+    s: &AppState,
+    ch: &Registered,
+    m: &Inbound,
+) -> Option<Vec<OutboxItem>> {
+    let (reply, handoff_started) = recorded_turn(s, m)?;
+    Some(ch.driver.answer(s, ch, m, &reply, handoff_started).await)
+}
+
+/// A replayed message's recorded turn: its bot reply (empty when the bot stayed silent)
+/// and whether it started a handoff. `None`: the message was not recorded.
+pub fn recorded_turn(s: &AppState, m: &Inbound) -> Option<(String, bool)> {
+    let store = &s.app.store;
+    let conv = store.conversation(&m.channel, &m.conversation).ok()??;
+    let after = conv.next_seq.saturating_sub(REPLAY_LOOKBACK + 1);
+    let recent = store
+        .messages(
+            &m.channel,
+            &m.conversation,
+            after,
+            REPLAY_LOOKBACK as usize + 1,
+        )
+        .ok()?;
+    let at = recent
+        .iter()
+        .position(|x| x.role == Role::User && x.platform_id.as_deref() == Some(m.id.as_str()))?;
+    // The bot's answer is the next message of the same turn; none means the bot stayed
+    // silent (a human owns the conversation).
+    let answer = recent
+        .get(at + 1)
+        .filter(|x| x.role == Role::Bot && x.seq == recent[at].seq + 1);
+    Some(match answer {
+        Some(bot) => (
+            bot.text.clone(),
+            conv.handoff
+                .as_ref()
+                .is_some_and(|h| h.active && h.since_ms == bot.at_ms),
+        ),
+        None => (String::new(), false),
+    })
+}
+
+/// Whether anything of `m` was recorded in its conversation (by its platform id, any
+/// role): for messages handled without a turn (a servicer's message, an event).
+pub fn recorded_at_all(s: &AppState, m: &Inbound) -> bool {
+    let store = &s.app.store;
+    let Ok(Some(conv)) = store.conversation(&m.channel, &m.conversation) else {
+        return false;
+    };
+    let after = conv.next_seq.saturating_sub(REPLAY_LOOKBACK + 1);
+    store
+        .messages(
+            &m.channel,
+            &m.conversation,
+            after,
+            REPLAY_LOOKBACK as usize + 1,
+        )
+        .is_ok_and(|recent| {
+            recent
+                .iter()
+                .any(|x| x.platform_id.as_deref() == Some(m.id.as_str()))
+        })
+}
+
+/// The outbox entries of a turn's reply on the customer's channel, and of the agents'
+/// alert when the turn started a handoff.
+pub async fn answer_items(
+    s: &AppState,
+    ch: &Registered,
+    m: &Inbound,
+    reply: &str,
+    handoff_started: bool,
+) -> Vec<OutboxItem> {
+    let mut items = Vec::new();
+    if !reply.is_empty() {
+        // A reply that cannot go out is logged where that is found; the customer's message
+        // is stored.
+        items = ch
+            .driver
             .send(
                 s,
                 ch,
@@ -250,21 +467,29 @@ pub async fn deliver_turn(s: &AppState, ch: &Registered, m: &Inbound, turn: &Tur
                     kind: m.kind,
                     user: &m.user,
                     route: &m.route,
-                    text: &turn.reply,
+                    text: reply,
                     id: format!("turn:{}", m.id),
+                    message: None,
                 },
             )
-            .await;
+            .await
+            .unwrap_or_default();
     }
-    if turn.handoff_started {
-        notify_agents(s, &m.channel, &m.conversation);
+    if handoff_started {
+        items.extend(notify_items(s, &m.channel, &m.conversation));
     }
+    items
 }
 
-/// Encode `reply` with the channel's codec and queue its calls: what most channels do.
-pub fn send_encoded(s: &AppState, ch: &Registered, reply: &Reply<'_>) {
+/// Encode `reply` with the channel's codec into outbox entries: what most channels do.
+/// `Err` says why it cannot go out.
+pub fn encoded_items(
+    s: &AppState,
+    ch: &Registered,
+    reply: &Reply<'_>,
+) -> Result<Vec<OutboxItem>, String> {
     let Some(codec) = ch.codec.as_ref() else {
-        return;
+        return Err(format!("channel {} has no way to send messages", ch.name));
     };
     let out = Outbound {
         channel: ch.name.clone(),
@@ -284,74 +509,161 @@ pub fn send_encoded(s: &AppState, ch: &Registered, reply: &Reply<'_>) {
                     (c, fb)
                 })
                 .collect();
-            if let Err(e) = s
-                .platforms
+            Ok(s.platforms
                 .outbox
-                .enqueue(&ch.name, reply.conversation, calls)
-            {
-                tracing::error!(error = %e, "outbox write failed; reply lost");
-            }
+                .items(&ch.name, reply.conversation, reply.message, calls))
         }
-        Err(e) => tracing::error!(error = %e, channel = %ch.name, "reply cannot be encoded"),
+        Err(e) => {
+            tracing::error!(error = %e, channel = %ch.name, "reply cannot be encoded");
+            Err(format!("cannot be encoded for {}: {e}", ch.name))
+        }
     }
 }
 
-/// Post the handoff summary to every `handoff.notify` target.
-pub fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
+/// The handoff summary for every `handoff.notify` target.
+pub fn notify_items(s: &AppState, channel: &str, conversation: &str) -> Vec<OutboxItem> {
     if s.app.config.handoff.notify.is_empty() {
-        return;
+        return Vec::new();
     }
     let conv = match s.app.store.conversation(channel, conversation) {
         Ok(Some(c)) => c,
-        _ => return,
+        _ => return Vec::new(),
     };
     let Some(h) = conv.handoff.as_ref() else {
-        return;
+        return Vec::new();
     };
-    alert_agents(
-        s,
-        &format!(
-            "[kefu] conversation {channel}/{conversation} needs a human ({})\n{}",
-            h.reason, h.summary
-        ),
+    let mut text = format!(
+        "[kefu] conversation {channel}/{conversation} needs a human ({})\n{}",
+        h.reason, h.summary
     );
+    if let Some(link) = console_link(s, channel, conversation) {
+        text.push_str(&format!("\n{link}"));
+    }
+    alert_items(s, &text)
 }
 
-/// Post `text` to every `handoff.notify` target.
+/// The outbox entries that post `text` to every `handoff.notify` target.
+pub fn alert_items(s: &AppState, text: &str) -> Vec<OutboxItem> {
+    s.app
+        .config
+        .handoff
+        .notify
+        .iter()
+        .flat_map(|t| {
+            let calls = crate::delivery::notify_calls(text);
+            s.platforms.outbox.items(
+                t,
+                "notify",
+                None,
+                calls.into_iter().map(|c| (c, vec![])).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Post `text` to every `handoff.notify` target now (not tied to a message's answer).
 pub fn alert_agents(s: &AppState, text: &str) {
-    for t in &s.app.config.handoff.notify {
-        let calls = crate::delivery::notify_calls(text);
-        if let Err(e) = s.platforms.outbox.enqueue(
-            t,
-            "notify",
-            calls.into_iter().map(|c| (c, vec![])).collect(),
-        ) {
-            tracing::error!(error = %e, target = %t, "notify write failed");
-        }
+    let items = alert_items(s, text);
+    if items.is_empty() {
+        return;
+    }
+    if let Err(e) = s.platforms.outbox.push(&items, None) {
+        tracing::error!(error = %e, "notify write failed");
     }
 }
 
-/// An agent's message goes to the customer through the conversation's channel. `conv` is
-/// the record `Engine::agent_reply` returned: the message just stored is its last seq.
-pub async fn deliver_agent_message(s: &AppState, conv: &Conversation, text: &str) {
-    let seq = conv.next_seq.saturating_sub(1);
-    let Some(ch) = s.platforms.registry.get(&conv.channel).cloned() else {
+/// Post the handoff summary to every `handoff.notify` target (a web handoff: the widget's
+/// turn has no inbox entry to answer), with a link that opens the conversation in the agent
+/// console when `server.public_url` is set.
+pub fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
+    let items = notify_items(s, channel, conversation);
+    if items.is_empty() {
         return;
+    }
+    if let Err(e) = s.platforms.outbox.push(&items, None) {
+        tracing::error!(error = %e, "notify write failed");
+    }
+}
+
+/// `{server.public_url}/agent#/c/{channel}/{conversation}`, the console's deep link.
+pub fn console_link(s: &AppState, channel: &str, conversation: &str) -> Option<String> {
+    let base = s.app.config.server.public_url.as_deref()?;
+    Some(format!(
+        "{}/agent#/c/{}/{}",
+        base.trim_end_matches('/'),
+        percent_encode(channel),
+        percent_encode(conversation)
+    ))
+}
+
+/// RFC 3986 unreserved characters stay, every other byte is `%XX` (DingTalk conversation
+/// ids are base64, with `+`, `/` and `=`); the console reads it with `decodeURIComponent`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An agent's message goes to the customer through the conversation's channel: the outbox
+/// for platforms (its delivery state follows the outbox); the web widget fetches it (it is
+/// `queued` until the widget has). A message that cannot go out is marked failed; `Err` is
+/// a store failure (the caller answers 503).
+pub async fn deliver_agent_message(
+    s: &AppState,
+    conv: &Conversation,
+    msg: &crate::store::Message,
+) -> crate::store::StoreResult<()> {
+    if conv.kind == ChannelKind::Web {
+        return Ok(());
+    }
+    let items = match s.platforms.registry.get(&conv.channel).cloned() {
+        Some(ch) => {
+            ch.driver
+                .send(
+                    s,
+                    &ch,
+                    Reply {
+                        conversation: &conv.conversation,
+                        kind: conv.kind,
+                        user: &conv.user,
+                        route: &conv.route,
+                        text: &msg.text,
+                        id: format!("agent:{}:{}", conv.conversation, msg.seq),
+                        message: Some(msg.seq),
+                    },
+                )
+                .await
+        }
+        None => Err(format!(
+            "channel {} has no way to send messages",
+            conv.channel
+        )),
     };
-    ch.driver
-        .send(
-            s,
-            &ch,
-            Reply {
-                conversation: &conv.conversation,
-                kind: conv.kind,
-                user: &conv.user,
-                route: &conv.route,
-                text,
-                id: format!("agent:{}:{seq}", conv.conversation),
-            },
-        )
-        .await;
+    match items {
+        Ok(items) => s.platforms.outbox.push(&items, None),
+        Err(why) => {
+            crate::delivery::record_delivery(
+                s.app.store.as_ref(),
+                s.app.engine.events(),
+                &conv.channel,
+                &conv.conversation,
+                msg.seq,
+                crate::store::Delivery {
+                    state: crate::store::DeliveryState::Failed,
+                    error: Some(why),
+                    attempts: 0,
+                    at_ms: s.app.clock.now_ms(),
+                },
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The agent API handed `conv` back to the bot: the channel may have to tell its platform.
@@ -364,14 +676,35 @@ pub async fn released(s: &AppState, conv: &Conversation) {
 /// Messages acknowledged before the last stop but never answered.
 pub fn replay_inbox(s: &AppState) {
     match s.app.store.inbox_all() {
-        Ok(items) => {
-            if !items.is_empty() {
-                tracing::info!(count = items.len(), "replaying unanswered messages");
+        Ok(entries) => {
+            if !entries.is_empty() {
+                tracing::info!(count = entries.len(), "replaying unanswered messages");
             }
-            for (key, m) in items {
-                enqueue(s, key, m);
+            for e in entries {
+                enqueue_stored(
+                    s,
+                    Queued {
+                        inbox_id: e.id,
+                        message: e.message,
+                        replayed: true,
+                    },
+                );
             }
         }
         Err(e) => tracing::error!(error = %e, "inbox unreadable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn deep_link_parts_keep_only_unreserved_characters() {
+        assert_eq!(percent_encode("support"), "support");
+        assert_eq!(percent_encode("w-1.a_b~"), "w-1.a_b~");
+        // DingTalk conversation ids are base64.
+        assert_eq!(percent_encode("cidAb+c/d=="), "cidAb%2Bc%2Fd%3D%3D");
+        assert_eq!(percent_encode("张 三#?"), "%E5%BC%A0%20%E4%B8%89%23%3F");
     }
 }

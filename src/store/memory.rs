@@ -1,4 +1,5 @@
 //! In-memory store for tests and `kefu eval`: the same contract as sled, nothing on disk.
+//! One lock around everything makes every method atomic, the multi-record writes included.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,10 +18,10 @@ struct Inner {
     messages: BTreeMap<(Vec<u8>, u64), Message>,
     dedupe: BTreeMap<String, u64>,
     outbox: BTreeMap<u64, OutboxItem>,
+    dead_letters: BTreeMap<u64, DeadLetter>,
     next_id: u64,
     kv: BTreeMap<String, Vec<u8>>,
-    inbox: Vec<(String, adapters::Inbound)>,
-    cursors: BTreeMap<String, String>,
+    inbox: BTreeMap<u64, (String, adapters::Inbound)>,
     quotas: BTreeMap<String, Quota>,
 }
 
@@ -33,6 +34,13 @@ impl MemoryStore {
         // A panic while holding the lock can't leave these maps half-updated in a way that
         // matters for tests; keep going rather than poisoning every later call.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
     }
 }
 
@@ -71,6 +79,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn save_turn(&self, c: &Conversation, messages: &[Message]) -> StoreResult<()> {
+        let k = conv_key(&c.channel, &c.conversation);
+        let mut g = self.lock();
+        for m in messages {
+            g.messages.insert((k.clone(), m.seq), m.clone());
+        }
+        g.conversations.insert(k, c.clone());
+        Ok(())
+    }
+
     fn messages(
         &self,
         channel: &str,
@@ -79,13 +97,37 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> StoreResult<Vec<Message>> {
         let k = conv_key(channel, conversation);
-        Ok(self
-            .lock()
-            .messages
+        let g = self.lock();
+        // Only what the conversation record has committed, as in sled.
+        let end = g.conversations.get(&k).map_or(u64::MAX, |c| c.next_seq);
+        Ok(g.messages
             .range((k.clone(), after.saturating_add(1))..=(k, u64::MAX))
+            .take_while(|((_, seq), _)| *seq < end)
             .take(limit)
             .map(|(_, m)| m.clone())
             .collect())
+    }
+
+    fn messages_before(
+        &self,
+        channel: &str,
+        conversation: &str,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let k = conv_key(channel, conversation);
+        let g = self.lock();
+        // Only what the conversation record has committed, as in sled.
+        let before = before.min(g.conversations.get(&k).map_or(u64::MAX, |c| c.next_seq));
+        let mut out: Vec<Message> = g
+            .messages
+            .range((k.clone(), 0)..(k, before))
+            .rev()
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect();
+        out.reverse();
+        Ok(out)
     }
 
     fn check_and_remember(&self, key: &str, now_ms: u64, ttl_ms: u64) -> StoreResult<bool> {
@@ -99,14 +141,61 @@ impl Store for MemoryStore {
         Ok(false)
     }
 
-    fn outbox_push(&self, item: &OutboxItem) -> StoreResult<u64> {
+    fn inbox_accept(
+        &self,
+        key: &str,
+        m: &adapters::Inbound,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> StoreResult<Option<u64>> {
         let mut g = self.lock();
-        g.next_id += 1;
-        let id = g.next_id;
-        let mut item = item.clone();
-        item.id = id;
-        g.outbox.insert(id, item);
-        Ok(id)
+        if g.dedupe.get(key).is_some_and(|&until| until > now_ms) {
+            return Ok(None);
+        }
+        g.dedupe.retain(|_, until| *until > now_ms);
+        g.dedupe
+            .insert(key.to_string(), now_ms.saturating_add(ttl_ms));
+        let id = g.id();
+        g.inbox.insert(id, (key.to_string(), m.clone()));
+        Ok(Some(id))
+    }
+
+    fn inbox_remove(&self, id: u64) -> StoreResult<()> {
+        self.lock().inbox.remove(&id);
+        Ok(())
+    }
+
+    fn inbox_all(&self) -> StoreResult<Vec<InboxEntry>> {
+        Ok(self
+            .lock()
+            .inbox
+            .iter()
+            .map(|(id, (key, m))| InboxEntry {
+                id: *id,
+                key: key.clone(),
+                message: m.clone(),
+            })
+            .collect())
+    }
+
+    fn inbox_len(&self) -> StoreResult<usize> {
+        Ok(self.lock().inbox.len())
+    }
+
+    fn outbox_push(&self, items: &[OutboxItem], answered: Option<u64>) -> StoreResult<Vec<u64>> {
+        let mut g = self.lock();
+        let mut ids = Vec::with_capacity(items.len());
+        for item in items {
+            let id = g.id();
+            let mut item = item.clone();
+            item.id = id;
+            g.outbox.insert(id, item);
+            ids.push(id);
+        }
+        if let Some(done) = answered {
+            g.inbox.remove(&done);
+        }
+        Ok(ids)
     }
 
     fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>> {
@@ -137,57 +226,38 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn inbox_put(&self, key: &str, m: &adapters::Inbound) -> StoreResult<()> {
-        self.lock().inbox.push((key.to_string(), m.clone()));
-        Ok(())
-    }
-
-    fn inbox_remove(&self, key: &str) -> StoreResult<()> {
-        self.lock().inbox.retain(|(k, _)| k != key);
-        Ok(())
-    }
-
-    fn inbox_all(&self) -> StoreResult<Vec<(String, adapters::Inbound)>> {
-        Ok(self.lock().inbox.clone())
-    }
-
-    fn accept_inbound(
-        &self,
-        key: &str,
-        m: &adapters::Inbound,
-        now_ms: u64,
-        ttl_ms: u64,
-    ) -> StoreResult<bool> {
+    fn dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
         let mut g = self.lock();
-        if g.dedupe.get(key).is_some_and(|&until| until > now_ms) {
-            return Ok(true);
-        }
-        g.dedupe
-            .insert(key.to_string(), now_ms.saturating_add(ttl_ms));
-        g.inbox.push((key.to_string(), m.clone()));
-        Ok(false)
-    }
-
-    fn cursor(&self, stream: &str) -> StoreResult<Option<String>> {
-        Ok(self.lock().cursors.get(stream).cloned())
-    }
-
-    fn set_cursor(&self, stream: &str, cursor: &str) -> StoreResult<()> {
-        self.lock()
-            .cursors
-            .insert(stream.to_string(), cursor.to_string());
+        g.outbox.remove(&letter.item.id);
+        g.dead_letters.insert(letter.item.id, letter.clone());
         Ok(())
+    }
+
+    fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        Ok(self
+            .lock()
+            .dead_letters
+            .values()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn dead_letter_count(&self) -> StoreResult<usize> {
+        Ok(self.lock().dead_letters.len())
+    }
+
+    fn dead_letter_take(&self, id: u64) -> StoreResult<Option<DeadLetter>> {
+        Ok(self.lock().dead_letters.remove(&id))
     }
 
     fn quota_open(&self, key: &str, customer_at_ms: u64) -> StoreResult<()> {
-        let mut g = self.lock();
-        let q = g.quotas.entry(key.to_string()).or_default();
-        if customer_at_ms >= q.opened_ms {
-            *q = Quota {
-                opened_ms: customer_at_ms,
-                used: 0,
-            };
-        }
+        self.lock()
+            .quotas
+            .entry(key.to_string())
+            .or_default()
+            .reopen(customer_at_ms);
         Ok(())
     }
 
@@ -203,13 +273,11 @@ impl Store for MemoryStore {
         let Some(q) = g.quotas.get_mut(key) else {
             return Ok(0);
         };
-        let granted = q.grant(now_ms, want, limit, window_ms);
-        q.used += granted;
-        Ok(granted)
+        Ok(q.take(now_ms, want, limit, window_ms))
     }
 
     fn quota(&self, key: &str) -> StoreResult<Option<Quota>> {
-        Ok(self.lock().quotas.get(key).copied())
+        Ok(self.lock().quotas.get(key).cloned())
     }
 
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -219,6 +287,21 @@ impl Store for MemoryStore {
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
         self.lock().kv.insert(key.to_string(), value.to_vec());
         Ok(())
+    }
+
+    fn kv_remove(&self, key: &str) -> StoreResult<()> {
+        self.lock().kv.remove(key);
+        Ok(())
+    }
+
+    fn kv_scan(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .lock()
+            .kv
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn flush(&self) -> StoreResult<()> {

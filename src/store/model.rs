@@ -101,6 +101,69 @@ pub struct Message {
     pub intent: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceRecord>,
+    /// The agent who wrote it (agent messages, and system notes an agent caused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// System notes: what happened (`claimed`, `released`, `closed`); the text says it in
+    /// English for API readers, the console says it in the agent's language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Agent messages: how far delivery to the customer has come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+impl Message {
+    /// A message with nothing but its seq, author role, text and time.
+    pub fn new(seq: u64, role: Role, text: impl Into<String>, at_ms: u64) -> Self {
+        Message {
+            seq,
+            role,
+            text: text.into(),
+            at_ms,
+            platform_id: None,
+            intent: None,
+            sources: Vec::new(),
+            agent: None,
+            action: None,
+            delivery: None,
+        }
+    }
+}
+
+/// Where an agent's message is on its way to the customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub state: DeliveryState,
+    /// Why it failed, or why the last attempt did not go through (while still queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Attempts so far that did not go through.
+    #[serde(default)]
+    pub attempts: u32,
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Stored; waiting in the outbox (or for the widget to fetch it).
+    Queued,
+    /// The platform confirmed it (or the widget fetched it).
+    Sent,
+    /// Will not arrive: the platform refused it for good.
+    Failed,
+}
+
+impl Delivery {
+    pub fn queued(at_ms: u64) -> Self {
+        Delivery {
+            state: DeliveryState::Queued,
+            error: None,
+            attempts: 0,
+            at_ms,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,8 +200,70 @@ pub struct Handoff {
     /// For the agent: intent, order number, last messages.
     pub summary: String,
     pub since_ms: u64,
+    /// The agent who claimed it.
     #[serde(default)]
     pub agent: Option<String>,
+    /// What the engine understood when it handed over: the agent's summary card.
+    #[serde(default)]
+    pub card: HandoffCard,
+    #[serde(default)]
+    pub claimed_ms: Option<u64>,
+    /// When an agent first wrote to the customer (time to first human reply).
+    #[serde(default)]
+    pub first_reply_ms: Option<u64>,
+    /// How the handoff ended (released to the bot, or closed with a note).
+    #[serde(default)]
+    pub ended: Option<HandoffEnd>,
+}
+
+impl Handoff {
+    /// A new, unclaimed handoff.
+    pub fn start(reason: &str, summary: String, card: HandoffCard, since_ms: u64) -> Self {
+        Handoff {
+            active: true,
+            reason: reason.to_string(),
+            summary,
+            since_ms,
+            agent: None,
+            card,
+            claimed_ms: None,
+            first_reply_ms: None,
+            ended: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffCard {
+    /// What the customer wants: an intent, or the business flow underway (`refund`).
+    #[serde(default)]
+    pub intent: String,
+    #[serde(default)]
+    pub urgency: String,
+    #[serde(default)]
+    pub sentiment: String,
+    #[serde(default)]
+    pub order: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffEnd {
+    pub how: HandoffEndKind,
+    /// The agent who ended it (None: automation through the admin token).
+    pub by: Option<String>,
+    pub at_ms: u64,
+    /// The resolution note of a close.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoffEndKind {
+    /// Handed back to the bot mid-conversation.
+    Released,
+    /// Resolved, with a note.
+    Closed,
 }
 
 /// One delivery waiting in the outbox.
@@ -166,19 +291,85 @@ pub struct OutboxItem {
     pub created_ms: u64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Set (and flushed) just before `call` is sent, cleared with its outcome. Still set at
+    /// start means kefu died mid-send: the platform may or may not have the message, so it
+    /// is not sent again blindly but becomes a dead letter an agent can look at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_since_ms: Option<u64>,
+    /// The inbox entry this reply answers, set when it is queued: until that entry is
+    /// removed (which commits the reply, see `sled_store`), the entry is not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<u64>,
+    /// The agent message (its seq in conversation `queue` of channel `target`) this call
+    /// delivers: its delivery state follows the outcome.
+    #[serde(default)]
+    pub message: Option<u64>,
+}
+
+/// An outbox entry given up on: the platform refused it for good, it failed too long, or
+/// kefu stopped while sending it. Kept for agents (`/agent/api/dead-letters`) and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The entry as it was, its outbox id included.
+    pub item: OutboxItem,
+    pub reason: String,
+    pub dead_ms: u64,
+}
+
+/// A platform message acknowledged and not answered yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxEntry {
+    pub id: u64,
+    /// Its dedupe key (`channel:message id`).
+    pub key: String,
+    pub message: adapters::Inbound,
 }
 
 /// A customer's send allowance on a platform that limits replies per customer message
 /// (WeCom kf: 5 within 48 h).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
     /// When the customer last wrote (unix ms); the window runs from here.
     pub opened_ms: u64,
     /// Sends taken since.
     pub used: u32,
+    /// When the latest sends were taken (the newest [`Quota::KEPT_SENDS`]): a customer
+    /// message stored late (kefu pulls after the platform received it) re-opens the
+    /// allowance with the sends made at or after its time already counted, as the platform
+    /// counts them.
+    #[serde(default)]
+    pub sent_ms: Vec<u64>,
 }
 
 impl Quota {
+    /// How many send times are kept: more than any platform's allowance.
+    pub const KEPT_SENDS: usize = 16;
+
+    /// The customer wrote at `at_ms`: the allowance runs from there, less the sends made at
+    /// or after it (same-second sends count: the safe side). An older time changes nothing.
+    /// Returns whether it changed.
+    pub fn reopen(&mut self, at_ms: u64) -> bool {
+        if at_ms < self.opened_ms {
+            return false;
+        }
+        let used = self.sent_ms.iter().filter(|&&t| t >= at_ms).count() as u32;
+        let changed = at_ms != self.opened_ms || used != self.used;
+        self.opened_ms = at_ms;
+        self.used = used;
+        changed
+    }
+
+    /// Take up to `want` sends at `now_ms`; returns how many were granted.
+    pub fn take(&mut self, now_ms: u64, want: u32, limit: u32, window_ms: u64) -> u32 {
+        let granted = self.grant(now_ms, want, limit, window_ms);
+        self.used += granted;
+        self.sent_ms
+            .extend(std::iter::repeat_n(now_ms, granted as usize));
+        let extra = self.sent_ms.len().saturating_sub(Self::KEPT_SENDS);
+        self.sent_ms.drain(..extra);
+        granted
+    }
+
     /// The sends `want` may take now: what is left of `limit`, or 0 past the window.
     pub fn grant(&self, now_ms: u64, want: u32, limit: u32, window_ms: u64) -> u32 {
         if self.opened_ms == 0 || now_ms > self.opened_ms.saturating_add(window_ms) {

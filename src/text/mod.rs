@@ -2,6 +2,7 @@
 //! normalisation of customer wording, sentence splitting. Low-level on purpose: knowledge,
 //! providers and engine all use it, it uses none of them.
 
+pub mod concepts;
 pub mod en;
 pub mod question;
 pub mod sentences;

@@ -48,7 +48,7 @@ fn patterns() -> &'static Patterns {
         Patterns {
             // Questions, on normalized text (多少钱 / 售价 → 价格, 多长时间 / 几天 → 多久).
             price_q: r(r"(?i)价格|费用|收费|多少钱|\bhow much (is|are|does|do|for|would|will)\b|\bprices?\b|\bcosts?\b|\bfees?\b|\bcharges?\b|\bhow expensive\b|\bin (rmb|hkd|sgd|usd|dollars|yuan)\b"),
-            time_q: r(r"(?i)多久|什么时候|几点|几号|哪天|截止|期限|有效期|保质期|\bhow long\b|\bwhen\b|\bwhat time\b|\bwhat day\b|\bhow (many|soon) (days|hours|weeks|months|years)\b|\bdeadline\b|\buntil\b|\bexpire|\bhow soon\b|\bhow quickly\b"),
+            time_q: r(r"(?i)多久|什么时候|几点|几号|哪天|截止|期限|有效期|保质期|\bhow long\b|^\s*(and |so |but )?when\b|[,?.]\s*when\b|\bwhat time\b|\bwhat day\b|\bhow (many|soon) (days|hours|weeks|months|years)\b|\bdeadline\b|\buntil\b|\bexpire|\bhow soon\b|\bhow quickly\b"),
             amount_q: r(r"(?i)多少|几[个张次件位份款种遍]|最多|最少|上限|下限|\bhow many\b|\bhow much\b|\bmaximum\b|\bminimum\b|\blimit\b|\bat (least|most)\b|\bhow big\b|\bhow heavy\b"),
             place_q: r(r"(?i)哪里|地址|在哪|\bwhere\b|\baddress\b"),
             yes_no_q: r(r"(?i)^(can|could|do|does|did|is|are|was|will|would|should|may|am|have|has)\b|可以|能|是|会|需要|有|[吗么]\s*[?？]?\s*$|\bor not\b"),
@@ -58,7 +58,7 @@ fn patterns() -> &'static Patterns {
             time: r(r"(?i)\d\s*(个)?(工作日|天|日|小时|分钟|秒|周|星期|个月|月|年)|\d{1,2}[:：]\d{2}|\d\s*(business |working |calendar )?(days?|hours?|minutes?|weeks?|months?|years?)\b|\d(st|nd|rd|th)\b|(当天|次日|当日|同一天|same day|next day|immediately|within|立即|马上|以内)"),
             amount: r(r"\d"),
             place: r(r"(?i)地址|路\s*\d|[省市区县]\S{0,8}路|\baddress\b|\bstreet\b|\broad\b|\bwarehouse\b|仓库"),
-            yes_no: r(r"(?i)可以|不能|不可以|无法|不支持|支持|不会|会|不需要|需要|不提供|提供|不接受|接受|只能|不|\b(can|cannot|can't|may|must|not|no|only|yes|do not|don't|does not|doesn't|are not|is not|won't|will)\b"),
+            yes_no: r(r"(?i)可以|不能|能|无法|支持|不会|需要|提供|接受|只能|允许|不参与|参与|没有|\b(can|cannot|can't|may|must|not|no|only|yes|do not|don't|does not|doesn't|are not|is not|won't|never|always)\b"),
         }
     })
 }
@@ -101,6 +101,11 @@ impl Asks {
             Asks::YesNo => 0.5 * hit(&p.yes_no),
             Asks::Procedure | Asks::Other => 0.0,
         }
+    }
+
+    /// Does a heading announce the kind of fact asked for ("Delivery times", "礼品卡有效期")?
+    pub fn announced_by(self, heading: &str) -> bool {
+        self.is_specific() && self != Asks::YesNo && Asks::of(heading) == self
     }
 
     /// Questions that ask for one fact (a price, a time, a number, a place, yes or no) are

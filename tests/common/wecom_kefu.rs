@@ -106,7 +106,6 @@ pub struct Kefu {
     pub base: String,
     pub state: AppState,
     pub http: reqwest::Client,
-    stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -120,8 +119,7 @@ impl Kefu {
             .await
             .expect("bind kefu");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        state.start_background(stop_rx);
+        state.start_background();
         let router =
             kefu::server::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
@@ -131,14 +129,13 @@ impl Kefu {
             base,
             state,
             http: reqwest::Client::new(),
-            stop,
             server,
         }
     }
 
-    /// Stop the outbox workers and the listener.
+    /// Stop the background work and the listener.
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.state.stop_background();
         self.server.abort();
     }
 
@@ -196,8 +193,14 @@ impl Sealer {
         let encrypt = self
             .cipher
             .encrypt(inner.as_bytes(), receive_id, &mut rand::thread_rng());
-        let (ts, nonce) = ("1700000000", "1597212914");
-        let sig = signature(&self.token, ts, nonce, &encrypt);
+        // Signed now, as WeCom signs each delivery (kefu refuses far-off timestamps).
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            .to_string();
+        let nonce = "1597212914";
+        let sig = signature(&self.token, &ts, nonce, &encrypt);
         Callback {
             query: format!(
                 "msg_signature={sig}&timestamp={ts}&nonce={nonce}",

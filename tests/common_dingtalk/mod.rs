@@ -436,6 +436,8 @@ impl Kefu {
             r#"
 [server]
 data_dir = "{data}"
+# The fake DingTalk's sessionWebhooks live on 127.0.0.1 (the default allows *.dingtalk.com).
+allowed_webhook_hosts = ["127.0.0.1"]
 
 [knowledge]
 paths = ["{kb}"]
@@ -484,7 +486,13 @@ markdown = {markdown}
                 })
                 .await;
         });
-        state.start_background(stop_rx);
+        state.start_background();
+        let background = state.clone();
+        let mut stopped = stop_rx;
+        tokio::spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            background.stop_background();
+        });
         Kefu {
             base: format!("http://{addr}"),
             state,

@@ -2,7 +2,9 @@
 //! alike (wecom.md §2–§4, wecom-kf.md §1): the signed query, the encrypted `<Encrypt>`, the
 //! CorpID as receive id.
 
-use crate::{DecodeError, Decoded, Secret};
+use std::time::{Duration, SystemTime};
+
+use crate::{unix_ms, DecodeError, Decoded, Secret};
 
 use super::crypto::{verify_signature, Cipher};
 use super::xml::{self, Fields};
@@ -13,6 +15,9 @@ pub(crate) struct Keys<'a> {
     pub corp_id: &'a str,
     pub token: &'a Secret,
     pub cipher: &'a Cipher,
+    /// Refuse callbacks whose `timestamp` is further than this from `now`; `None` = no check
+    /// (the protocol defines none, wecom.md §2).
+    pub timestamp_window: Option<Duration>,
 }
 
 impl Keys<'_> {
@@ -36,22 +41,47 @@ impl Keys<'_> {
         String::from_utf8(msg).map_err(|_| DecodeError::Malformed("plaintext is not UTF-8".into()))
     }
 
+    /// The timestamp window, checked after the signature (a forged request is reported as
+    /// such). `timestamp` is in seconds; anything but ASCII digits counts as outside.
+    fn check_timestamp(&self, q: &Query, now: SystemTime) -> Result<(), DecodeError> {
+        let Some(window) = self.timestamp_window else {
+            return Ok(());
+        };
+        let ts = q
+            .get("timestamp")
+            .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or(DecodeError::StaleTimestamp)?;
+        let now_ms = unix_ms(now);
+        if ts.saturating_mul(1000).abs_diff(now_ms) > window.as_millis() as u64 {
+            return Err(DecodeError::StaleTimestamp);
+        }
+        Ok(())
+    }
+
     /// GET: URL verification when the admin saves the callback URL (path/90930). The answer
     /// is the bare decrypted `echostr`.
-    pub fn challenge(&self, q: &Query) -> Result<Decoded, DecodeError> {
+    pub fn challenge(&self, q: &Query, now: SystemTime) -> Result<Decoded, DecodeError> {
         has_signature_params(q)?;
         let echostr = q
             .get("echostr")
             .ok_or_else(|| DecodeError::Malformed("missing echostr".into()))?;
         self.verify(q, echostr)?;
+        self.check_timestamp(q, now)?;
         Ok(Decoded::Challenge(self.open(echostr)?))
     }
 
     /// POST: verify and decrypt the envelope, parse the inner document's fields.
-    pub fn open_post(&self, q: &Query, body: &[u8]) -> Result<Fields, DecodeError> {
+    pub fn open_post(
+        &self,
+        q: &Query,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Fields, DecodeError> {
         has_signature_params(q)?;
         let envelope = xml::parse_envelope(body)?;
         self.verify(q, &envelope.encrypt)?;
+        self.check_timestamp(q, now)?;
         let inner = self.open(&envelope.encrypt)?;
         xml::parse_fields(&inner)
     }

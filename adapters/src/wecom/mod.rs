@@ -7,7 +7,7 @@
 //! once, then reply asynchronously through `message/send` ([`WeCom::encode`]). A passive
 //! reply ([`WeCom::passive_text_reply`]) exists for completeness, not as the default.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Method;
@@ -80,6 +80,9 @@ pub struct WeCom {
     /// Also accept WeCom kf notifications (`kf_msg_or_event`): the operator manages kf
     /// accounts through this app (wecom-kf.md §1, mode B).
     kf: bool,
+    /// Refuse callbacks whose `timestamp` is further than this from `now`; `None` = no check
+    /// (the protocol defines none, wecom.md §2).
+    timestamp_window: Option<Duration>,
 }
 
 impl WeCom {
@@ -105,7 +108,21 @@ impl WeCom {
             cipher,
             markdown: false,
             kf: false,
+            timestamp_window: None,
         })
+    }
+
+    /// Refuse (as [`DecodeError::StaleTimestamp`], after the signature check) a callback whose
+    /// `timestamp` query parameter is more than `window` away from `now`, either way.
+    ///
+    /// WeCom defines no window and its SDKs check none (wecom.md §2), so the codec's default is
+    /// `None`. The server sets one: a captured callback would otherwise replay once the
+    /// server's dedupe memory of its MsgId has expired (24 h). WeCom signs each delivery when
+    /// it sends it and retries within seconds, so a window of minutes to hours refuses nothing
+    /// genuine unless the server's clock is wrong.
+    pub fn with_timestamp_window(mut self, window: Option<Duration>) -> Self {
+        self.timestamp_window = window;
+        self
     }
 
     /// Send `Outbound`s marked `markdown` as WeCom markdown. Off by default: markdown renders
@@ -140,6 +157,7 @@ impl WeCom {
             corp_id: &self.corp_id,
             token: &self.token,
             cipher: &self.cipher,
+            timestamp_window: self.timestamp_window,
         }
     }
 
@@ -150,8 +168,8 @@ impl WeCom {
     }
 
     /// POST: a message or event callback; with `kf` on, also a kf notification (mode B).
-    fn decode_post(&self, q: &Query, body: &[u8]) -> Result<Decoded, DecodeError> {
-        let fields = self.keys().open_post(q, body)?;
+    fn decode_post(&self, q: &Query, body: &[u8], now: SystemTime) -> Result<Decoded, DecodeError> {
+        let fields = self.keys().open_post(q, body, now)?;
         if self.kf {
             if let Some(n) = kf::notice(&fields) {
                 return Ok(Decoded::KfNotice(n));
@@ -212,13 +230,14 @@ impl Channel for WeCom {
 
     /// GET → `Challenge` (URL verification); POST → `Message` or `Ignored`. Bad or missing
     /// signature → `BadSignature`; sealed for another corp → `WrongReceiver`; anything
-    /// unreadable → `Malformed`. `now` is unused: WeCom defines no timestamp window and
-    /// its own vectors are years old (wecom.md §2).
-    fn decode(&self, req: &http::Request<Bytes>, _now: SystemTime) -> Result<Decoded, DecodeError> {
+    /// unreadable → `Malformed`. `now` matters only with
+    /// [`with_timestamp_window`](WeCom::with_timestamp_window): WeCom defines no window and its
+    /// own vectors are years old (wecom.md §2).
+    fn decode(&self, req: &http::Request<Bytes>, now: SystemTime) -> Result<Decoded, DecodeError> {
         let q = Query::parse(req.uri().query().unwrap_or(""));
         match *req.method() {
-            Method::GET => self.keys().challenge(&q),
-            Method::POST => self.decode_post(&q, req.body()),
+            Method::GET => self.keys().challenge(&q, now),
+            Method::POST => self.decode_post(&q, req.body(), now),
             ref m => Err(DecodeError::Malformed(format!("method {m} not allowed"))),
         }
     }
@@ -349,6 +368,49 @@ mod tests {
             Ok(Decoded::Message(m)) => *m,
             other => panic!("expected a message, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn timestamp_window_refuses_old_and_future_callbacks_after_the_signature() {
+        let inner = format!("<xml><ToUserName>{B_CORP}</ToUserName><FromUserName>u</FromUserName><CreateTime>1700000000</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>9</MsgId></xml>");
+        let plain = channel();
+        let windowed = channel().with_timestamp_window(Some(Duration::from_secs(3600)));
+        let req = signed_post(&plain, &inner, B_CORP); // timestamp=1700000000
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        // No window (the codec's default, wecom.md §2): any age passes.
+        assert!(plain.decode(&req, at(1_800_000_000)).is_ok());
+        // Inside the window, either way.
+        for now in [1_700_000_000 - 3600, 1_700_000_000, 1_700_000_000 + 3600] {
+            assert!(windowed.decode(&req, at(now)).is_ok(), "{now}");
+        }
+        // Outside: refused like a bad signature (401), a day-old replay included.
+        for now in [
+            1_700_000_000 - 3601,
+            1_700_000_000 + 3601,
+            1_700_000_000 + 86_400,
+        ] {
+            assert_eq!(
+                windowed.decode(&req, at(now)),
+                Err(DecodeError::StaleTimestamp),
+                "{now}"
+            );
+        }
+        // A bad signature is still reported as such, whatever the timestamp.
+        let q = "msg_signature=0000&timestamp=1&nonce=2";
+        let body = b"<xml><Encrypt><![CDATA[abc]]></Encrypt></xml>";
+        assert_eq!(
+            windowed.decode(&request("POST", q, body), now()),
+            Err(DecodeError::BadSignature)
+        );
+        // A signed but non-numeric timestamp is outside any window.
+        let encrypt = "YWJj";
+        let sig = signature(B_TOKEN, "soon", "2", encrypt);
+        let q = format!("msg_signature={sig}&timestamp=soon&nonce=2");
+        let body = format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
+        assert_eq!(
+            windowed.decode(&request("POST", &q, body.as_bytes()), now()),
+            Err(DecodeError::StaleTimestamp)
+        );
     }
 
     #[test]

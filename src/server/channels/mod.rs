@@ -21,14 +21,14 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use adapters::{Channel, ChannelKind, Inbound, KfNotice, UserRef};
 use async_trait::async_trait;
-use tokio::sync::watch;
 
 use super::{platform, AppState};
 use crate::clock::Clock;
 use crate::config::{ChannelConfig, Config};
 use crate::delivery::{Outbox, Sender};
 use crate::engine::{Engine, EngineError};
-use crate::store::{Conversation, Store};
+use crate::lifecycle::TaskHandle;
+use crate::store::{Conversation, OutboxItem, Store};
 
 /// The URL family a channel's platform calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,17 +61,24 @@ pub struct Reply<'a> {
     pub user: &'a UserRef,
     pub route: &'a BTreeMap<String, String>,
     pub text: &'a str,
-    /// What the reply answers (`turn:{message id}`, `agent:{seq}`): platforms that refuse a
-    /// repeated message id (WeCom kf) derive their ids from it.
+    /// What the reply answers (`turn:{message id}`, `agent:{conversation}:{seq}`): platforms
+    /// that refuse a repeated message id (WeCom kf) derive their ids from it.
     pub id: String,
+    /// The agent message (its seq) this delivers: its delivery state follows the entries.
+    pub message: Option<u64>,
 }
 
 /// What a channel kind does beyond decoding and sending. Every method has the behaviour
 /// of a plain callback channel as its default.
+///
+/// Nothing here writes a reply to the outbox itself: the methods return the outbox entries,
+/// and the caller stores them in one write with what they answer (a platform message's
+/// inbox entry is removed in the same write, see `platform.rs`).
 #[async_trait]
 pub trait Driver: Send + Sync {
-    /// Start the channel's background work; it ends when `stop` turns true.
-    fn start(&self, _s: &AppState, _ch: &Arc<Registered>, _stop: watch::Receiver<bool>) {}
+    /// Start the channel's background work, holding `task` (the intake group) until it ends;
+    /// it ends when the group is told to stop.
+    fn start(&self, _s: &AppState, _ch: &Arc<Registered>, _task: TaskHandle) {}
 
     /// A WeCom kf notification arrived on this channel's callback. False: not handled
     /// (the channel does not manage kf), answered like an ignored event.
@@ -84,18 +91,53 @@ pub trait Driver: Send + Sync {
         false
     }
 
-    /// Handle one stored message in its conversation's order: an engine turn whose reply
-    /// goes out through the outbox. An error keeps the message in the inbox.
-    async fn handle(&self, s: &AppState, ch: &Registered, m: &Inbound) -> Result<(), EngineError> {
+    /// Handle one stored message in its conversation's order (an engine turn by default);
+    /// returns the outbox entries that answer it. `Err`: nothing of it was recorded, try
+    /// again (the message stays in the inbox).
+    async fn handle(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+    ) -> Result<Vec<OutboxItem>, EngineError> {
         platform::turn(s, ch, m).await
     }
 
-    /// Queue `reply` for delivery.
-    async fn send(&self, s: &AppState, ch: &Registered, reply: Reply<'_>) {
-        platform::send_encoded(s, ch, &reply);
+    /// A message replayed from the inbox at start: if its handling was recorded before the
+    /// stop (only its answer was not queued), the entries of that answer; `None`: handle it.
+    async fn recorded(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+    ) -> Option<Vec<OutboxItem>> {
+        platform::recorded_answer(s, ch, m).await
     }
 
-    /// The agent API handed `conv` back to the bot.
+    /// The outbox entries of a turn's answer: the reply to the customer, and the agents'
+    /// alert when the turn started a handoff.
+    async fn answer(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+        reply: &str,
+        handoff_started: bool,
+    ) -> Vec<OutboxItem> {
+        platform::answer_items(s, ch, m, reply, handoff_started).await
+    }
+
+    /// The outbox entries that deliver `reply`; `Err` says why it cannot go out.
+    async fn send(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        reply: Reply<'_>,
+    ) -> Result<Vec<OutboxItem>, String> {
+        platform::encoded_items(s, ch, &reply)
+    }
+
+    /// The agent API handed `conv` back to the bot (released or closed).
     async fn released(&self, _s: &AppState, _ch: &Registered, _conv: &Conversation) {}
 }
 

@@ -3,20 +3,21 @@
 //! conversations (mode B): its callbacks bring kf notifications, its token calls the kf API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use adapters::wecom::kf::{WeComKf, WeComKfParams};
 use adapters::wecom::{WeCom, WeComParams};
 use adapters::{ChannelKind, ContentKind, Inbound, KfNotice};
 use async_trait::async_trait;
-use tokio::sync::watch;
 
 use super::kf::KfRuntime;
 use super::{CallbackPath, Context, Driver, Registered, Reply};
 use crate::config::{WeComChannelConfig, WeComKfChannelConfig};
 use crate::delivery::wecom::{WeComApi, WeComSender};
 use crate::engine::EngineError;
+use crate::lifecycle::TaskHandle;
 use crate::server::{platform, AppState};
-use crate::store::Conversation;
+use crate::store::{Conversation, OutboxItem};
 
 pub fn register(c: &WeComChannelConfig, ctx: &Context<'_>) -> anyhow::Result<Registered> {
     let codec = WeCom::new(WeComParams {
@@ -27,7 +28,8 @@ pub fn register(c: &WeComChannelConfig, ctx: &Context<'_>) -> anyhow::Result<Reg
         encoding_aes_key: c.encoding_aes_key.clone(),
     })?
     .with_markdown(c.markdown)
-    .with_kf(c.kf);
+    .with_kf(c.kf)
+    .with_timestamp_window(window(c.timestamp_window_ms));
     let api = api(&c.name, &c.corp_id, &c.secret, &c.api_base, ctx);
     let mut sender = WeComSender::with_api(api.clone());
     let kf = c
@@ -56,7 +58,8 @@ pub fn register_kf(c: &WeComKfChannelConfig, ctx: &Context<'_>) -> anyhow::Resul
         corp_id: c.corp_id.clone(),
         token: c.token.clone(),
         encoding_aes_key: c.encoding_aes_key.clone(),
-    })?;
+    })?
+    .with_timestamp_window(window(c.timestamp_window_ms));
     let api = api(&c.name, &c.corp_id, &c.secret, &c.api_base, ctx);
     let kf = Arc::new(KfRuntime::new(&c.name, c.kf_settings(), api, ctx));
     Ok(Registered {
@@ -68,6 +71,11 @@ pub fn register_kf(c: &WeComKfChannelConfig, ctx: &Context<'_>) -> anyhow::Resul
         markdown: false,
         driver: Arc::new(KfDriver(kf)),
     })
+}
+
+/// `timestamp_window_ms`; 0 = no check.
+fn window(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 fn api(
@@ -102,9 +110,9 @@ impl AppDriver {
 
 #[async_trait]
 impl Driver for AppDriver {
-    fn start(&self, s: &AppState, ch: &Arc<Registered>, stop: watch::Receiver<bool>) {
+    fn start(&self, s: &AppState, ch: &Arc<Registered>, task: TaskHandle) {
         if let Some(kf) = &self.kf {
-            kf.start(s, ch, stop);
+            kf.start(s, ch, task);
         }
     }
 
@@ -124,17 +132,53 @@ impl Driver for AppDriver {
             && matches!(&m.content, ContentKind::Event(e) if e == "enter_agent" || e == "subscribe")
     }
 
-    async fn handle(&self, s: &AppState, ch: &Registered, m: &Inbound) -> Result<(), EngineError> {
+    async fn handle(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+    ) -> Result<Vec<OutboxItem>, EngineError> {
         match self.kf_for(m.kind) {
             Some(kf) => kf.handle(s, ch, m).await,
             None => platform::turn(s, ch, m).await,
         }
     }
 
-    async fn send(&self, s: &AppState, ch: &Registered, reply: Reply<'_>) {
+    async fn recorded(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+    ) -> Option<Vec<OutboxItem>> {
+        match self.kf_for(m.kind) {
+            Some(kf) => kf.recorded(s, ch, m).await,
+            None => platform::recorded_answer(s, ch, m).await,
+        }
+    }
+
+    async fn answer(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+        reply: &str,
+        handoff_started: bool,
+    ) -> Vec<OutboxItem> {
+        match self.kf_for(m.kind) {
+            Some(kf) => kf.answer(s, ch, m, reply, handoff_started).await,
+            None => platform::answer_items(s, ch, m, reply, handoff_started).await,
+        }
+    }
+
+    async fn send(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        reply: Reply<'_>,
+    ) -> Result<Vec<OutboxItem>, String> {
         match self.kf_for(reply.kind) {
             Some(kf) => kf.send(s, ch, reply).await,
-            None => platform::send_encoded(s, ch, &reply),
+            None => platform::encoded_items(s, ch, &reply),
         }
     }
 
@@ -150,8 +194,8 @@ struct KfDriver(Arc<KfRuntime>);
 
 #[async_trait]
 impl Driver for KfDriver {
-    fn start(&self, s: &AppState, ch: &Arc<Registered>, stop: watch::Receiver<bool>) {
-        self.0.start(s, ch, stop);
+    fn start(&self, s: &AppState, ch: &Arc<Registered>, task: TaskHandle) {
+        self.0.start(s, ch, task);
     }
 
     fn notice(&self, s: &AppState, _ch: &Registered, n: KfNotice) -> bool {
@@ -159,12 +203,42 @@ impl Driver for KfDriver {
         true
     }
 
-    async fn handle(&self, s: &AppState, ch: &Registered, m: &Inbound) -> Result<(), EngineError> {
+    async fn handle(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+    ) -> Result<Vec<OutboxItem>, EngineError> {
         self.0.handle(s, ch, m).await
     }
 
-    async fn send(&self, s: &AppState, ch: &Registered, reply: Reply<'_>) {
-        self.0.send(s, ch, reply).await;
+    async fn recorded(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+    ) -> Option<Vec<OutboxItem>> {
+        self.0.recorded(s, ch, m).await
+    }
+
+    async fn answer(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+        reply: &str,
+        handoff_started: bool,
+    ) -> Vec<OutboxItem> {
+        self.0.answer(s, ch, m, reply, handoff_started).await
+    }
+
+    async fn send(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        reply: Reply<'_>,
+    ) -> Result<Vec<OutboxItem>, String> {
+        self.0.send(s, ch, reply).await
     }
 
     async fn released(&self, s: &AppState, ch: &Registered, conv: &Conversation) {

@@ -10,7 +10,7 @@
 //! The callback envelope (signature, AES, CorpID as receive id) is the app callback's.
 //! Pure like the rest of this crate: paths, bodies, parsers; the server does the I/O.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Method;
@@ -184,6 +184,7 @@ pub struct WeComKf {
     corp_id: String,
     token: Secret,
     cipher: Cipher,
+    timestamp_window: Option<Duration>,
 }
 
 impl WeComKf {
@@ -202,7 +203,16 @@ impl WeComKf {
             name: p.name,
             corp_id: p.corp_id,
             token: p.token,
+            timestamp_window: None,
         })
+    }
+
+    /// Refuse (as [`DecodeError::StaleTimestamp`], after the signature check) a callback whose
+    /// `timestamp` is more than `window` away from `now`, as for apps
+    /// ([`WeCom::with_timestamp_window`](super::WeCom::with_timestamp_window)).
+    pub fn with_timestamp_window(mut self, window: Option<Duration>) -> Self {
+        self.timestamp_window = window;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -214,6 +224,7 @@ impl WeComKf {
             corp_id: &self.corp_id,
             token: &self.token,
             cipher: &self.cipher,
+            timestamp_window: self.timestamp_window,
         }
     }
 
@@ -243,12 +254,12 @@ impl Channel for WeComKf {
     /// GET → `Challenge`; POST → `KfNotice`, or `Ignored` for an authentic callback that is
     /// not a kf notification (a test message from the admin console: LangBot #1470 crashed
     /// on those). Signature and receive id exactly as for apps.
-    fn decode(&self, req: &http::Request<Bytes>, _now: SystemTime) -> Result<Decoded, DecodeError> {
+    fn decode(&self, req: &http::Request<Bytes>, now: SystemTime) -> Result<Decoded, DecodeError> {
         let q = Query::parse(req.uri().query().unwrap_or(""));
         match *req.method() {
-            Method::GET => self.keys().challenge(&q),
+            Method::GET => self.keys().challenge(&q, now),
             Method::POST => {
-                let fields = self.keys().open_post(&q, req.body())?;
+                let fields = self.keys().open_post(&q, req.body(), now)?;
                 Ok(match notice(&fields) {
                     Some(n) => Decoded::KfNotice(n),
                     None => Decoded::Ignored("wecom_kf: not a kf notification"),

@@ -41,7 +41,7 @@ impl KfJournal for EngineJournal {
                     "[kefu] {channel}/{conversation}: a reply did not reach the customer: {why}"
                 ));
                 self.engine
-                    .note(
+                    .platform_note(
                         channel,
                         conversation,
                         &format!("reply not delivered: {why}"),
@@ -66,7 +66,7 @@ impl KfJournal for EngineJournal {
             }
             SessionUpdate::State { state, why, .. } => {
                 self.engine
-                    .note(
+                    .platform_note(
                         channel,
                         conversation,
                         &format!("{why}: the session is in state {}", state.code()),

@@ -14,7 +14,6 @@ use adapters::wecom::kf::{
     fit, msgid, route, send, split_conversation, Origin, ServiceState, Transfer, TransferTo,
 };
 use adapters::{Inbound, KfNotice, Outbound};
-use tokio::sync::watch;
 
 use super::{Context, Registered, Reply};
 use crate::config::KfSettings;
@@ -22,8 +21,9 @@ use crate::delivery::wecom::WeComApi;
 use crate::delivery::wecom_kf::{load_session, save_session, KfSender, SessionRecord};
 use crate::delivery::Sender;
 use crate::engine::EngineError;
+use crate::lifecycle::TaskHandle;
 use crate::server::{platform, AppState};
-use crate::store::{Conversation, Role, Store};
+use crate::store::{Conversation, OutboxItem, Role, Store};
 
 /// At most this many `send_msg` after each customer message …
 pub const QUOTA_MESSAGES: u32 = 5;
@@ -69,14 +69,10 @@ impl KfRuntime {
     }
 
     /// Catch up every known account (a crash or downtime may have left messages behind),
-    /// then sync whenever notified (and every `poll_secs`, when set).
-    pub fn start(
-        self: &Arc<Self>,
-        s: &AppState,
-        _ch: &Arc<Registered>,
-        stop: watch::Receiver<bool>,
-    ) {
-        sync::start(self, s, stop);
+    /// then sync whenever notified (and every `poll_secs`, when set). The sync loops hold
+    /// `task` (the intake group): they stop with it.
+    pub fn start(self: &Arc<Self>, s: &AppState, _ch: &Arc<Registered>, task: TaskHandle) {
+        sync::start(self, s, task);
     }
 
     /// A notification: sync the account it names (every account when it names none).
@@ -84,13 +80,14 @@ impl KfRuntime {
         sync::notice(self, s, n);
     }
 
-    /// One pulled item, in its conversation's order.
+    /// One pulled item, in its conversation's order; returns the outbox entries that
+    /// answer it.
     pub async fn handle(
         &self,
         s: &AppState,
         ch: &Registered,
         m: &Inbound,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<OutboxItem>, EngineError> {
         let engine = &s.app.engine;
         match Origin::of(&m.route) {
             Some(Origin::Servicer) => {
@@ -98,35 +95,76 @@ impl KfRuntime {
                 // the bot never answers it.
                 let who = m.route.get(route::SERVICER).map(String::as_str);
                 engine.record(m, Role::Agent, &m.text, who).await?;
-                Ok(())
+                Ok(Vec::new())
             }
             Some(Origin::Event) => self.event(s, m).await,
             _ if m.route.contains_key(route::STALE) => {
                 // Old backlog after a cold start: kept, not answered hours late.
                 engine.record(m, Role::User, &m.text, None).await?;
-                Ok(())
+                Ok(Vec::new())
             }
             _ => {
                 self.recheck_handoff(s, m).await;
                 let turn = engine.handle(m.clone()).await?;
-                if turn.handoff_started && self.settings.platform_handoff {
-                    self.hand_over(s, m, &turn.reply);
-                    platform::notify_agents(s, &m.channel, &m.conversation);
-                } else {
-                    platform::deliver_turn(s, ch, m, &turn).await;
-                }
-                Ok(())
+                Ok(self
+                    .answer(s, ch, m, &turn.reply, turn.handoff_started)
+                    .await)
             }
+        }
+    }
+
+    /// A replayed item whose handling was recorded before the stop: the entries of its
+    /// answer. Customer messages as for any channel (their recorded turn); servicer
+    /// messages, events and old backlog answer nothing, so recorded means done.
+    pub async fn recorded(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+    ) -> Option<Vec<OutboxItem>> {
+        let customer = !matches!(
+            Origin::of(&m.route),
+            Some(Origin::Servicer) | Some(Origin::Event)
+        ) && !m.route.contains_key(route::STALE);
+        if customer {
+            platform::recorded_answer(s, ch, m).await
+        } else {
+            platform::recorded_at_all(s, m).then(Vec::new)
+        }
+    }
+
+    /// A turn's answer: with `platform_handoff`, a handoff moves the session to the
+    /// account's servicers (the reply goes out as the transfer's notice); else as for any
+    /// channel.
+    pub async fn answer(
+        &self,
+        s: &AppState,
+        ch: &Registered,
+        m: &Inbound,
+        reply: &str,
+        handoff_started: bool,
+    ) -> Vec<OutboxItem> {
+        if handoff_started && self.settings.platform_handoff {
+            let mut items = self.hand_over(s, m, reply);
+            items.extend(platform::notify_items(s, &m.channel, &m.conversation));
+            items
+        } else {
+            platform::answer_items(s, ch, m, reply, handoff_started).await
         }
     }
 
     /// A reply within the platform's limits: split at 2,048 bytes, at most what is left of
     /// the 5 messages allowed after the customer's last message (packed, or cut, to fit);
-    /// what does not fit is reported to the agents.
-    pub async fn send(&self, s: &AppState, _ch: &Registered, reply: Reply<'_>) {
+    /// what does not fit is reported to the agents. `Err` when nothing may be sent.
+    pub async fn send(
+        &self,
+        s: &AppState,
+        _ch: &Registered,
+        reply: Reply<'_>,
+    ) -> Result<Vec<OutboxItem>, String> {
         let needed = fit(reply.text, usize::MAX).parts.len() as u32;
         if needed == 0 {
-            return;
+            return Ok(Vec::new());
         }
         let key = quota_key(&self.channel, reply.conversation);
         let now = s.app.clock.now_ms();
@@ -152,48 +190,45 @@ impl KfRuntime {
             markdown: false,
             route: r,
         };
-        match send::reply_calls(&self.channel, &out, granted as usize) {
-            Ok((calls, cut)) => {
-                if !calls.is_empty() {
-                    let calls = calls.into_iter().map(|c| (c, vec![])).collect();
-                    if let Err(e) =
-                        s.platforms
-                            .outbox
-                            .enqueue(&self.channel, reply.conversation, calls)
-                    {
-                        tracing::error!(error = %e, "outbox write failed; reply lost");
-                    }
-                }
-                if cut {
-                    let what = if granted == 0 {
-                        "a reply was not sent".to_string()
-                    } else {
-                        format!("a reply was cut to {granted} message(s)")
-                    };
-                    let why = format!(
-                        "{what}: WeCom allows {QUOTA_MESSAGES} messages within 48 h of the customer's last message"
-                    );
-                    s.app
-                        .metrics
-                        .inc("kefu_kf_replies_cut_total", &[("channel", &self.channel)]);
-                    platform::alert_agents(
-                        s,
-                        &format!("[kefu] {}/{}: {why}", self.channel, reply.conversation),
-                    );
-                    if let Err(e) = s
-                        .app
-                        .engine
-                        .note(&self.channel, reply.conversation, &why)
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot note a cut kf reply");
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, channel = %self.channel, "kf reply cannot be encoded")
+        let (calls, cut) =
+            send::reply_calls(&self.channel, &out, granted as usize).map_err(|e| {
+                tracing::error!(error = %e, channel = %self.channel, "kf reply cannot be encoded");
+                format!("cannot be encoded for {}: {e}", self.channel)
+            })?;
+        let why = cut.then(|| {
+            let what = if granted == 0 {
+                "a reply was not sent".to_string()
+            } else {
+                format!("a reply was cut to {granted} message(s)")
+            };
+            format!(
+                "{what}: WeCom allows {QUOTA_MESSAGES} messages within 48 h of the customer's last message"
+            )
+        });
+        if let Some(why) = &why {
+            s.app
+                .metrics
+                .inc("kefu_kf_replies_cut_total", &[("channel", &self.channel)]);
+            platform::alert_agents(
+                s,
+                &format!("[kefu] {}/{}: {why}", self.channel, reply.conversation),
+            );
+            if let Err(e) = s
+                .app
+                .engine
+                .platform_note(&self.channel, reply.conversation, why)
+                .await
+            {
+                tracing::error!(error = %e, "cannot note a cut kf reply");
             }
         }
+        if calls.is_empty() {
+            return Err(why.unwrap_or_else(|| "nothing to send".into()));
+        }
+        let calls = calls.into_iter().map(|c| (c, vec![])).collect();
+        Ok(s.platforms
+            .outbox
+            .items(&self.channel, reply.conversation, reply.message, calls))
     }
 
     /// The agent API handed the conversation back: a session kefu gave to the platform's
@@ -232,9 +267,9 @@ impl KfRuntime {
     /// servicers. The transfer line goes out with the transfer's `msg_code` (the API can no
     /// longer `send_msg` once a person owns the session); if the transfer fails for good it
     /// goes out as a plain message instead.
-    fn hand_over(&self, s: &AppState, m: &Inbound, notice: &str) {
+    fn hand_over(&self, s: &AppState, m: &Inbound, notice: &str) -> Vec<OutboxItem> {
         let Some((kfid, user)) = split_conversation(&m.conversation) else {
-            return;
+            return Vec::new();
         };
         let reply_id = format!("turn:{}", m.id);
         let t = Transfer {
@@ -258,13 +293,12 @@ impl KfRuntime {
         let fallback = send::reply_calls(&self.channel, &plain, 1)
             .map(|(calls, _)| calls)
             .unwrap_or_default();
-        if let Err(e) =
-            s.platforms
-                .outbox
-                .enqueue(&self.channel, &m.conversation, vec![(t.call(), fallback)])
-        {
-            tracing::error!(error = %e, "outbox write failed; kf handoff not queued");
-        }
+        s.platforms.outbox.items(
+            &self.channel,
+            &m.conversation,
+            None,
+            vec![(t.call(), fallback)],
+        )
     }
 
     /// The engine thinks a person owns this conversation, and kefu gave it to the
@@ -330,7 +364,8 @@ impl KfRuntime {
     }
 
     /// An event about one customer's session (origin 4).
-    async fn event(&self, s: &AppState, m: &Inbound) -> Result<(), EngineError> {
+    async fn event(&self, s: &AppState, m: &Inbound) -> Result<Vec<OutboxItem>, EngineError> {
+        let mut items = Vec::new();
         let engine = &s.app.engine;
         let now = s.app.clock.now_ms();
         let r = &m.route;
@@ -363,16 +398,14 @@ impl KfRuntime {
                     let text = s.app.config.replies.greeting.get(zh);
                     let id = msgid(&self.channel, &format!("welcome:{}", m.id), 0);
                     let call = send::on_event_call(code, Some(&id), text);
-                    match s.platforms.outbox.enqueue(
+                    // Queued with the removal of the event's inbox entry, in one write.
+                    engine.record(m, Role::Bot, text, None).await?;
+                    items = s.platforms.outbox.items(
                         &self.channel,
                         &m.conversation,
+                        None,
                         vec![(call, vec![])],
-                    ) {
-                        Ok(()) => {
-                            engine.record(m, Role::Bot, text, None).await?;
-                        }
-                        Err(e) => tracing::error!(error = %e, "outbox write failed; no welcome"),
-                    }
+                    );
                 }
             }
             "session_status_change" => {
@@ -466,7 +499,7 @@ impl KfRuntime {
                     .await?;
             }
         }
-        Ok(())
+        Ok(items)
     }
 
     fn channel(&self) -> &str {

@@ -3,11 +3,14 @@
 //! - One loop task per account (`open_kfid`): one sync at a time. A notification during a
 //!   sync leaves one wake-up behind ([`Notify`] keeps a single permit), so exactly one more
 //!   sync follows, however many arrived.
-//! - Each page is stored before the cursor moves: every item's dedupe key and inbox entry
-//!   in one atomic write ([`Store::accept_inbound`]), the whole page flushed to disk, then
-//!   `next_cursor` saved. A crash in between fetches the page again; its items are then
-//!   duplicates by `msgid` and nothing is answered twice. Dedupe keys live 4 days, longer
-//!   than the 3 days the API can return.
+//! - Each page is stored before the cursor moves ([`fetched::accept_page`]: every item's
+//!   dedupe key and inbox entry, the whole page flushed once), then `next_cursor` saved. A
+//!   crash in between fetches the page again; its items are then duplicates by `msgid` and
+//!   nothing is answered twice. Dedupe keys live 4 days, longer than the 3 days the API can
+//!   return.
+//! - A conversation whose queue is full stops the page there: the sync waits for its worker
+//!   and offers the same page again (what was stored comes back as duplicates), never
+//!   dropping or skipping past it.
 //! - `has_more` = 1 → the next page, even when this one was empty.
 //! - The callback's `Token` (good for 10 minutes) goes with the request; an invalid one
 //!   (95007) is dropped and the call repeated without it.
@@ -15,7 +18,8 @@
 //!   one: the last 3 days come back and dedupe skips what was already stored. On such a
 //!   cursor-less sync (also the very first), customer messages older than
 //!   `backlog_reply_secs` are stored but not answered.
-//! - A failed sync is tried again with a backoff (1 s doubling to 5 minutes).
+//! - A failed sync (the API, or the store) is tried again with a backoff (1 s doubling to 5
+//!   minutes): WeCom does not notify again for messages it already announced.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,11 +28,13 @@ use std::time::Duration;
 use adapters::wecom::kf::{
     self, is_account_error, parse_sync_reply, route, sync_request_body, KfItem, Origin, SyncReply,
 };
-use adapters::{KfNotice, Secret};
-use tokio::sync::{watch, Notify};
+use adapters::{Inbound, KfNotice, Secret};
+use tokio::sync::Notify;
 
 use super::{quota_key, KfRuntime};
-use crate::server::{platform, AppState};
+use crate::lifecycle::TaskHandle;
+use crate::server::fetched::{self, NotTaken};
+use crate::server::AppState;
 use crate::store::Store;
 
 /// A callback's `Token` is valid for 10 minutes; use it a little less.
@@ -39,10 +45,14 @@ pub const DEDUPE_TTL_MS: u64 = 4 * 24 * 3600 * 1000;
 const PAGE_LIMIT: u32 = 1000;
 /// Longest wait before a failed sync is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A page that met a full conversation queue is offered again after this (doubling up to
+/// `BUSY_WAIT_MAX`): the conversation's worker frees a slot per turn.
+const BUSY_WAIT: Duration = Duration::from_millis(50);
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(2);
 
-/// The store key of an account's cursor.
+/// The store (kv) key of an account's cursor.
 pub fn cursor_key(channel: &str, open_kfid: &str) -> String {
-    format!("kf:{channel}:{open_kfid}")
+    format!("kf_cursor:{channel}:{open_kfid}")
 }
 
 fn accounts_key(channel: &str) -> String {
@@ -78,8 +88,9 @@ pub struct Accounts {
     allowed: Option<BTreeSet<String>>,
     store: Arc<dyn Store>,
     map: Mutex<HashMap<String, Arc<Account>>>,
-    /// Set by `start`; loops are spawned only after it.
-    stop: OnceLock<watch::Receiver<bool>>,
+    /// Set by `start` (the intake group's handle); loops are spawned only after it, each
+    /// holding a clone so that shutdown waits for the page in hand.
+    task: OnceLock<TaskHandle>,
 }
 
 impl Accounts {
@@ -89,7 +100,7 @@ impl Accounts {
             allowed: allowed.map(|v| v.into_iter().collect()),
             store,
             map: Mutex::new(HashMap::new()),
-            stop: OnceLock::new(),
+            task: OnceLock::new(),
         }
     }
 
@@ -103,17 +114,14 @@ impl Accounts {
             .unwrap_or_default()
     }
 
-    /// Rare (a new account): flushed at once, so a crash before the first sync still leaves
-    /// the account to catch up on at start.
+    /// Rare (a new account). The notification that brought it is answered after the next
+    /// flush (`platform::accept`), so a crash before the first sync still leaves the
+    /// account to catch up on at start.
     fn remember(&self, ids: &[String]) {
         let Ok(json) = serde_json::to_vec(ids) else {
             return;
         };
-        if let Err(e) = self
-            .store
-            .kv_put(&accounts_key(&self.channel), &json)
-            .and_then(|()| self.store.flush())
-        {
+        if let Err(e) = self.store.kv_put(&accounts_key(&self.channel), &json) {
             tracing::warn!(channel = %self.channel, error = %e, "cannot store the kf account list");
         }
     }
@@ -158,9 +166,9 @@ impl Accounts {
 }
 
 /// Start a loop per configured and known account; each first catches up.
-pub fn start(rt: &Arc<KfRuntime>, s: &AppState, stop: watch::Receiver<bool>) {
+pub fn start(rt: &Arc<KfRuntime>, s: &AppState, task: TaskHandle) {
     let accounts = &rt.sync;
-    let _ = accounts.stop.set(stop);
+    let _ = accounts.task.set(task);
     let mut ids: BTreeSet<String> = accounts.known().into_iter().collect();
     if let Some(allowed) = &accounts.allowed {
         ids.extend(allowed.iter().cloned());
@@ -206,16 +214,17 @@ pub fn notice(rt: &Arc<KfRuntime>, s: &AppState, n: KfNotice) {
 
 /// Spawn the account's loop once, after `start`.
 fn spawn(rt: &Arc<KfRuntime>, s: &AppState, a: Arc<Account>) {
-    let Some(stop) = rt.sync.stop.get().cloned() else {
+    let Some(task) = rt.sync.task.get().cloned() else {
         return;
     };
-    if a.spawned.swap(true, std::sync::atomic::Ordering::SeqCst) {
+    if task.stopping() || a.spawned.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return;
     }
-    tokio::spawn(run(rt.clone(), s.clone(), a, stop));
+    tokio::spawn(run(rt.clone(), s.clone(), a, task));
 }
 
-async fn run(rt: Arc<KfRuntime>, s: AppState, a: Arc<Account>, mut stop: watch::Receiver<bool>) {
+async fn run(rt: Arc<KfRuntime>, s: AppState, a: Arc<Account>, task: TaskHandle) {
+    let mut stop = task.clone();
     let poll = (rt.settings.poll_secs > 0).then(|| Duration::from_secs(rt.settings.poll_secs));
     let mut failures: u32 = 0;
     loop {
@@ -227,12 +236,12 @@ async fn run(rt: Arc<KfRuntime>, s: AppState, a: Arc<Account>, mut stop: watch::
                     None => std::future::pending::<()>().await,
                 }
             } => {}
-            _ = stop.changed() => return,
+            _ = stop.stopped() => return,
         }
-        if *stop.borrow() {
+        if task.stopping() {
             return;
         }
-        match sync_account(&rt, &s, &a).await {
+        match sync_account(&rt, &s, &a, &task).await {
             Ok(stored) => {
                 failures = 0;
                 s.app.metrics.inc(
@@ -251,7 +260,7 @@ async fn run(rt: Arc<KfRuntime>, s: AppState, a: Arc<Account>, mut stop: watch::
                 tracing::warn!(channel = rt.channel(), open_kfid = %a.open_kfid, error = %e, retry_in = ?wait, "kf sync failed");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => return,
+                    _ = stop.stopped() => return,
                 }
                 a.wake.notify_one();
             }
@@ -259,17 +268,30 @@ async fn run(rt: Arc<KfRuntime>, s: AppState, a: Arc<Account>, mut stop: watch::
     }
 }
 
-/// Pull until `has_more` is 0; returns how many new items were stored.
-async fn sync_account(rt: &KfRuntime, s: &AppState, a: &Account) -> Result<usize, String> {
+/// Pull until `has_more` is 0; returns how many new items were stored. The cursor moves
+/// past a page only once the page is on disk.
+async fn sync_account(
+    rt: &KfRuntime,
+    s: &AppState,
+    a: &Account,
+    task: &TaskHandle,
+) -> Result<usize, String> {
     let store = &s.app.store;
+    let health = s.app.commit.health();
     let key = cursor_key(rt.channel(), &a.open_kfid);
-    let mut cursor = store.cursor(&key).map_err(|e| e.to_string())?;
+    let mut cursor = store
+        .kv_get(&key)
+        .map_err(|e| format!("cursor unreadable: {e}"))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
     // A sync that starts without a cursor re-reads up to 3 days: its old messages are kept,
     // not answered.
     let mut backlog = cursor.is_none();
     let mut cursor_reset = false;
     let mut stored = 0;
     loop {
+        if task.stopping() {
+            return Err("kefu is stopping".into());
+        }
         let token = a.token(s.app.clock.now_ms());
         let body = sync_request_body(
             cursor.as_deref(),
@@ -306,12 +328,14 @@ async fn sync_account(rt: &KfRuntime, s: &AppState, a: &Account) -> Result<usize
                 return Err(format!("sync_msg: errcode {errcode}: {errmsg}"));
             }
         };
-        stored += store_page(rt, s, page.items, backlog)?;
+        let messages = page_messages(rt, s, page.items, backlog);
+        stored += take_page(rt, s, messages, task).await?;
         if !page.next_cursor.is_empty() {
-            // Only now: the page is on disk.
-            store
-                .set_cursor(&key, &page.next_cursor)
+            // Only now: the page is on disk. The cursor itself is flushed soon, not waited
+            // for: lost in a crash, it costs a refetch of pages that are all duplicates.
+            crate::store::watch(health, store.kv_put(&key, page.next_cursor.as_bytes()))
                 .map_err(|e| format!("cursor not saved: {e}"))?;
+            s.app.commit.soon();
             cursor = Some(page.next_cursor);
         }
         if !page.has_more {
@@ -320,15 +344,76 @@ async fn sync_account(rt: &KfRuntime, s: &AppState, a: &Account) -> Result<usize
     }
 }
 
-/// Store a page's items (atomically per item, then flushed) and hand the new ones to their
-/// conversations' workers. Returns how many were new.
-fn store_page(
+/// Offer a page to the inbox until it is taken whole: a full conversation queue is waited
+/// for (the same page again; what was stored comes back as duplicates); a store failure or
+/// a stop ends the sync with the cursor where it was. Returns how many were new.
+async fn take_page(
     rt: &KfRuntime,
     s: &AppState,
-    items: Vec<KfItem>,
-    backlog: bool,
+    messages: Vec<Inbound>,
+    task: &TaskHandle,
 ) -> Result<usize, String> {
-    let store = &s.app.store;
+    let count = |outcome: &str, n: usize| {
+        for _ in 0..n {
+            s.app.metrics.inc(
+                "kefu_kf_pulled_total",
+                &[("channel", rt.channel()), ("outcome", outcome)],
+            );
+        }
+    };
+    let mut accepted = 0;
+    let mut wait = BUSY_WAIT;
+    loop {
+        let taken = fetched::accept_page(s, rt.channel(), messages.clone(), DEDUPE_TTL_MS, |m| {
+            open_quota(rt, s, m)
+        });
+        match taken.await {
+            Ok(f) => {
+                accepted += f.accepted;
+                count("accepted", f.accepted);
+                // Duplicates of this sync's own earlier offers were accepted then.
+                return Ok(accepted);
+            }
+            Err(NotTaken::Busy(e)) => {
+                tracing::debug!(channel = rt.channel(), reason = %e, retry_in = ?wait, "kf page waits for a full conversation queue");
+                let mut stop = task.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.stopped() => return Err("kefu is stopping".into()),
+                }
+                wait = (wait * 2).min(BUSY_WAIT_MAX);
+            }
+            Err(NotTaken::Unavailable(e)) => return Err(format!("page not stored: {e}")),
+        }
+    }
+}
+
+/// A customer message was stored: WeCom allows 5 more messages within 48 h from it, and
+/// counts from when it received it (before kefu answers the earlier ones), so the
+/// allowance opens here, once per message (not again for a refetched duplicate).
+fn open_quota(rt: &KfRuntime, s: &AppState, m: &Inbound) {
+    if Origin::of(&m.route) != Some(Origin::Customer) {
+        return;
+    }
+    let at = if m.sent_at_ms > 0 {
+        m.sent_at_ms
+    } else {
+        s.app.clock.now_ms()
+    };
+    if let Err(e) = s
+        .app
+        .store
+        .quota_open(&quota_key(rt.channel(), &m.conversation), at)
+    {
+        // Not fatal: the platform enforces the limit anyway (95001 is reported).
+        tracing::error!(error = %e, "kf send allowance not opened");
+    }
+}
+
+/// A page's items as messages to store, in order. Customer messages older than
+/// `backlog_reply_secs` on a cursor-less sync are marked stale (kept, not answered);
+/// account events and unreadable items are logged and counted, not stored.
+fn page_messages(rt: &KfRuntime, s: &AppState, items: Vec<KfItem>, backlog: bool) -> Vec<Inbound> {
     let now = s.app.clock.now_ms();
     let count = |outcome: &str| {
         s.app.metrics.inc(
@@ -336,7 +421,7 @@ fn store_page(
             &[("channel", rt.channel()), ("outcome", outcome)],
         )
     };
-    let mut fresh = Vec::new();
+    let mut out = Vec::with_capacity(items.len());
     for item in items {
         match item {
             KfItem::Message(m) => {
@@ -348,23 +433,7 @@ fn store_page(
                 {
                     m.route.insert(route::STALE.to_string(), "1".into());
                 }
-                let key = format!("{}:{}", rt.channel(), m.id);
-                if store
-                    .accept_inbound(&key, &m, now, DEDUPE_TTL_MS)
-                    .map_err(|e| format!("store: {e}"))?
-                {
-                    count("duplicate");
-                    continue;
-                }
-                if customer {
-                    // The customer wrote: 5 more messages within 48 h from this one.
-                    let at = if m.sent_at_ms > 0 { m.sent_at_ms } else { now };
-                    store
-                        .quota_open(&quota_key(rt.channel(), &m.conversation), at)
-                        .map_err(|e| format!("store: {e}"))?;
-                }
-                count("accepted");
-                fresh.push((key, m));
+                out.push(m);
             }
             KfItem::AccountEvent {
                 open_kfid,
@@ -381,11 +450,5 @@ fn store_page(
             }
         }
     }
-    // Durable before the cursor moves past it.
-    store.flush().map_err(|e| format!("store flush: {e}"))?;
-    let n = fresh.len();
-    for (key, m) in fresh {
-        platform::enqueue(s, key, m);
-    }
-    Ok(n)
+    out
 }
