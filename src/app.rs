@@ -11,6 +11,7 @@ use crate::config::{ActionKind, Config, IntentMode, ProviderKind};
 use crate::engine::actions::{BusinessActions, HandoffActions, HttpActions};
 use crate::engine::intent::{BuiltinClassifier, IntentClassifier};
 use crate::engine::llm_intent::LlmClassifier;
+use crate::engine::neighbours::Neighbours;
 use crate::engine::{Engine, EngineParts, KnowledgeRetriever};
 use crate::knowledge::{IngestReport, Knowledge, SearchParams};
 use crate::metrics::Metrics;
@@ -96,7 +97,7 @@ impl App {
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()?;
         let (embedder, search_params) = embedder(&config)?;
-        let knowledge = Arc::new(Knowledge::open(&db, embedder)?);
+        let knowledge = Arc::new(Knowledge::open(&db, embedder.clone())?);
         knowledge.set_params(search_params);
         let commit = GroupCommit::start(app_store.clone(), StoreHealth::new());
         let metrics = Arc::new(Metrics::new());
@@ -134,10 +135,21 @@ impl App {
                 token: config.flows.action_token.clone(),
             }),
         };
-        let builtin_classifier = Arc::new(BuiltinClassifier::new(
-            &config.intent.order_pattern,
-            &config.intent.examples,
-        )?);
+        // The intent examples are embedded with the knowledge's embedder; if it cannot (a
+        // model server down at start), the lexicons classify alone and that is logged.
+        let neighbours = match Neighbours::build(embedder.clone(), &config.intent.examples).await {
+            Ok(n) => Some(Arc::new(n)),
+            Err(e) => {
+                tracing::warn!(error = %e, "intent examples not embedded; intent from the lexicons only");
+                None
+            }
+        };
+        let mut builtin_classifier =
+            BuiltinClassifier::new(&config.intent.order_pattern, &config.intent.examples)?;
+        if let Some(n) = neighbours {
+            builtin_classifier = builtin_classifier.with_neighbours(n);
+        }
+        let builtin_classifier = Arc::new(builtin_classifier);
         let intent_mode = config
             .providers
             .chat

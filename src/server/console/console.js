@@ -29,6 +29,7 @@
       customer: 'Customer', bot: 'Bot', agent: 'Agent', system: 'System',
       intent: 'Wants', order: 'Order', urgency: 'Urgency', sentiment: 'Mood', sources: 'Bot used',
       stats: 'Numbers since start', firstReply: 'Time to first human reply', median: 'median', p90: '90th percentile',
+      deadLetters: 'Replies not delivered', retry: 'Send again', discard: 'Discard',
       answered: 'handoffs answered', byReason: 'Handoffs by reason', ended: 'Ended', none: 'none yet',
       sound: 'Sound for new handoffs', soundOn: 'Sound on', soundOff: 'Sound off',
       justNow: 'just now', minutes: '{n} min', hours: '{h} h {m} min', days: '{d} d',
@@ -38,7 +39,7 @@
       released: 'Handed back to the bot.', closed: 'Conversation closed.', failedAction: 'Did not work: {why}',
       sessionEnded: 'Your session ended. Please log in again.', newHandoff: 'New handoff: {who}',
       reasons: {
-        human_requested: 'Asked for a human', keyword: 'Used a watched word', complaint_urgent: 'Urgent complaint',
+        safety: 'Safety: danger reported', human_requested: 'Asked for a human', keyword: 'Used a watched word', complaint_urgent: 'Urgent complaint',
         very_negative: 'Very upset', low_confidence: 'Bot was unsure', no_knowledge: 'Not in the knowledge base',
         unresolved: 'Still unresolved after several answers', business_action: 'Refund or cancellation to finish',
         sensitive: 'Sensitive content', compliance: 'Answer failed the compliance check',
@@ -69,6 +70,7 @@
       customer: '客户', bot: '机器人', agent: '客服', system: '系统',
       intent: '诉求', order: '订单', urgency: '紧急度', sentiment: '情绪', sources: '机器人参考',
       stats: '启动以来的统计', firstReply: '首次人工回复用时', median: '中位数', p90: '90 分位',
+      deadLetters: '未送达的回复', retry: '重新发送', discard: '丢弃',
       answered: '已回复的转人工', byReason: '转人工原因', ended: '已结束', none: '暂无',
       sound: '新会话提示音', soundOn: '提示音：开', soundOff: '提示音：关',
       justNow: '刚刚', minutes: '{n} 分钟', hours: '{h} 小时 {m} 分钟', days: '{d} 天',
@@ -78,7 +80,7 @@
       released: '已交还机器人。', closed: '会话已结束。', failedAction: '操作失败：{why}',
       sessionEnded: '登录已过期，请重新登录。', newHandoff: '新的转人工：{who}',
       reasons: {
-        human_requested: '客户要求人工', keyword: '触发关注词', complaint_urgent: '紧急投诉',
+        safety: '安全问题', human_requested: '客户要求人工', keyword: '触发关注词', complaint_urgent: '紧急投诉',
         very_negative: '客户情绪激动', low_confidence: '机器人把握不足', no_knowledge: '知识库中没有答案',
         unresolved: '多轮未解决', business_action: '退款/取消待处理',
         sensitive: '敏感内容', compliance: '回答未通过合规检查',
@@ -450,8 +452,47 @@
 
   async function loadStats() {
     S.stats = await api('GET', '/agent/api/stats');
+    try {
+      S.dead = await api('GET', '/agent/api/dead-letters?limit=20');
+    } catch (e) {
+      S.dead = null;
+    }
     renderStats();
     renderCounts();
+  }
+
+  // Replies kefu gave up on (platform refused them, or a crash cut off their send): the agent
+  // reads why, then sends one again or discards it.
+  function renderDeadLetters(body) {
+    var d = S.dead;
+    if (!d) return;
+    body.appendChild(el('div', 'stats-sub', t('deadLetters') + ' (' + (d.total || 0) + ')'));
+    var list = el('ul', 'dead-letters');
+    list.setAttribute('data-role', 'dead-letters');
+    if (!d.dead_letters.length) list.appendChild(el('li', null, t('none')));
+    d.dead_letters.forEach(function (x) {
+      var li = el('li');
+      li.setAttribute('data-id', String(x.id));
+      li.appendChild(el('div', null, x.target + ' · ' + x.conversation + ' · ' + clock(x.dead_ms)));
+      li.appendChild(el('div', 'dead-reason', x.reason + (x.last_error ? ': ' + x.last_error : '')));
+      li.appendChild(el('div', 'dead-body', String(x.body || '').slice(0, 200)));
+      [['retry', 'retry'], ['discard', 'discard']].forEach(function (a) {
+        var b = el('button', null, t(a[0]));
+        b.type = 'button';
+        b.setAttribute('data-role', 'dead-' + a[1]);
+        b.addEventListener('click', async function () {
+          try {
+            await api('POST', '/agent/api/dead-letters/' + x.id + '/' + a[1]);
+          } catch (e) {
+            toast(e.message);
+          }
+          loadStats();
+        });
+        li.appendChild(b);
+      });
+      list.appendChild(li);
+    });
+    body.appendChild(list);
   }
 
   function renderStats() {
@@ -476,6 +517,7 @@
     Object.keys(ended).forEach(function (k) { dl2.appendChild(el('dt', null, t('ended') + ' · ' + t('endedHow.' + k))); dl2.appendChild(el('dd', null, String(ended[k]))); });
     body.appendChild(h);
     body.appendChild(dl2);
+    renderDeadLetters(body);
   }
 
   // ---- one conversation ----------------------------------------------------------------------
