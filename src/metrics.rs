@@ -124,6 +124,22 @@ const HELP: &[(&str, &str)] = &[
         "Model provider failures by provider.",
     ),
     (
+        "kefu_kf_syncs_total",
+        "WeCom kf sync runs by channel and outcome.",
+    ),
+    (
+        "kefu_kf_pulled_total",
+        "WeCom kf items pulled by channel and outcome.",
+    ),
+    (
+        "kefu_kf_replies_cut_total",
+        "WeCom kf replies cut or dropped to stay within 5 messages per 48 h.",
+    ),
+    (
+        "kefu_kf_send_failures_total",
+        "WeCom kf msg_send_fail events by channel.",
+    ),
+    (
         "kefu_messages_truncated_total",
         "Messages longer than server.max_message_chars, cut for the engine (stored whole).",
     ),

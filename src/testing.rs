@@ -15,8 +15,8 @@ use crate::knowledge::Hit;
 use crate::metrics::Metrics;
 use crate::providers::{Answer, BuiltinGenerator, GenerateRequest, Generator, ProviderError};
 use crate::store::{
-    Conversation, DeadLetter, InboxEntry, MemoryStore, Message, OutboxItem, Store, StoreError,
-    StoreResult,
+    Conversation, DeadLetter, InboxEntry, MemoryStore, Message, OutboxItem, Quota, Store,
+    StoreError, StoreResult,
 };
 
 /// Returns the entries whose every keyword occurs in the (lower-cased) query, with their score.
@@ -317,6 +317,24 @@ impl Store for FaultyStore {
     fn dead_letter_take(&self, id: u64) -> StoreResult<Option<DeadLetter>> {
         self.write()?;
         self.inner.dead_letter_take(id)
+    }
+    fn quota_open(&self, key: &str, customer_at_ms: u64) -> StoreResult<()> {
+        self.write()?;
+        self.inner.quota_open(key, customer_at_ms)
+    }
+    fn quota_take(
+        &self,
+        key: &str,
+        now_ms: u64,
+        want: u32,
+        limit: u32,
+        window_ms: u64,
+    ) -> StoreResult<u32> {
+        self.write()?;
+        self.inner.quota_take(key, now_ms, want, limit, window_ms)
+    }
+    fn quota(&self, key: &str) -> StoreResult<Option<Quota>> {
+        self.inner.quota(key)
     }
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         self.inner.kv_get(key)

@@ -19,12 +19,17 @@ pub mod wecom;
 pub use hosts::HostAllowlist;
 pub use secret::Secret;
 
-/// The kind of platform a channel speaks. Config spells them `web`, `wecom`, `dingtalk`.
+/// The kind of platform a channel speaks. Config spells them `web`, `wecom`, `wecom_kf`,
+/// `dingtalk`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     Web,
     WeCom,
+    /// WeCom Customer Service (微信客服): external WeChat users, messages pulled with
+    /// `kf/sync_msg`.
+    #[serde(rename = "wecom_kf")]
+    WeComKf,
     DingTalk,
 }
 
@@ -33,6 +38,7 @@ impl ChannelKind {
         match self {
             ChannelKind::Web => "web",
             ChannelKind::WeCom => "wecom",
+            ChannelKind::WeComKf => "wecom_kf",
             ChannelKind::DingTalk => "dingtalk",
         }
     }
@@ -143,6 +149,22 @@ pub enum Decoded {
     Challenge(String),
     /// Authentic, but nothing to do (an event we don't handle).
     Ignored(&'static str),
+    /// WeCom kf: the platform says new messages or events wait to be pulled
+    /// (`kf_msg_or_event`). It carries no customer data.
+    KfNotice(KfNotice),
+}
+
+/// A WeCom kf callback (wecom-kf.md §1): which account has news, and the one-time
+/// credential to pull it with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KfNotice {
+    /// The kf account (`wk…`) with new data; `None` when the callback names none (2021-era
+    /// callbacks): then every configured account is pulled.
+    pub open_kfid: Option<String>,
+    /// The `Token` for `kf/sync_msg`, valid 10 minutes; a credential, never logged.
+    pub token: Option<Secret>,
+    /// `CreateTime`, unix seconds.
+    pub create_time: u64,
 }
 
 /// Why a platform request was refused. `BadSignature`, `StaleTimestamp` and `WrongReceiver`

@@ -358,6 +358,9 @@ pub struct HandoffConfig {
     pub message_zh: String,
     /// Where handoff alerts go: names of `[[notify]]` targets.
     pub notify: Vec<String>,
+    /// Non-text messages (images, files, locations, …) go to a human instead of getting the
+    /// `replies.non_text` answer.
+    pub non_text: bool,
 }
 
 impl Default for HandoffConfig {
@@ -384,6 +387,7 @@ impl Default for HandoffConfig {
             message: "I need to transfer you to a human agent for this issue.".into(),
             message_zh: "这个问题需要为您转接人工客服，请稍候。".into(),
             notify: Vec::new(),
+            non_text: false,
         }
     }
 }
@@ -712,6 +716,7 @@ pub struct DingTalkRobotConfig {
 pub enum ChannelConfig {
     Web(WebChannelConfig),
     WeCom(WeComChannelConfig),
+    WeComKf(WeComKfChannelConfig),
     DingTalk(DingTalkChannelConfig),
 }
 
@@ -720,6 +725,7 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Web(c) => &c.name,
             ChannelConfig::WeCom(c) => &c.name,
+            ChannelConfig::WeComKf(c) => &c.name,
             ChannelConfig::DingTalk(c) => &c.name,
         }
     }
@@ -727,6 +733,7 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Web(_) => adapters::ChannelKind::Web,
             ChannelConfig::WeCom(_) => adapters::ChannelKind::WeCom,
+            ChannelConfig::WeComKf(_) => adapters::ChannelKind::WeComKf,
             ChannelConfig::DingTalk(_) => adapters::ChannelKind::DingTalk,
         }
     }
@@ -764,6 +771,134 @@ pub struct WeComChannelConfig {
     /// 0 turns the check off (WeCom itself defines no window).
     #[serde(default = "default_wecom_timestamp_window_ms")]
     pub timestamp_window_ms: u64,
+    /// This app manages WeCom kf accounts (微信客服 → API → 企业内部开发, "mode B"): kf
+    /// notifications arrive on its callback URL and its secret calls the kf API. The kf keys
+    /// below apply only with `kf = true`.
+    #[serde(default)]
+    pub kf: bool,
+    #[serde(default)]
+    pub open_kfids: Option<Vec<String>>,
+    #[serde(default)]
+    pub human_servicers: Option<Vec<String>>,
+    #[serde(default)]
+    pub welcome: Option<bool>,
+    #[serde(default)]
+    pub platform_handoff: Option<bool>,
+    #[serde(default)]
+    pub backlog_reply_secs: Option<u64>,
+    #[serde(default)]
+    pub poll_secs: Option<u64>,
+}
+
+impl WeComChannelConfig {
+    /// The kf behaviour when the app manages kf accounts (`kf = true`).
+    pub fn kf_settings(&self) -> Option<KfSettings> {
+        let d = KfSettings::default();
+        self.kf.then(|| KfSettings {
+            open_kfids: self.open_kfids.clone(),
+            human_servicers: self.human_servicers.clone().unwrap_or_default(),
+            welcome: self.welcome.unwrap_or(d.welcome),
+            platform_handoff: self.platform_handoff.unwrap_or(d.platform_handoff),
+            backlog_reply_secs: self.backlog_reply_secs.unwrap_or(d.backlog_reply_secs),
+            poll_secs: self.poll_secs.unwrap_or(d.poll_secs),
+        })
+    }
+
+    /// The kf keys set on this app, by name (refused without `kf = true`).
+    pub fn kf_keys_set(&self) -> Vec<&'static str> {
+        [
+            ("open_kfids", self.open_kfids.is_some()),
+            ("human_servicers", self.human_servicers.is_some()),
+            ("welcome", self.welcome.is_some()),
+            ("platform_handoff", self.platform_handoff.is_some()),
+            ("backlog_reply_secs", self.backlog_reply_secs.is_some()),
+            ("poll_secs", self.poll_secs.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+}
+
+/// WeCom Customer Service (微信客服) managed in the kf admin console ("mode A"): its own
+/// callback URL, Token, EncodingAESKey and 微信客服 Secret (wecom-kf.md §1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeComKfChannelConfig {
+    pub name: String,
+    pub corp_id: String,
+    /// The 微信客服 Secret (kf admin → 开发配置), or the managing app's Secret.
+    pub secret: Secret,
+    pub token: Secret,
+    pub encoding_aes_key: Secret,
+    #[serde(default = "default_wecom_base")]
+    pub api_base: String,
+    /// The kf accounts (`wk…`) to answer; absent: every account that notifies.
+    #[serde(default)]
+    pub open_kfids: Option<Vec<String>>,
+    /// Servicers (WeCom userids) a handoff goes to, first receiving one wins; empty or none
+    /// receiving: the account's pool.
+    #[serde(default)]
+    pub human_servicers: Vec<String>,
+    /// Greet a customer entering the session (with the platform's `welcome_code`).
+    #[serde(default = "yes")]
+    pub welcome: bool,
+    /// A handoff moves the session to the account's servicers (`service_state/trans`);
+    /// false: the session stays with the bot and kefu's agents answer through the agent API.
+    #[serde(default = "yes")]
+    pub platform_handoff: bool,
+    /// After a sync without a cursor (first start, or the API refused the stored one),
+    /// customer messages older than this are stored but not answered.
+    #[serde(default = "default_backlog_reply_secs")]
+    pub backlog_reply_secs: u64,
+    /// Also sync every this many seconds without a notification (0: only when notified).
+    #[serde(default)]
+    pub poll_secs: u64,
+    /// As for `kind = "wecom"`: refuse (401) a notification whose `timestamp` is further
+    /// than this from now; 0 turns the check off.
+    #[serde(default = "default_wecom_timestamp_window_ms")]
+    pub timestamp_window_ms: u64,
+}
+
+impl WeComKfChannelConfig {
+    pub fn kf_settings(&self) -> KfSettings {
+        KfSettings {
+            open_kfids: self.open_kfids.clone(),
+            human_servicers: self.human_servicers.clone(),
+            welcome: self.welcome,
+            platform_handoff: self.platform_handoff,
+            backlog_reply_secs: self.backlog_reply_secs,
+            poll_secs: self.poll_secs,
+        }
+    }
+}
+
+/// How kefu runs kf accounts, whichever channel kind manages them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KfSettings {
+    pub open_kfids: Option<Vec<String>>,
+    pub human_servicers: Vec<String>,
+    pub welcome: bool,
+    pub platform_handoff: bool,
+    pub backlog_reply_secs: u64,
+    pub poll_secs: u64,
+}
+
+impl Default for KfSettings {
+    fn default() -> Self {
+        KfSettings {
+            open_kfids: None,
+            human_servicers: Vec::new(),
+            welcome: true,
+            platform_handoff: true,
+            backlog_reply_secs: default_backlog_reply_secs(),
+            poll_secs: 0,
+        }
+    }
+}
+
+fn default_backlog_reply_secs() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -1070,12 +1205,13 @@ pub(super) fn deserialize(
         &|kind, v| match kind {
             "web" => typed(v).map(ChannelConfig::Web),
             "wecom" => typed(v).map(ChannelConfig::WeCom),
+            "wecom_kf" => typed(v).map(ChannelConfig::WeComKf),
             "dingtalk" => typed(v).map(ChannelConfig::DingTalk),
             other => Typed::unknown_kind(format!(
-                "unknown kind `{other}`; expected one of web, wecom, dingtalk"
+                "unknown kind `{other}`; expected one of web, wecom, wecom_kf, dingtalk"
             )),
         },
-        "web, wecom, dingtalk",
+        "web, wecom, wecom_kf, dingtalk",
         &mut outline.channels,
     );
     let notify = tagged_list(

@@ -177,6 +177,7 @@ fn typo_in_each_channel_kind_is_refused() {
         ("web", ""),
         ("wecom", "corp_id=\"c\"\nagent_id=1\nsecret=\"s\"\ntoken=\"t\"\nencoding_aes_key=\"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\n"),
         ("dingtalk", "app_key=\"k\"\napp_secret=\"s\"\nrobot_code=\"r\"\n"),
+        ("wecom_kf", "corp_id=\"c\"\nsecret=\"s\"\ntoken=\"t\"\nencoding_aes_key=\"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\n"),
     ] {
         let errs = errors(&format!(
             "[[channels]]\nname = \"n\"\nkind = \"{kind}\"\n{extra}allowed_origin = [\"x\"]\n"
@@ -267,6 +268,111 @@ fn bad_regex_and_notify_reference() {
 #[test]
 fn literal_dollar_brace_escape() {
     assert_eq!(expand::expand_str("a$${B}c", &|_| None).unwrap(), "a${B}c");
+}
+
+const KF_KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+
+#[test]
+fn wecom_kf_channel_and_its_defaults() {
+    let cfg = parse(
+        &format!(
+            "[[channels]]\nname = \"wxkf\"\nkind = \"wecom_kf\"\ncorp_id = \"ww1\"\nsecret = \"kf-s3cr3t\"\ntoken = \"tok\"\nencoding_aes_key = \"{KF_KEY}\"\n"
+        ),
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    let ChannelConfig::WeComKf(c) = &cfg.channels[0] else {
+        panic!("not wecom_kf")
+    };
+    assert_eq!(cfg.channels[0].kind(), adapters::ChannelKind::WeComKf);
+    assert_eq!(c.api_base, "https://qyapi.weixin.qq.com");
+    assert_eq!(c.kf_settings(), KfSettings::default());
+    assert!(!format!("{cfg:?}").contains("kf-s3cr3t"));
+    assert!(!cfg.handoff.non_text);
+
+    let cfg = parse(
+        &format!(
+            "[[channels]]\nname = \"wxkf\"\nkind = \"wecom_kf\"\ncorp_id = \"ww1\"\nsecret = \"s\"\ntoken = \"t\"\nencoding_aes_key = \"{KF_KEY}\"\nopen_kfids = [\"wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q\"]\nhuman_servicers = [\"zhangsan\", \"li.si@corp\"]\nwelcome = false\nplatform_handoff = false\nbacklog_reply_secs = 60\npoll_secs = 30\n"
+        ),
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    let ChannelConfig::WeComKf(c) = &cfg.channels[0] else {
+        panic!("not wecom_kf")
+    };
+    let k = c.kf_settings();
+    assert_eq!(
+        k.open_kfids.as_deref(),
+        Some(&["wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q".to_string()][..])
+    );
+    assert_eq!(k.human_servicers, ["zhangsan", "li.si@corp"]);
+    assert!(!k.welcome && !k.platform_handoff);
+    assert_eq!((k.backlog_reply_secs, k.poll_secs), (60, 30));
+}
+
+#[test]
+fn wecom_kf_errors_name_their_keys() {
+    let errs = errors(
+        "[[channels]]\nname = \"wxkf\"\nkind = \"wecom_kf\"\ncorp_id = \"\"\nsecret = \"\"\ntoken = \"t\"\nencoding_aes_key = \"short\"\nopen_kfids = [\"wk 1\"]\nhuman_servicers = [\"\"]\nbacklog_reply_secs = 999999\npoll_secs = 3\napi_base = \"ftp://x\"\n",
+    );
+    let all = errors_joined(&errs);
+    for want in [
+        "channels[0].corp_id: must not be empty",
+        "channels[0].secret: must not be empty",
+        "channels[0].encoding_aes_key: must be 43 characters, got 5",
+        "channels[0].open_kfids[0]: must be a kf account id",
+        "channels[0].human_servicers[0]: must be a WeCom userid",
+        "channels[0].backlog_reply_secs: must be at most 259200",
+        "channels[0].poll_secs: must be 0 (off) or at least 10, got 3",
+        "channels[0].api_base: must be an http(s) URL",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+    let errs = errors(&format!(
+        "[[channels]]\nname = \"wxkf\"\nkind = \"wecom_kf\"\ncorp_id = \"c\"\nsecret = \"s\"\ntoken = \"t\"\nencoding_aes_key = \"{KF_KEY}\"\nopen_kfids = []\n"
+    ));
+    assert!(
+        errors_joined(&errs).contains("channels[0].open_kfids: must name at least one account"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn kf_keys_on_an_app_need_kf_true() {
+    let app = |extra: &str| {
+        format!(
+            "[[channels]]\nname = \"support\"\nkind = \"wecom\"\ncorp_id = \"c\"\nagent_id = 1000002\nsecret = \"s\"\ntoken = \"t\"\nencoding_aes_key = \"{KF_KEY}\"\n{extra}"
+        )
+    };
+    let errs = errors(&app("human_servicers = [\"zhangsan\"]\nwelcome = false\n"));
+    let all = errors_joined(&errs);
+    assert!(
+        all.contains("channels[0].human_servicers: is a kf setting: only with kf = true"),
+        "{all}"
+    );
+    assert!(
+        all.contains("channels[0].welcome: is a kf setting"),
+        "{all}"
+    );
+    let cfg = parse(
+        &app("kf = true\nhuman_servicers = [\"zhangsan\"]\n"),
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    let ChannelConfig::WeCom(c) = &cfg.channels[0] else {
+        panic!("not wecom")
+    };
+    let k = c.kf_settings().expect("kf on");
+    assert_eq!(k.human_servicers, ["zhangsan"]);
+    assert!(k.welcome && k.platform_handoff, "defaults as for wecom_kf");
+    let cfg = parse(&app(""), "t.toml", &env).unwrap();
+    let ChannelConfig::WeCom(c) = &cfg.channels[0] else {
+        panic!("not wecom")
+    };
+    assert_eq!(c.kf_settings(), None, "off by default");
 }
 
 #[test]

@@ -215,43 +215,45 @@ pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)>
                 }
             }
             ChannelConfig::WeCom(c) => {
-                if c.corp_id.trim().is_empty() {
-                    bad(&format!("{path}.corp_id"), "must not be empty".into());
-                }
                 if c.agent_id <= 0 {
                     bad(
                         &format!("{path}.agent_id"),
                         format!("must be the app's positive AgentId, got {}", c.agent_id),
                     );
                 }
-                for (k, s) in [("secret", &c.secret), ("token", &c.token)] {
-                    if s.is_empty() {
-                        bad(&format!("{path}.{k}"), "must not be empty".into());
+                wecom_credentials(
+                    &mut bad,
+                    &path,
+                    &c.corp_id,
+                    &c.secret,
+                    &c.token,
+                    &c.encoding_aes_key,
+                    &c.api_base,
+                );
+                if let Some(kf) = c.kf_settings() {
+                    kf_settings(&mut bad, &path, &kf);
+                } else {
+                    for k in c.kf_keys_set() {
+                        bad(
+                            &format!("{path}.{k}"),
+                            "is a kf setting: only with kf = true (this app manages WeCom kf accounts)".into(),
+                        );
                     }
                 }
-                let key = c.encoding_aes_key.expose();
-                if key.chars().count() != 43 {
-                    bad(
-                        &format!("{path}.encoding_aes_key"),
-                        format!("must be 43 characters, got {}", key.chars().count()),
-                    );
-                } else if !key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
-                {
-                    bad(
-                        &format!("{path}.encoding_aes_key"),
-                        "must be base64 characters (A-Z, a-z, 0-9, +, /)".into(),
-                    );
-                }
-                url_check(&mut bad, &format!("{path}.api_base"), &c.api_base);
-                let w = c.timestamp_window_ms;
-                if w != 0 && !(1_000..=MAX_TIMESTAMP_WINDOW_MS).contains(&w) {
-                    bad(
-                        &format!("{path}.timestamp_window_ms"),
-                        format!("must be 0 (no check) or between 1000 and {MAX_TIMESTAMP_WINDOW_MS} (12 h: replays must be refused before the 24 h dedupe memory forgets them), got {w}"),
-                    );
-                }
+                timestamp_window(&mut bad, &path, c.timestamp_window_ms);
+            }
+            ChannelConfig::WeComKf(c) => {
+                wecom_credentials(
+                    &mut bad,
+                    &path,
+                    &c.corp_id,
+                    &c.secret,
+                    &c.token,
+                    &c.encoding_aes_key,
+                    &c.api_base,
+                );
+                kf_settings(&mut bad, &path, &c.kf_settings());
+                timestamp_window(&mut bad, &path, c.timestamp_window_ms);
             }
             ChannelConfig::DingTalk(c) => {
                 if c.robot_code.trim().is_empty() {
@@ -270,6 +272,103 @@ pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)>
         }
     }
     errs
+}
+
+/// What every WeCom callback channel needs (app or kf): the corp, the secret for gettoken,
+/// the callback Token and a 43-character EncodingAESKey, an http(s) `api_base`.
+fn wecom_credentials(
+    bad: &mut dyn FnMut(&str, String),
+    path: &str,
+    corp_id: &str,
+    secret: &adapters::Secret,
+    token: &adapters::Secret,
+    encoding_aes_key: &adapters::Secret,
+    api_base: &str,
+) {
+    if corp_id.trim().is_empty() {
+        bad(&format!("{path}.corp_id"), "must not be empty".into());
+    }
+    for (k, s) in [("secret", secret), ("token", token)] {
+        if s.is_empty() {
+            bad(&format!("{path}.{k}"), "must not be empty".into());
+        }
+    }
+    let key = encoding_aes_key.expose();
+    if key.chars().count() != 43 {
+        bad(
+            &format!("{path}.encoding_aes_key"),
+            format!("must be 43 characters, got {}", key.chars().count()),
+        );
+    } else if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    {
+        bad(
+            &format!("{path}.encoding_aes_key"),
+            "must be base64 characters (A-Z, a-z, 0-9, +, /)".into(),
+        );
+    }
+    url_check(bad, &format!("{path}.api_base"), api_base);
+}
+
+/// kf ids are `[A-Za-z0-9_-]` (`wk…` accounts); servicers are WeCom userids (1–64 of
+/// letters, digits, `-`, `_`, `.`, `@`).
+fn kf_settings(bad: &mut dyn FnMut(&str, String), path: &str, kf: &super::KfSettings) {
+    if let Some(ids) = &kf.open_kfids {
+        if ids.is_empty() {
+            bad(
+                &format!("{path}.open_kfids"),
+                "must name at least one account; leave it out to answer every account that notifies".into(),
+            );
+        }
+        for (j, id) in ids.iter().enumerate() {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                bad(
+                    &format!("{path}.open_kfids[{j}]"),
+                    format!("must be a kf account id like wkAJ2GCAAA… (letters, digits, - and _), got `{id}`"),
+                );
+            }
+        }
+    }
+    for (j, u) in kf.human_servicers.iter().enumerate() {
+        let ok = !u.is_empty()
+            && u.len() <= 64
+            && u.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+        if !ok {
+            bad(
+                &format!("{path}.human_servicers[{j}]"),
+                format!("must be a WeCom userid (1-64 of letters, digits, - _ . @), got `{u}`"),
+            );
+        }
+    }
+    if kf.backlog_reply_secs > 3 * 24 * 3600 {
+        bad(
+            &format!("{path}.backlog_reply_secs"),
+            "must be at most 259200 (the API keeps 3 days of messages)".into(),
+        );
+    }
+    if kf.poll_secs != 0 && kf.poll_secs < 10 {
+        bad(
+            &format!("{path}.poll_secs"),
+            format!("must be 0 (off) or at least 10, got {}", kf.poll_secs),
+        );
+    }
+}
+
+/// `timestamp_window_ms` of a WeCom callback channel (app or kf).
+fn timestamp_window(bad: &mut dyn FnMut(&str, String), path: &str, w: u64) {
+    if w != 0 && !(1_000..=MAX_TIMESTAMP_WINDOW_MS).contains(&w) {
+        bad(
+            &format!("{path}.timestamp_window_ms"),
+            format!("must be 0 (no check) or between 1000 and {MAX_TIMESTAMP_WINDOW_MS} (12 h: replays must be refused before the 24 h dedupe memory forgets them), got {w}"),
+        );
+    }
 }
 
 /// Longest WeCom timestamp window: well inside the 24 h a MsgId is remembered.

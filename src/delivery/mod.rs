@@ -15,6 +15,8 @@ mod outbox;
 pub mod rate;
 pub mod token;
 pub mod wecom;
+pub mod wecom_api;
+pub mod wecom_kf;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +50,13 @@ pub enum SendError {
 #[async_trait]
 pub trait Sender: Send + Sync {
     async fn send(&self, call: &Call) -> Result<(), SendError>;
+
+    /// Whether `call`, cut off by a crash mid-send, may simply be sent again because the
+    /// platform itself refuses a second copy (WeCom kf: a repeated `msgid`). Otherwise it
+    /// becomes a dead letter for a person to check (`Outbox::recover`).
+    fn resend_safe(&self, _call: &Call) -> bool {
+        false
+    }
 }
 
 /// Backoff after `attempts` failures: 1 s, 2 s, 4 s … capped at 5 minutes. A call that keeps
@@ -125,35 +134,15 @@ pub fn notify_calls(text: &str) -> Vec<Call> {
     }]
 }
 
-/// One sender per channel and per `[[notify]]` target, by name.
-pub fn build_senders(
+/// One sender per `[[notify]]` target, by name (channels' senders come from the channel
+/// registry, server/channels).
+pub fn notify_senders(
     config: &crate::config::Config,
     http: &reqwest::Client,
-    store: &Arc<dyn Store>,
     clock: &Arc<dyn Clock>,
-) -> anyhow::Result<HashMap<String, Arc<dyn Sender>>> {
-    use crate::config::{ChannelConfig, NotifyConfig};
+) -> HashMap<String, Arc<dyn Sender>> {
+    use crate::config::NotifyConfig;
     let mut out: HashMap<String, Arc<dyn Sender>> = HashMap::new();
-    for c in &config.channels {
-        let s: Arc<dyn Sender> = match c {
-            ChannelConfig::Web(_) => continue,
-            ChannelConfig::WeCom(w) => Arc::new(wecom::WeComSender::new(
-                w,
-                http.clone(),
-                store.clone(),
-                clock.clone(),
-            )),
-            ChannelConfig::DingTalk(d) => Arc::new(
-                dingtalk::DingTalkSender::new(d, http.clone(), store.clone(), clock.clone())
-                    .with_webhook_hosts(
-                        adapters::HostAllowlist::new(d.webhook_hosts(&config.server)).map_err(
-                            |e| anyhow::anyhow!("channel {}: allowed_webhook_hosts: {e}", d.name),
-                        )?,
-                    ),
-            ),
-        };
-        out.insert(c.name().to_string(), s);
-    }
     for n in &config.notify {
         let s: Arc<dyn Sender> = match n {
             NotifyConfig::WeComRobot(r) => {
@@ -167,7 +156,7 @@ pub fn build_senders(
         };
         out.insert(n.name().to_string(), s);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

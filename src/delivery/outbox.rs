@@ -166,10 +166,12 @@ impl Outbox {
 
     /// At start, before the workers: entries still marked "sending" were cut off by a crash.
     /// Whether the platform got them is unknown, so they become dead letters rather than
-    /// second messages. Returns how many.
+    /// second messages, unless their sender says the platform refuses a second copy
+    /// (`Sender::resend_safe`): those are simply sent again. Returns how many became dead
+    /// letters.
     pub fn recover(&self) -> usize {
         let mut moved = 0;
-        for target in self.senders.keys() {
+        for (target, sender) in &self.senders {
             let items = match self.store.outbox_items(target, usize::MAX) {
                 Ok(items) => items,
                 Err(e) => {
@@ -179,6 +181,13 @@ impl Outbox {
             };
             for mut item in items.into_iter().filter(|i| i.sending_since_ms.is_some()) {
                 item.sending_since_ms = None;
+                if sender.resend_safe(&item.call) {
+                    tracing::info!(target = %item.target, queue = %item.queue, id = item.id, "interrupted send queued again: the platform refuses a second copy");
+                    if let Err(e) = self.store.outbox_update(&item) {
+                        tracing::error!(error = %e, "outbox write failed");
+                    }
+                    continue;
+                }
                 let why = "interrupted: kefu stopped while sending this, so the platform may \
                            or may not have delivered it; not sent again automatically";
                 tracing::warn!(target = %item.target, queue = %item.queue, id = item.id, "{why}");

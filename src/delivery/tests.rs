@@ -343,6 +343,60 @@ async fn a_send_cut_off_by_a_crash_is_not_sent_again_but_dead_lettered() {
     assert_eq!(store.dead_letter_count().unwrap(), 0);
 }
 
+/// A platform that refuses a second copy of a call by itself (WeCom kf `msgid`): calls with
+/// an `id:` body are safe to send again.
+struct Idempotent(Scripted);
+
+#[async_trait]
+impl Sender for Idempotent {
+    async fn send(&self, call: &Call) -> Result<(), SendError> {
+        self.0.send(call).await
+    }
+    fn resend_safe(&self, call: &Call) -> bool {
+        call.body.starts_with("id:")
+    }
+}
+
+#[tokio::test]
+async fn a_cut_off_send_the_platform_would_refuse_twice_is_simply_sent_again() {
+    let store = memory();
+    let sender = Arc::new(Idempotent(Scripted {
+        answers: Mutex::new(vec![]),
+        sent: Mutex::new(vec![]),
+    }));
+    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
+    senders.insert("t".into(), sender.clone());
+    let o = Outbox::new(
+        store.clone(),
+        GroupCommit::start(store.clone(), StoreHealth::new()),
+        senders,
+        Arc::new(FixedClock::at_ms(1_000_000)),
+        Arc::new(Metrics::new()),
+        DeliveryConfig::default(),
+    );
+    o.enqueue(
+        "t",
+        "c1",
+        vec![(call("id:1 maybe"), vec![]), (call("plain maybe"), vec![])],
+    )
+    .unwrap();
+    for mut item in store.outbox_items("t", 10).unwrap() {
+        item.sending_since_ms = Some(999_000);
+        store.outbox_update(&item).unwrap();
+    }
+    assert_eq!(
+        o.recover(),
+        1,
+        "only the call without an id is a dead letter"
+    );
+    o.drain_target("t").await;
+    assert_eq!(*sender.0.sent.lock().unwrap(), ["id:1 maybe"]);
+    assert_eq!(
+        store.dead_letters(10).unwrap()[0].item.call.body,
+        "plain maybe"
+    );
+}
+
 #[tokio::test]
 async fn a_store_that_cannot_mark_sends_nothing_and_recovers() {
     let faulty = Arc::new(crate::testing::FaultyStore::new(memory()));

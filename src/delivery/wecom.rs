@@ -27,48 +27,29 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use adapters::wecom::api::{
-    gettoken_path, parse_reply, webhook_path, webhook_text_bodies, ApiReply, ERR_RATE_LIMIT,
-};
+use adapters::wecom::api::{webhook_path, webhook_text_bodies};
 use adapters::{Call, CallAuth, Secret};
 use async_trait::async_trait;
 
 use super::rate::RateLimit;
-use super::token::{Fresh, TokenCache};
+use super::wecom_api::request;
+pub use super::wecom_api::{
+    classify, token_store_key, WeComApi, RATE_LIMITED_WAIT, REFRESH_BEFORE, REQUEST_TIMEOUT,
+};
 use super::{SendError, Sender};
 use crate::clock::Clock;
 use crate::config::{WeComChannelConfig, WeComRobotConfig};
 use crate::store::Store;
 
-/// Each WeCom request gives up after this long (then `Retry`): the outbox worker must not
-/// hang on a dead connection.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Refresh the access token this long before WeCom says it expires.
-pub const REFRESH_BEFORE: Duration = Duration::from_secs(300);
-/// How long to wait after errcode 45009: WeCom blocks the caller for a minute.
-pub const RATE_LIMITED_WAIT: Duration = Duration::from_secs(60);
-/// gettoken's usual `expires_in` (seconds), used when the answer leaves it out.
-const DEFAULT_EXPIRES_IN: u64 = 7200;
 /// Group robot: the webhook key is invalid (path/91770).
 pub const ERR_BAD_ROBOT_KEY: i64 = 93000;
 
-/// The store key under which a channel's access token survives a restart.
-pub fn token_store_key(channel: &str) -> String {
-    format!("wecom_token:{channel}")
-}
-
-/// Sends a WeCom channel's `message/send` calls with the app's access token.
+/// Sends a WeCom channel's `message/send` calls with the app's access token; with kf on
+/// (mode B), hands kf calls to the kf sender, which shares the app's token.
 pub struct WeComSender {
-    name: String,
-    corp_id: String,
-    secret: Secret,
-    api_base: String,
-    http: reqwest::Client,
-    clock: Arc<dyn Clock>,
-    /// The app token, shared by all sends and kept across restarts.
-    token: TokenCache,
+    api: Arc<WeComApi>,
+    kf: Option<Arc<dyn Sender>>,
 }
 
 impl WeComSender {
@@ -78,109 +59,44 @@ impl WeComSender {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        WeComSender {
-            name: c.name.clone(),
-            corp_id: c.corp_id.clone(),
-            secret: c.secret.clone(),
-            api_base: c.api_base.trim_end_matches('/').to_string(),
-            token: TokenCache::new(
-                token_store_key(&c.name),
-                &[&c.corp_id, c.secret.expose()],
-                store.clone(),
-            ),
+        Self::with_api(Arc::new(WeComApi::new(
+            &c.name,
+            &c.corp_id,
+            &c.secret,
+            &c.api_base,
             http,
+            store,
             clock,
-        }
+        )))
     }
 
-    /// A usable token: the cached one, else the stored one (after a restart), else a new one.
-    async fn token(&self) -> Result<Secret, SendError> {
-        self.token
-            .get(self.clock.now_ms(), || self.fetch_token())
-            .await
+    /// A sender on an API client shared with other parts of the channel.
+    pub fn with_api(api: Arc<WeComApi>) -> Self {
+        WeComSender { api, kf: None }
     }
 
-    /// Forget `used` (WeCom refused it) unless a newer token has replaced it meanwhile.
-    async fn invalidate(&self, used: &Secret) {
-        self.token.forget(used).await;
-    }
-
-    /// `GET /cgi-bin/gettoken`. Any failure is `Retry` (see the module doc).
-    async fn fetch_token(&self) -> Result<Fresh, SendError> {
-        // The URL holds the secret: it goes to reqwest and nowhere else.
-        let url = format!(
-            "{}{}",
-            self.api_base,
-            gettoken_path(&self.corp_id, &self.secret)
-        );
-        let reply = request(self.http.get(url))
-            .await
-            .map_err(|e| prefix("gettoken", e))?;
-        let value = reply.access_token.clone().filter(|t| !t.is_empty());
-        match (reply.errcode, value) {
-            (0, Some(value)) => {
-                let now = self.clock.now_ms();
-                let life_ms = reply.expires_in.unwrap_or(DEFAULT_EXPIRES_IN) * 1000;
-                // A short-lived token (tests, a proxy) is still refreshed before it runs out.
-                let margin = (REFRESH_BEFORE.as_millis() as u64).min(life_ms / 2);
-                tracing::info!(channel = %self.name, expires_in_s = life_ms / 1000, "wecom access token fetched");
-                Ok(Fresh {
-                    token: value,
-                    expires_at_ms: now + life_ms,
-                    refresh_at_ms: now + life_ms - margin,
-                })
-            }
-            (0, None) => Err(SendError::Retry(
-                "gettoken: errcode 0 without an access_token".into(),
-            )),
-            (code, _) => {
-                let hint = match code {
-                    40001 | 40091 => " (check the channel's `secret`)",
-                    40013 => " (check the channel's `corp_id`)",
-                    60020 => " (add this server's egress IP to the app's trusted IPs)",
-                    _ => "",
-                };
-                tracing::error!(channel = %self.name, errcode = code, errmsg = %reply.errmsg, "wecom gettoken refused{hint}");
-                if code == ERR_RATE_LIMIT {
-                    Err(SendError::RetryAfter(
-                        RATE_LIMITED_WAIT,
-                        format!("gettoken: errcode {code}: {}", reply.errmsg),
-                    ))
-                } else {
-                    Err(SendError::Retry(format!(
-                        "gettoken: errcode {code}: {}{hint}",
-                        reply.errmsg
-                    )))
-                }
-            }
-        }
-    }
-
-    /// One attempt of `call` with `token`.
-    async fn attempt(&self, call: &Call, token: Option<&Secret>) -> Result<ApiReply, SendError> {
-        let method = reqwest::Method::from_bytes(call.method.as_bytes())
-            .map_err(|_| SendError::Permanent(format!("bad method {:?}", call.method)))?;
-        let mut url = format!("{}{}", self.api_base, call.url);
-        if let Some(token) = token {
-            url.push(if call.url.contains('?') { '&' } else { '?' });
-            url.push_str("access_token=");
-            url.extend(url::form_urlencoded::byte_serialize(
-                token.expose().as_bytes(),
-            ));
-        }
-        let mut req = self.http.request(method, url);
-        if !call.body.is_empty() {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(call.body.clone());
-        }
-        request(req).await
+    /// Calls under `/cgi-bin/kf/` go to `kf` (mode B: the app manages kf accounts).
+    pub fn with_kf(mut self, kf: Arc<dyn Sender>) -> Self {
+        self.kf = Some(kf);
+        self
     }
 }
 
 #[async_trait]
 impl Sender for WeComSender {
+    /// App messages carry no id the platform checks; kf calls are the kf sender's to judge.
+    fn resend_safe(&self, call: &Call) -> bool {
+        self.kf.as_ref().is_some_and(|kf| {
+            call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) && kf.resend_safe(call)
+        })
+    }
+
     async fn send(&self, call: &Call) -> Result<(), SendError> {
+        if let Some(kf) = &self.kf {
+            if call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) {
+                return kf.send(call).await;
+            }
+        }
         // Only paths under our own api_base: the token must never go to another host.
         if !call.url.starts_with('/') {
             return Err(SendError::Permanent(format!(
@@ -190,31 +106,28 @@ impl Sender for WeComSender {
         }
         match call.auth {
             CallAuth::WeComToken => {}
-            CallAuth::None => return classify(&self.attempt(call, None).await?),
+            CallAuth::None => {
+                return classify(
+                    &self
+                        .api
+                        .attempt(&call.method, &call.url, &call.body, None)
+                        .await?
+                        .reply,
+                )
+            }
             CallAuth::DingTalkToken => {
                 return Err(SendError::Permanent(
                     "a DingTalk call queued on a WeCom channel".into(),
                 ))
             }
         }
-        let token = self.token().await?;
-        let reply = self.attempt(call, Some(&token)).await?;
-        if !reply.is_token_error() {
-            return classify(&reply);
-        }
-        // WeCom invalidated the token early (or it expired under us): once more, fresh.
-        tracing::info!(channel = %self.name, errcode = reply.errcode, "wecom refused the access token; fetching a new one");
-        self.invalidate(&token).await;
-        let token = self.token().await?;
-        let reply = self.attempt(call, Some(&token)).await?;
-        if reply.is_token_error() {
-            self.invalidate(&token).await;
-            return Err(SendError::Retry(format!(
-                "errcode {} with a fresh access token: {}",
-                reply.errcode, reply.errmsg
-            )));
-        }
-        classify(&reply)
+        classify(
+            &self
+                .api
+                .call(&call.method, &call.url, &call.body)
+                .await?
+                .reply,
+        )
     }
 }
 
@@ -284,13 +197,13 @@ impl Sender for WeComRobotSender {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
             let outcome = match request(req).await {
-                Ok(reply) if reply.errcode == ERR_BAD_ROBOT_KEY => {
+                Ok(a) if a.reply.errcode == ERR_BAD_ROBOT_KEY => {
                     Err(SendError::Permanent(format!(
                         "errcode {ERR_BAD_ROBOT_KEY}: the key of robot {} is invalid",
                         self.name
                     )))
                 }
-                Ok(reply) => classify(&reply),
+                Ok(a) => classify(&a.reply),
                 Err(e) => Err(e),
             };
             if let Err(e) = outcome {
@@ -303,99 +216,11 @@ impl Sender for WeComRobotSender {
     }
 }
 
-/// Send `req` and read WeCom's JSON answer. Transport trouble is `Retry`.
-async fn request(req: reqwest::RequestBuilder) -> Result<ApiReply, SendError> {
-    let resp = req
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| SendError::Retry(describe(e)))?;
-    let status = resp.status();
-    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Err(SendError::RetryAfter(
-            RATE_LIMITED_WAIT,
-            format!("HTTP {status}"),
-        ));
-    }
-    if status.is_server_error() {
-        return Err(SendError::Retry(format!("HTTP {status}")));
-    }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| SendError::Retry(describe(e)))?;
-    // Not an API answer (a proxy's page, a cut-off body): the call may not have arrived.
-    parse_reply(&body).map_err(|e| {
-        if status.is_success() {
-            SendError::Retry(e.to_string())
-        } else {
-            SendError::Retry(format!("HTTP {status} without a WeCom answer"))
-        }
-    })
-}
-
-/// The outcome of an answer that is not a token error.
-fn classify(reply: &ApiReply) -> Result<(), SendError> {
-    let code = reply.errcode;
-    if reply.is_ok() {
-        if let Some(who) = reply.invaliduser.as_deref().filter(|u| !u.is_empty()) {
-            // errcode 0 with refused recipients: not in the app's visible range.
-            tracing::warn!(
-                invaliduser = who,
-                "wecom did not deliver to some recipients"
-            );
-        }
-        Ok(())
-    } else if reply.is_retryable() || reply.is_token_error() {
-        Err(SendError::Retry(format!(
-            "errcode {code}: {}",
-            reply.errmsg
-        )))
-    } else if code == ERR_RATE_LIMIT {
-        Err(SendError::RetryAfter(
-            RATE_LIMITED_WAIT,
-            format!("errcode {code}: {}", reply.errmsg),
-        ))
-    } else {
-        Err(SendError::Permanent(format!(
-            "errcode {code}: {}",
-            reply.errmsg
-        )))
-    }
-}
-
-/// A transport error without its URL (which holds a token, a secret or a key).
-fn describe(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let e = e.without_url();
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-fn prefix(what: &str, e: SendError) -> SendError {
-    match e {
-        SendError::Retry(m) => SendError::Retry(format!("{what}: {m}")),
-        SendError::RetryAfter(d, m) => SendError::RetryAfter(d, format!("{what}: {m}")),
-        SendError::Permanent(m) => SendError::Permanent(format!("{what}: {m}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use axum::extract::{Path, RawQuery, State};
     use axum::http::StatusCode;
@@ -506,6 +331,13 @@ mod tests {
             markdown: false,
             greet_on_enter: true,
             timestamp_window_ms: crate::config::DEFAULT_WECOM_TIMESTAMP_WINDOW_MS,
+            kf: false,
+            open_kfids: None,
+            human_servicers: None,
+            welcome: None,
+            platform_handoff: None,
+            backlog_reply_secs: None,
+            poll_secs: None,
         }
     }
 

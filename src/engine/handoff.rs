@@ -87,6 +87,8 @@ pub enum Reason {
     Sensitive,
     Compliance,
     UpstreamFailure,
+    /// A picture, file, location … and `handoff.non_text` is on.
+    NonText,
     Other,
 }
 
@@ -105,6 +107,7 @@ impl Reason {
             Reason::Sensitive => "sensitive",
             Reason::Compliance => "compliance",
             Reason::UpstreamFailure => "upstream_failure",
+            Reason::NonText => "non_text",
             Reason::Other => "other",
         }
     }

@@ -15,6 +15,7 @@ pub mod llm_intent;
 mod locks;
 pub mod neighbours;
 pub mod quality;
+mod records;
 mod retrieve;
 pub mod safety;
 
@@ -190,7 +191,11 @@ impl Engine {
         if m.user.name.is_some() {
             conv.user = m.user.clone();
         }
-        if m.text.chars().any(char::is_alphabetic) {
+        // The customer's language, from what they wrote (not from a file name or the
+        // description of a picture).
+        let wrote =
+            matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(&m);
+        if wrote && m.text.chars().any(char::is_alphabetic) {
             conv.zh = looks_chinese(&m.text);
         }
         let zh = conv.zh;
@@ -448,6 +453,12 @@ impl Engine {
                     "small_talk",
                     true,
                 );
+            }
+            _ if self.p.config.handoff.non_text => {
+                // The operator wants a person to look at pictures, files and locations.
+                let mut d = Draft::say(String::new(), "handoff", false);
+                d.handoff = Some(Reason::NonText);
+                return d;
             }
             _ => return Draft::say(replies.non_text.get(zh).to_string(), "non_text", false),
         }

@@ -269,7 +269,7 @@ pub async fn reply(
         .engine
         .agent_reply(&channel, &conversation, text, agent.as_deref())
         .await?;
-    s.deliver_agent_message(&conv, &msg)?;
+    s.deliver_agent_message(&conv, &msg).await?;
     // The agent's "sent" means stored, like every acknowledgement.
     s.app.commit.durable().await?;
     Ok(Json(json!({ "seq": msg.seq, "message": msg })).into_response())
@@ -284,10 +284,13 @@ pub async fn release(
 ) -> Result<Response, ApiError> {
     let b: ActionBody = json_body(body, MAX_ACTION_BYTES).await?;
     let agent = acting_agent(&caller, b.agent)?;
-    s.app
+    let conv = s
+        .app
         .engine
         .release(&channel, &conversation, agent.as_deref())
         .await?;
+    // The platform may have to hear of it too (WeCom kf: the session ends, state 4).
+    super::platform::released(&s, &conv).await;
     s.app.commit.durable().await?;
     Ok(Json(json!({ "released": true })).into_response())
 }
@@ -312,10 +315,12 @@ pub async fn close(
         )));
     }
     let agent = acting_agent(&caller, b.agent)?;
-    s.app
+    let conv = s
+        .app
         .engine
         .close(&channel, &conversation, agent.as_deref(), note)
         .await?;
+    super::platform::released(&s, &conv).await;
     s.app.commit.durable().await?;
     Ok(Json(json!({ "closed": true })).into_response())
 }

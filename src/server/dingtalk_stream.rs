@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use adapters::dingtalk::stream::{self, StreamFrame};
-use adapters::dingtalk::{DingTalk, DingTalkParams};
+use adapters::dingtalk::DingTalk;
 use adapters::Decoded;
 use futures::future::BoxFuture;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::{platform, AppState};
-use crate::config::{ChannelConfig, DingTalkMode};
+use crate::config::DingTalkChannelConfig;
 
 /// The `ua` kefu announces when opening a connection.
 const USER_AGENT: &str = concat!("kefu/", env!("CARGO_PKG_VERSION"));
@@ -67,53 +67,37 @@ impl Default for Timing {
 /// `false` = not stored, no ack (DingTalk delivers it again).
 pub type OnRobot<'a> = dyn Fn(String) -> BoxFuture<'a, bool> + Send + Sync + 'a;
 
-/// Start one Stream client per `mode = "stream"` DingTalk channel, each holding `task` (the
+/// Start the Stream client of one `mode = "stream"` DingTalk channel, holding `task` (the
 /// intake group) until it has closed its connection.
-pub fn spawn_all(s: &AppState, task: crate::lifecycle::TaskHandle) {
-    for c in &s.app.config.channels {
-        let ChannelConfig::DingTalk(d) = c else {
-            continue;
-        };
-        if d.mode != DingTalkMode::Stream {
-            continue;
-        }
-        let codec = match DingTalk::new(DingTalkParams {
-            name: d.name.clone(),
-            app_key: d.app_key.clone(),
-            app_secret: d.app_secret.clone(),
-            robot_code: d.robot_code.clone(),
-        }) {
-            Ok(codec) => codec,
-            Err(e) => {
-                tracing::error!(error = %e, "dingtalk stream not started");
-                continue;
-            }
-        };
-        // The endpoint comes from DingTalk's answer, not from config: the same host rule
-        // as a sessionWebhook, plus the configured api_base's own host.
-        let endpoint_hosts =
-            adapters::HostAllowlist::new(d.webhook_hosts(&s.app.config.server)).unwrap_or_default();
-        let endpoint_hosts = match url::Url::parse(&d.api_base)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-        {
-            Some(h) => endpoint_hosts.with_host(&h),
-            None => endpoint_hosts,
-        };
-        let client = Client {
-            state: s.clone(),
-            name: d.name.clone(),
-            api_base: d.api_base.trim_end_matches('/').to_string(),
-            codec,
-            endpoint_hosts,
-        };
-        let task = task.clone();
-        tokio::spawn(async move {
-            let stop = task.stop.clone();
-            client.run(stop).await;
-            drop(task);
-        });
-    }
+pub fn spawn(
+    s: &AppState,
+    d: &DingTalkChannelConfig,
+    codec: DingTalk,
+    task: crate::lifecycle::TaskHandle,
+) {
+    // The endpoint comes from DingTalk's answer, not from config: the same host rule as a
+    // sessionWebhook, plus the configured api_base's own host.
+    let endpoint_hosts =
+        adapters::HostAllowlist::new(d.webhook_hosts(&s.app.config.server)).unwrap_or_default();
+    let endpoint_hosts = match url::Url::parse(&d.api_base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    {
+        Some(h) => endpoint_hosts.with_host(&h),
+        None => endpoint_hosts,
+    };
+    let client = Client {
+        state: s.clone(),
+        name: d.name.clone(),
+        api_base: d.api_base.trim_end_matches('/').to_string(),
+        codec,
+        endpoint_hosts,
+    };
+    tokio::spawn(async move {
+        let stop = task.stop.clone();
+        client.run(stop).await;
+        drop(task);
+    });
 }
 
 /// How a connection ended.

@@ -24,6 +24,24 @@ pub struct Fetched {
     pub duplicates: usize,
 }
 
+/// Why a page was not taken in whole. Either way the messages before the refused one are
+/// stored (and come back as duplicates when the page is offered again).
+#[derive(Debug)]
+pub enum NotTaken {
+    /// A conversation's queue is full: offer the page again once its worker caught up.
+    Busy(ApiError),
+    /// The store failed, or kefu is stopping: keep the cursor and fetch again later.
+    Unavailable(ApiError),
+}
+
+impl NotTaken {
+    pub fn into_error(self) -> ApiError {
+        match self {
+            NotTaken::Busy(e) | NotTaken::Unavailable(e) => e,
+        }
+    }
+}
+
 /// Store `messages` of channel `name` in order (dedupe key `name:id` + inbox entry each),
 /// flush once, then queue them. `Ok` only when every message is durable: move the cursor
 /// then. `Err` is a 503-like refusal (the store failed, kefu is stopping, or a
@@ -34,6 +52,24 @@ pub async fn accept_fetched(
     name: &str,
     messages: Vec<Inbound>,
 ) -> Result<Fetched, ApiError> {
+    accept_page(s, name, messages, DEDUPE_TTL_MS, |_| {})
+        .await
+        .map_err(NotTaken::into_error)
+}
+
+/// [`accept_fetched`] with the dedupe keys remembered for `dedupe_ttl_ms` (longer than
+/// the platform may hand the same message out again: WeCom kf returns up to 3 days after a
+/// cursor reset), telling a full queue ([`NotTaken::Busy`]: wait, then offer the same page
+/// again) from a failed store, and calling `on_new` for each message stored now (not for
+/// duplicates) right after its write, so what it writes is covered by the page's flush
+/// (WeCom kf opens the customer's send allowance there).
+pub async fn accept_page(
+    s: &AppState,
+    name: &str,
+    messages: Vec<Inbound>,
+    dedupe_ttl_ms: u64,
+    mut on_new: impl FnMut(&Inbound),
+) -> Result<Fetched, NotTaken> {
     let count = |outcome: &str, n: usize| {
         for _ in 0..n {
             s.app.metrics.inc(
@@ -43,7 +79,9 @@ pub async fn accept_fetched(
         }
     };
     if s.lifecycle.conversations.is_stopping() {
-        return Err(ApiError::Unavailable("kefu is stopping".into()));
+        return Err(NotTaken::Unavailable(ApiError::Unavailable(
+            "kefu is stopping".into(),
+        )));
     }
     let health = s.app.commit.health();
     let mut ready = Vec::with_capacity(messages.len());
@@ -61,7 +99,11 @@ pub async fn accept_fetched(
             Err(r) => {
                 let (outcome, e) = refusal(s, r);
                 count(outcome, 1);
-                refused = Some(e);
+                refused = Some(if outcome == "busy" {
+                    NotTaken::Busy(e)
+                } else {
+                    NotTaken::Unavailable(e)
+                });
                 break;
             }
         };
@@ -69,20 +111,23 @@ pub async fn accept_fetched(
         let now = s.app.clock.now_ms();
         match crate::store::watch(
             health,
-            s.app.store.inbox_accept(&key, &m, now, DEDUPE_TTL_MS),
+            s.app.store.inbox_accept(&key, &m, now, dedupe_ttl_ms),
         ) {
-            Ok(Some(inbox_id)) => ready.push((
-                slot,
-                Queued {
-                    inbox_id,
-                    message: m,
-                    replayed: false,
-                },
-            )),
+            Ok(Some(inbox_id)) => {
+                on_new(&m);
+                ready.push((
+                    slot,
+                    Queued {
+                        inbox_id,
+                        message: m,
+                        replayed: false,
+                    },
+                ));
+            }
             Ok(None) => done.duplicates += 1,
             Err(e) => {
                 count("unavailable", 1);
-                refused = Some(e.into());
+                refused = Some(NotTaken::Unavailable(e.into()));
                 break;
             }
         }
@@ -99,7 +144,9 @@ pub async fn accept_fetched(
     count("duplicate", done.duplicates);
     if let Err(e) = durable {
         tracing::error!(error = %e, channel = name, "flush failed; the page will be fetched again");
-        return Err(ApiError::Unavailable(STORE_UNAVAILABLE.into()));
+        return Err(NotTaken::Unavailable(ApiError::Unavailable(
+            STORE_UNAVAILABLE.into(),
+        )));
     }
     match refused {
         Some(e) => Err(e),

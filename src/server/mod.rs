@@ -2,6 +2,7 @@
 
 mod agent;
 mod agent_feed;
+pub mod channels;
 mod chat;
 mod console;
 mod cors;
@@ -35,7 +36,7 @@ use crate::lifecycle::TaskGroup;
 #[derive(Clone)]
 pub struct AppState {
     pub app: Arc<App>,
-    /// WeCom / DingTalk codecs, the outbox and per-conversation queues.
+    /// The channel registry, the outbox and per-conversation queues.
     pub platforms: Arc<platform::Platforms>,
     /// The background tasks, in the order they stop.
     pub lifecycle: Arc<Lifecycle>,
@@ -49,7 +50,7 @@ pub struct AppState {
 /// The background tasks by the order they stop in (see `lifecycle`).
 #[derive(Default)]
 pub struct Lifecycle {
-    /// What takes messages in besides HTTP: DingTalk Stream connections.
+    /// What takes messages in besides HTTP: DingTalk Stream connections, WeCom kf syncs.
     pub intake: TaskGroup,
     /// One worker per conversation with platform messages queued.
     pub conversations: TaskGroup,
@@ -66,8 +67,21 @@ const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
 
 impl AppState {
     pub fn new(app: App) -> anyhow::Result<Self> {
-        let senders =
-            crate::delivery::build_senders(&app.config, &app.http, &app.store, &app.clock)?;
+        let outbox_slot = Arc::new(std::sync::OnceLock::new());
+        let registry = channels::Registry::build(&channels::Context {
+            config: &app.config,
+            http: &app.http,
+            store: &app.store,
+            clock: &app.clock,
+            engine: &app.engine,
+            outbox: &outbox_slot,
+        })?;
+        let mut senders = registry.senders();
+        senders.extend(crate::delivery::notify_senders(
+            &app.config,
+            &app.http,
+            &app.clock,
+        ));
         let outbox = Arc::new(
             crate::delivery::Outbox::new(
                 app.store.clone(),
@@ -79,7 +93,12 @@ impl AppState {
             )
             .with_events(app.engine.events().clone()),
         );
-        let platforms = Arc::new(platform::Platforms::new(&app.config, outbox)?);
+        let _ = outbox_slot.set(Arc::downgrade(&outbox));
+        let platforms = Arc::new(platform::Platforms::new(
+            registry,
+            outbox,
+            app.config.server.queue_per_conversation,
+        ));
         let agents = Arc::new(crate::agents::Agents::new(
             &app.config,
             app.store.clone(),
@@ -97,16 +116,17 @@ impl AppState {
     /// Send an agent's message to the customer on the conversation's own channel: through
     /// the outbox for platforms; the web widget fetches it from the history. `Err`: the
     /// outbox could not store it.
-    pub fn deliver_agent_message(
+    pub async fn deliver_agent_message(
         &self,
         conv: &crate::store::Conversation,
         msg: &crate::store::Message,
     ) -> crate::store::StoreResult<()> {
-        platform::deliver_agent_message(self, conv, msg)
+        platform::deliver_agent_message(self, conv, msg).await
     }
 
     /// Start the background work: outbox workers (after dead-lettering the sends a crash cut
-    /// off), the inbox replay, DingTalk Stream clients.
+    /// off), the inbox replay, and each channel's own (DingTalk Stream clients, WeCom kf
+    /// sync loops), which belong to the intake group.
     pub fn start_background(&self) {
         let interrupted = self.platforms.outbox.recover();
         if interrupted > 0 {
@@ -119,8 +139,10 @@ impl AppState {
             .outbox
             .spawn_workers(&self.lifecycle.delivery);
         platform::replay_inbox(self);
-        if let Some(task) = self.lifecycle.intake.handle() {
-            dingtalk_stream::spawn_all(self, task);
+        for ch in self.platforms.registry.all() {
+            if let Some(task) = self.lifecycle.intake.handle() {
+                ch.driver.start(self, ch, task);
+            }
         }
     }
 

@@ -1,5 +1,6 @@
-//! WeCom and DingTalk callbacks: verify and decode through the channel's codec, store, answer,
-//! then handle the turn in the background and deliver through the outbox.
+//! Platform callbacks: verify and decode through the channel's codec, store, answer, then
+//! handle the message in the background (in its conversation's order) and deliver through
+//! the outbox. What differs per channel kind is asked of the registry ([`super::channels`]).
 //!
 //! Acknowledged means durable: a message's dedupe key and inbox entry are written in one
 //! step and flushed (group commit) before the 200 goes out; a write or flush that fails
@@ -8,23 +9,26 @@
 //! the inbox on start, and a replayed message whose turn was already recorded gets that
 //! turn's reply instead of a second turn. The dedupe key is remembered for a day, across
 //! restarts too.
+//!
+//! Pull channels (WeCom kf) take their pages in through [`super::fetched`], the same writes
+//! and the same queues; their cursor is their acknowledgement.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::{Channel, ChannelKind, Decoded, Inbound, Outbound};
+use adapters::{ChannelKind, Decoded, Inbound, Outbound};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::channels::{CallbackPath, Registered, Registry, Reply};
 use super::error::{read_body, STORE_UNAVAILABLE};
 use super::queues::{Queued, Queues, Refused, WorkerParts};
 use super::{ApiError, AppState};
-use crate::config::{ChannelConfig, Config};
 use crate::delivery::Outbox;
+use crate::engine::EngineError;
 use crate::lifecycle::TaskHandle;
 use crate::store::{Conversation, OutboxItem, Role, Ticket};
 
@@ -41,85 +45,21 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How far back a replayed message's recorded turn is looked for.
 const REPLAY_LOOKBACK: u64 = 64;
 
-/// The platform channels, their outbox and the per-conversation queues.
+/// The registered channels, their outbox and the per-conversation queues.
 pub struct Platforms {
-    pub channels: HashMap<String, Arc<dyn Channel>>,
-    /// Channel name → send replies as markdown.
-    pub markdown: HashMap<String, bool>,
-    /// WeCom channels with `greet_on_enter = false`.
-    no_greeting: std::collections::HashSet<String>,
+    pub registry: Registry,
     pub outbox: Arc<Outbox>,
     pub queues: Queues,
 }
 
 impl Platforms {
-    pub fn new(config: &Config, outbox: Arc<Outbox>) -> anyhow::Result<Self> {
-        let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
-        let mut markdown = HashMap::new();
-        let mut no_greeting = std::collections::HashSet::new();
-        for c in &config.channels {
-            let ch: Arc<dyn Channel> = match c {
-                ChannelConfig::Web(_) => continue,
-                ChannelConfig::WeCom(w) => {
-                    markdown.insert(w.name.clone(), w.markdown);
-                    if !w.greet_on_enter {
-                        no_greeting.insert(w.name.clone());
-                    }
-                    Arc::new(
-                        adapters::wecom::WeCom::new(adapters::wecom::WeComParams {
-                            name: w.name.clone(),
-                            corp_id: w.corp_id.clone(),
-                            agent_id: w.agent_id,
-                            token: w.token.clone(),
-                            encoding_aes_key: w.encoding_aes_key.clone(),
-                        })
-                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", w.name))?
-                        .with_markdown(w.markdown)
-                        .with_timestamp_window(
-                            (w.timestamp_window_ms > 0)
-                                .then(|| Duration::from_millis(w.timestamp_window_ms)),
-                        ),
-                    )
-                }
-                ChannelConfig::DingTalk(d) => {
-                    markdown.insert(d.name.clone(), d.markdown);
-                    Arc::new(
-                        adapters::dingtalk::DingTalk::new(adapters::dingtalk::DingTalkParams {
-                            name: d.name.clone(),
-                            app_key: d.app_key.clone(),
-                            app_secret: d.app_secret.clone(),
-                            robot_code: d.robot_code.clone(),
-                        })
-                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?
-                        .with_webhook_hosts(
-                            adapters::HostAllowlist::new(d.webhook_hosts(&config.server)).map_err(
-                                |e| {
-                                    anyhow::anyhow!(
-                                        "channel {}: allowed_webhook_hosts: {e}",
-                                        d.name
-                                    )
-                                },
-                            )?,
-                        ),
-                    )
-                }
-            };
-            channels.insert(c.name().to_string(), ch);
-        }
-        Ok(Platforms {
-            channels,
-            markdown,
-            no_greeting,
+    /// `queue_limit`: `server.queue_per_conversation`.
+    pub fn new(registry: Registry, outbox: Arc<Outbox>, queue_limit: usize) -> Self {
+        Platforms {
+            registry,
             outbox,
-            queues: Queues::new(config.server.queue_per_conversation),
-        })
-    }
-
-    fn channel(&self, name: &str, kind: ChannelKind) -> Result<&Arc<dyn Channel>, ApiError> {
-        self.channels
-            .get(name)
-            .filter(|c| c.kind() == kind)
-            .ok_or_else(|| ApiError::UnknownChannel(name.to_string()))
+            queues: Queues::new(queue_limit),
+        }
     }
 }
 
@@ -128,7 +68,7 @@ pub async fn wecom(
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    callback(s, name, ChannelKind::WeCom, req).await
+    callback(s, name, CallbackPath::WeCom, req).await
 }
 
 pub async fn dingtalk(
@@ -136,22 +76,31 @@ pub async fn dingtalk(
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    callback(s, name, ChannelKind::DingTalk, req).await
+    callback(s, name, CallbackPath::DingTalk, req).await
 }
 
 async fn callback(
     s: AppState,
     name: String,
-    kind: ChannelKind,
+    path: CallbackPath,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let ch = s.platforms.channel(&name, kind)?.clone();
+    let ch = s
+        .platforms
+        .registry
+        .callback(&name, path)
+        .cloned()
+        .ok_or_else(|| ApiError::UnknownChannel(name.clone()))?;
+    let codec = ch
+        .codec
+        .clone()
+        .ok_or_else(|| ApiError::UnknownChannel(name.clone()))?;
     let (parts, body) = req.into_parts();
     let bytes = read_body(body, MAX_CALLBACK_BYTES).await?;
     // From here to its 200 this callback takes microseconds: a flush may wait for it.
     let ticket = s.app.commit.ticket();
     let req = http::Request::from_parts(parts, bytes);
-    let decoded = match ch.decode(&req, s.app.clock.now()) {
+    let decoded = match codec.decode(&req, s.app.clock.now()) {
         Ok(d) => d,
         Err(e) => {
             let outcome = if e.is_auth() {
@@ -166,7 +115,7 @@ async fn callback(
             return Err(e.into());
         }
     };
-    if kind == ChannelKind::DingTalk {
+    if ch.kind == ChannelKind::DingTalk {
         super::replay::dingtalk_signature_once(&s, &name, req.headers(), &decoded)?;
         super::replay::warn_foreign_webhook(&s, &name, &decoded);
     }
@@ -182,6 +131,7 @@ pub async fn accept(s: &AppState, name: &str, decoded: Decoded, ticket: Ticket) 
             &[("channel", name), ("outcome", outcome)],
         )
     };
+    let ch = s.platforms.registry.get(name);
     match decoded {
         Decoded::Challenge(echo) => {
             count("verified");
@@ -192,10 +142,25 @@ pub async fn accept(s: &AppState, name: &str, decoded: Decoded, ticket: Ticket) 
             tracing::debug!(channel = name, why, "callback ignored");
             StatusCode::OK.into_response()
         }
-        Decoded::Message(m)
-            if matches!(&m.content, adapters::ContentKind::Event(e) if e == "enter_agent" || e == "subscribe")
-                && s.platforms.no_greeting.contains(name) =>
-        {
+        // The notice carries no customer data: the channel pulls the messages itself, in
+        // the background. The 200 waits for the flush only so that a newly seen account is
+        // remembered (a restart catches up on it).
+        Decoded::KfNotice(n) => {
+            if s.lifecycle.conversations.is_stopping() {
+                count("unavailable");
+                return ApiError::Unavailable("kefu is stopping".into()).into_response();
+            }
+            let taken = ch.is_some_and(|c| c.driver.notice(s, c, n));
+            count(if taken { "notified" } else { "ignored" });
+            if taken {
+                if let Err(e) = s.app.commit.durable_with(ticket).await {
+                    tracing::error!(error = %e, "flush failed; the platform will retry");
+                    return ApiError::Unavailable(STORE_UNAVAILABLE.into()).into_response();
+                }
+            }
+            StatusCode::OK.into_response()
+        }
+        Decoded::Message(m) if ch.is_some_and(|c| c.driver.skip(&m)) => {
             count("ignored");
             StatusCode::OK.into_response()
         }
@@ -329,18 +294,33 @@ async fn worker(s: AppState, mut parts: WorkerParts, mut task: TaskHandle) {
 }
 
 async fn handle(s: &AppState, q: Queued, task: &TaskHandle) {
+    // A message kept for a channel no longer configured: answered, nowhere to send.
+    let ch = s.platforms.registry.get(&q.message.channel).cloned();
     if q.replayed {
-        if let Some(items) = recorded_reply(s, &q.message) {
-            // The turn was recorded before the last stop; only its reply was not queued.
-            tracing::info!(channel = %q.message.channel, id = %q.message.id, "replayed message already answered; queueing the recorded reply");
+        let recorded = match &ch {
+            Some(ch) => ch.driver.recorded(s, ch, &q.message).await,
+            None => None,
+        };
+        if let Some(items) = recorded {
+            // Handled before the last stop; only its answer was not queued.
+            tracing::info!(channel = %q.message.channel, id = %q.message.id, "replayed message already handled; queueing its recorded answer");
             store_reply(s, &items, q.inbox_id, task).await;
             return;
         }
     }
     let mut wait = STORE_RETRY;
-    let turn = loop {
-        match s.app.engine.handle(q.message.clone()).await {
-            Ok(turn) => break turn,
+    let items = loop {
+        let outcome = match &ch {
+            Some(ch) => ch.driver.handle(s, ch, &q.message).await,
+            None => s
+                .app
+                .engine
+                .handle(q.message.clone())
+                .await
+                .map(|_| Vec::new()),
+        };
+        match outcome {
+            Ok(items) => break items,
             // Nothing of the turn was stored (it is one write): try again, unless stopping;
             // then the message stays in the inbox for the next start.
             Err(e) => {
@@ -352,8 +332,20 @@ async fn handle(s: &AppState, q: Queued, task: &TaskHandle) {
             }
         }
     };
-    let items = reply_items(s, &q.message, &turn.reply, turn.handoff_started);
     store_reply(s, &items, q.inbox_id, task).await;
+}
+
+/// The default handling of a message: an engine turn, then its answer's outbox entries.
+pub async fn turn(
+    s: &AppState,
+    ch: &Registered,
+    m: &Inbound,
+) -> Result<Vec<OutboxItem>, EngineError> {
+    let turn = s.app.engine.handle(m.clone()).await?;
+    Ok(ch
+        .driver
+        .answer(s, ch, m, &turn.reply, turn.handoff_started)
+        .await)
 }
 
 /// Queue `items` and drop the inbox entry in one write, trying again while the store fails.
@@ -364,7 +356,7 @@ async fn store_reply(s: &AppState, items: &[OutboxItem], inbox_id: u64, task: &T
             Ok(()) => return,
             Err(e) => {
                 // Not handled again: the turn is recorded, and after a restart the replay
-                // finds it (`recorded_reply`).
+                // finds it (`Driver::recorded`).
                 tracing::error!(error = %e, "outbox write failed; trying again");
                 s.app.commit.health().failed(&e.to_string());
                 if !pause(task, &mut wait).await {
@@ -387,8 +379,19 @@ async fn pause(task: &TaskHandle, wait: &mut Duration) -> bool {
 }
 
 /// A replayed message's turn, if it was recorded before the stop: the outbox entries of
-/// its reply (and of the handoff alert it started).
-fn recorded_reply(s: &AppState, m: &Inbound) -> Option<Vec<OutboxItem>> {
+/// its answer (the reply, and the handoff alert it started).
+pub async fn recorded_answer(
+    s: &AppState,
+    ch: &Registered,
+    m: &Inbound,
+) -> Option<Vec<OutboxItem>> {
+    let (reply, handoff_started) = recorded_turn(s, m)?;
+    Some(ch.driver.answer(s, ch, m, &reply, handoff_started).await)
+}
+
+/// A replayed message's recorded turn: its bot reply (empty when the bot stayed silent)
+/// and whether it started a handoff. `None`: the message was not recorded.
+pub fn recorded_turn(s: &AppState, m: &Inbound) -> Option<(String, bool)> {
     let store = &s.app.store;
     let conv = store.conversation(&m.channel, &m.conversation).ok()??;
     let after = conv.next_seq.saturating_sub(REPLAY_LOOKBACK + 1);
@@ -408,7 +411,7 @@ fn recorded_reply(s: &AppState, m: &Inbound) -> Option<Vec<OutboxItem>> {
     let answer = recent
         .get(at + 1)
         .filter(|x| x.role == Role::Bot && x.seq == recent[at].seq + 1);
-    let (reply, handoff_started) = match answer {
+    Some(match answer {
         Some(bot) => (
             bot.text.clone(),
             conv.handoff
@@ -416,26 +419,61 @@ fn recorded_reply(s: &AppState, m: &Inbound) -> Option<Vec<OutboxItem>> {
                 .is_some_and(|h| h.active && h.since_ms == bot.at_ms),
         ),
         None => (String::new(), false),
+    })
+}
+
+/// Whether anything of `m` was recorded in its conversation (by its platform id, any
+/// role): for messages handled without a turn (a servicer's message, an event).
+pub fn recorded_at_all(s: &AppState, m: &Inbound) -> bool {
+    let store = &s.app.store;
+    let Ok(Some(conv)) = store.conversation(&m.channel, &m.conversation) else {
+        return false;
     };
-    Some(reply_items(s, m, &reply, handoff_started))
+    let after = conv.next_seq.saturating_sub(REPLAY_LOOKBACK + 1);
+    store
+        .messages(
+            &m.channel,
+            &m.conversation,
+            after,
+            REPLAY_LOOKBACK as usize + 1,
+        )
+        .is_ok_and(|recent| {
+            recent
+                .iter()
+                .any(|x| x.platform_id.as_deref() == Some(m.id.as_str()))
+        })
 }
 
 /// The outbox entries of a turn's reply on the customer's channel, and of the agents'
 /// alert when the turn started a handoff.
-fn reply_items(s: &AppState, m: &Inbound, reply: &str, handoff_started: bool) -> Vec<OutboxItem> {
+pub async fn answer_items(
+    s: &AppState,
+    ch: &Registered,
+    m: &Inbound,
+    reply: &str,
+    handoff_started: bool,
+) -> Vec<OutboxItem> {
     let mut items = Vec::new();
     if !reply.is_empty() {
-        // An encoding failure is logged where it happens; the customer's message is stored.
-        items = text_items(
-            s,
-            &m.channel,
-            &m.conversation,
-            &m.user,
-            &m.route,
-            reply,
-            None,
-        )
-        .unwrap_or_default();
+        // A reply that cannot go out is logged where that is found; the customer's message
+        // is stored.
+        items = ch
+            .driver
+            .send(
+                s,
+                ch,
+                Reply {
+                    conversation: &m.conversation,
+                    kind: m.kind,
+                    user: &m.user,
+                    route: &m.route,
+                    text: reply,
+                    id: format!("turn:{}", m.id),
+                    message: None,
+                },
+            )
+            .await
+            .unwrap_or_default();
     }
     if handoff_started {
         items.extend(notify_items(s, &m.channel, &m.conversation));
@@ -443,53 +481,48 @@ fn reply_items(s: &AppState, m: &Inbound, reply: &str, handoff_started: bool) ->
     items
 }
 
-/// The outbox entries that deliver `text` to the customer on their channel; `message` is the
-/// agent message they deliver, if any. `Err` says why it cannot go out.
-fn text_items(
+/// Encode `reply` with the channel's codec into outbox entries: what most channels do.
+/// `Err` says why it cannot go out.
+pub fn encoded_items(
     s: &AppState,
-    channel: &str,
-    conversation: &str,
-    user: &adapters::UserRef,
-    route: &std::collections::BTreeMap<String, String>,
-    text: &str,
-    message: Option<u64>,
+    ch: &Registered,
+    reply: &Reply<'_>,
 ) -> Result<Vec<OutboxItem>, String> {
-    let Some(ch) = s.platforms.channels.get(channel) else {
-        return Err(format!("channel {channel} has no way to send messages"));
+    let Some(codec) = ch.codec.as_ref() else {
+        return Err(format!("channel {} has no way to send messages", ch.name));
     };
     let out = Outbound {
-        channel: channel.to_string(),
-        conversation: conversation.to_string(),
-        user: user.clone(),
-        text: text.to_string(),
-        markdown: s.platforms.markdown.get(channel).copied().unwrap_or(false),
-        route: route.clone(),
+        channel: ch.name.clone(),
+        conversation: reply.conversation.to_string(),
+        user: reply.user.clone(),
+        text: reply.text.to_string(),
+        markdown: ch.markdown,
+        route: reply.route.clone(),
     };
     let mut rng = rand::thread_rng();
-    match ch.encode(&out, s.app.clock.now(), &mut rng) {
+    match codec.encode(&out, s.app.clock.now(), &mut rng) {
         Ok(calls) => {
             let calls = calls
                 .into_iter()
                 .map(|c| {
-                    let fb = ch.fallback(&out, &c);
+                    let fb = codec.fallback(&out, &c);
                     (c, fb)
                 })
                 .collect();
             Ok(s.platforms
                 .outbox
-                .items(channel, conversation, message, calls))
+                .items(&ch.name, reply.conversation, reply.message, calls))
         }
         Err(e) => {
-            tracing::error!(error = %e, channel, "reply cannot be encoded");
-            Err(format!("cannot be encoded for {channel}: {e}"))
+            tracing::error!(error = %e, channel = %ch.name, "reply cannot be encoded");
+            Err(format!("cannot be encoded for {}: {e}", ch.name))
         }
     }
 }
 
 /// The handoff summary for every `handoff.notify` target.
-fn notify_items(s: &AppState, channel: &str, conversation: &str) -> Vec<OutboxItem> {
-    let targets = &s.app.config.handoff.notify;
-    if targets.is_empty() {
+pub fn notify_items(s: &AppState, channel: &str, conversation: &str) -> Vec<OutboxItem> {
+    if s.app.config.handoff.notify.is_empty() {
         return Vec::new();
     }
     let conv = match s.app.store.conversation(channel, conversation) {
@@ -506,10 +539,18 @@ fn notify_items(s: &AppState, channel: &str, conversation: &str) -> Vec<OutboxIt
     if let Some(link) = console_link(s, channel, conversation) {
         text.push_str(&format!("\n{link}"));
     }
-    targets
+    alert_items(s, &text)
+}
+
+/// The outbox entries that post `text` to every `handoff.notify` target.
+pub fn alert_items(s: &AppState, text: &str) -> Vec<OutboxItem> {
+    s.app
+        .config
+        .handoff
+        .notify
         .iter()
         .flat_map(|t| {
-            let calls = crate::delivery::notify_calls(&text);
+            let calls = crate::delivery::notify_calls(text);
             s.platforms.outbox.items(
                 t,
                 "notify",
@@ -518,6 +559,17 @@ fn notify_items(s: &AppState, channel: &str, conversation: &str) -> Vec<OutboxIt
             )
         })
         .collect()
+}
+
+/// Post `text` to every `handoff.notify` target now (not tied to a message's answer).
+pub fn alert_agents(s: &AppState, text: &str) {
+    let items = alert_items(s, text);
+    if items.is_empty() {
+        return;
+    }
+    if let Err(e) = s.platforms.outbox.push(&items, None) {
+        tracing::error!(error = %e, "notify write failed");
+    }
 }
 
 /// Post the handoff summary to every `handoff.notify` target (a web handoff: the widget's
@@ -562,23 +614,37 @@ fn percent_encode(s: &str) -> String {
 /// for platforms (its delivery state follows the outbox); the web widget fetches it (it is
 /// `queued` until the widget has). A message that cannot go out is marked failed; `Err` is
 /// a store failure (the caller answers 503).
-pub fn deliver_agent_message(
+pub async fn deliver_agent_message(
     s: &AppState,
     conv: &Conversation,
     msg: &crate::store::Message,
 ) -> crate::store::StoreResult<()> {
-    if conv.kind == adapters::ChannelKind::Web {
+    if conv.kind == ChannelKind::Web {
         return Ok(());
     }
-    let items = text_items(
-        s,
-        &conv.channel,
-        &conv.conversation,
-        &conv.user,
-        &conv.route,
-        &msg.text,
-        Some(msg.seq),
-    );
+    let items = match s.platforms.registry.get(&conv.channel).cloned() {
+        Some(ch) => {
+            ch.driver
+                .send(
+                    s,
+                    &ch,
+                    Reply {
+                        conversation: &conv.conversation,
+                        kind: conv.kind,
+                        user: &conv.user,
+                        route: &conv.route,
+                        text: &msg.text,
+                        id: format!("agent:{}:{}", conv.conversation, msg.seq),
+                        message: Some(msg.seq),
+                    },
+                )
+                .await
+        }
+        None => Err(format!(
+            "channel {} has no way to send messages",
+            conv.channel
+        )),
+    };
     match items {
         Ok(items) => s.platforms.outbox.push(&items, None),
         Err(why) => {
@@ -597,6 +663,13 @@ pub fn deliver_agent_message(
             );
             Ok(())
         }
+    }
+}
+
+/// The agent API handed `conv` back to the bot: the channel may have to tell its platform.
+pub async fn released(s: &AppState, conv: &Conversation) {
+    if let Some(ch) = s.platforms.registry.get(&conv.channel).cloned() {
+        ch.driver.released(s, &ch, conv).await;
     }
 }
 

@@ -241,6 +241,49 @@ fn store_contract(s: &dyn Store) {
     assert!(s.dead_letter_take(b).unwrap().is_none());
     assert_eq!(s.dead_letter_count().unwrap(), 1);
 
+    // 5 sends within 48 h of the customer's last message.
+    let h48 = 48 * 3600 * 1000;
+    assert_eq!(
+        s.quota_take("q:c1", 10, 1, 5, h48).unwrap(),
+        0,
+        "never opened"
+    );
+    s.quota_open("q:c1", 1_000).unwrap();
+    assert_eq!(s.quota_take("q:c1", 2_000, 3, 5, h48).unwrap(), 3);
+    assert_eq!(
+        s.quota_take("q:c1", 3_000, 3, 5, h48).unwrap(),
+        2,
+        "what is left"
+    );
+    assert_eq!(
+        s.quota_take("q:c1", 4_000, 1, 5, h48).unwrap(),
+        0,
+        "the 6th"
+    );
+    s.quota_open("q:c1", 500).unwrap(); // an older message (a replayed page) changes nothing
+    let q = s.quota("q:c1").unwrap().unwrap();
+    assert_eq!((q.opened_ms, q.used), (1_000, 5));
+    // Another message of the same second, stored after the sends (pulled late): the
+    // platform counts the sends made since it, so none is left.
+    s.quota_open("q:c1", 1_000).unwrap();
+    assert_eq!(s.quota_take("q:c1", 4_000, 2, 5, h48).unwrap(), 0);
+    // A message written at 2_500, stored late: the 2 sends at 3_000 count against it.
+    s.quota_open("q:c1", 2_500).unwrap();
+    assert_eq!(s.quota_take("q:c1", 4_000, 9, 5, h48).unwrap(), 3);
+    s.quota_open("q:c1", 5_000).unwrap(); // the customer wrote again
+    assert_eq!(s.quota_take("q:c1", 6_000, 9, 5, h48).unwrap(), 5);
+    assert_eq!(
+        s.quota_take("q:c2", 6_000, 1, 5, h48).unwrap(),
+        0,
+        "per customer"
+    );
+    s.quota_open("q:c3", 1_000).unwrap();
+    assert_eq!(
+        s.quota_take("q:c3", 1_000 + h48 + 1, 1, 5, h48).unwrap(),
+        0,
+        "window closed"
+    );
+
     assert!(s.kv_get("token").unwrap().is_none());
     s.kv_put("token", b"abc").unwrap();
     assert_eq!(s.kv_get("token").unwrap().unwrap(), b"abc");
@@ -288,6 +331,8 @@ fn sled_store_survives_reopen() {
             100,
         )
         .unwrap();
+        s.quota_open("q:c1", 1_000).unwrap();
+        s.quota_take("q:c1", 2_000, 2, 5, 10_000).unwrap();
         s.flush().unwrap();
     }
     let db = sled::open(dir.path()).unwrap();
@@ -295,6 +340,11 @@ fn sled_store_survives_reopen() {
     assert!(s.conversation("site", "x").unwrap().is_some());
     assert_eq!(s.messages("site", "x", 0, 10).unwrap()[0].text, "hello");
     assert_eq!(s.outbox_len().unwrap(), 1);
+    let q = s.quota("q:c1").unwrap().unwrap();
+    assert_eq!(
+        (q.opened_ms, q.used, q.sent_ms),
+        (1_000, 2, vec![2_000, 2_000])
+    );
     assert_eq!(s.inbox_all().unwrap()[0].key, "site:m");
     assert_eq!(
         s.inbox_accept(
@@ -310,6 +360,33 @@ fn sled_store_survives_reopen() {
     // Ids keep increasing after a restart.
     let id = s.outbox_push(&[item(0)], None).unwrap()[0];
     assert!(id > 1);
+}
+
+#[test]
+fn concurrent_quota_takers_never_exceed_the_limit() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let stores: Vec<std::sync::Arc<dyn Store>> = vec![
+        std::sync::Arc::new(SledStore::open(&db).unwrap()),
+        std::sync::Arc::new(MemoryStore::new()),
+    ];
+    for s in stores {
+        s.quota_open("q:race", 1_000).unwrap();
+        let granted: u32 = std::thread::scope(|scope| {
+            let takers: Vec<_> = (0..8)
+                .map(|_| {
+                    let s = s.clone();
+                    scope.spawn(move || {
+                        (0..4)
+                            .map(|_| s.quota_take("q:race", 2_000, 1, 5, 10_000).unwrap())
+                            .sum::<u32>()
+                    })
+                })
+                .collect();
+            takers.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 5, "32 tries, 5 granted");
+        assert_eq!(s.quota("q:race").unwrap().unwrap().used, 5);
+    }
 }
 
 /// One undecodable record per tree: skipped, counted and moved aside; the rest still flows.

@@ -22,6 +22,7 @@ struct Inner {
     next_id: u64,
     kv: BTreeMap<String, Vec<u8>>,
     inbox: BTreeMap<u64, (String, adapters::Inbound)>,
+    quotas: BTreeMap<String, Quota>,
 }
 
 impl MemoryStore {
@@ -249,6 +250,34 @@ impl Store for MemoryStore {
 
     fn dead_letter_take(&self, id: u64) -> StoreResult<Option<DeadLetter>> {
         Ok(self.lock().dead_letters.remove(&id))
+    }
+
+    fn quota_open(&self, key: &str, customer_at_ms: u64) -> StoreResult<()> {
+        self.lock()
+            .quotas
+            .entry(key.to_string())
+            .or_default()
+            .reopen(customer_at_ms);
+        Ok(())
+    }
+
+    fn quota_take(
+        &self,
+        key: &str,
+        now_ms: u64,
+        want: u32,
+        limit: u32,
+        window_ms: u64,
+    ) -> StoreResult<u32> {
+        let mut g = self.lock();
+        let Some(q) = g.quotas.get_mut(key) else {
+            return Ok(0);
+        };
+        Ok(q.take(now_ms, want, limit, window_ms))
+    }
+
+    fn quota(&self, key: &str) -> StoreResult<Option<Quota>> {
+        Ok(self.lock().quotas.get(key).cloned())
     }
 
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -116,6 +116,22 @@ pub trait Store: Send + Sync {
     fn dead_letter_count(&self) -> StoreResult<usize>;
     /// Remove a dead letter and return it (an agent discards it or queues it again).
     fn dead_letter_take(&self, id: u64) -> StoreResult<Option<DeadLetter>>;
+    /// The customer wrote at `customer_at_ms`: their send allowance starts again from there
+    /// (WeCom kf: 5 sends within 48 h). An older time than the one kept changes nothing; the
+    /// same time (a second message within the platform's one-second resolution) re-opens it.
+    fn quota_open(&self, key: &str, customer_at_ms: u64) -> StoreResult<()>;
+    /// Take up to `want` sends from the allowance of `limit` sends within `window_ms` of the
+    /// customer's last message; returns how many were granted (0 when the window has closed
+    /// or none was ever opened). Atomic: concurrent takers never exceed `limit`.
+    fn quota_take(
+        &self,
+        key: &str,
+        now_ms: u64,
+        want: u32,
+        limit: u32,
+        window_ms: u64,
+    ) -> StoreResult<u32>;
+    fn quota(&self, key: &str) -> StoreResult<Option<Quota>>;
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()>;
     fn kv_remove(&self, key: &str) -> StoreResult<()>;

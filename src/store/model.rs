@@ -324,3 +324,57 @@ pub struct InboxEntry {
     pub key: String,
     pub message: adapters::Inbound,
 }
+
+/// A customer's send allowance on a platform that limits replies per customer message
+/// (WeCom kf: 5 within 48 h).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// When the customer last wrote (unix ms); the window runs from here.
+    pub opened_ms: u64,
+    /// Sends taken since.
+    pub used: u32,
+    /// When the latest sends were taken (the newest [`Quota::KEPT_SENDS`]): a customer
+    /// message stored late (kefu pulls after the platform received it) re-opens the
+    /// allowance with the sends made at or after its time already counted, as the platform
+    /// counts them.
+    #[serde(default)]
+    pub sent_ms: Vec<u64>,
+}
+
+impl Quota {
+    /// How many send times are kept: more than any platform's allowance.
+    pub const KEPT_SENDS: usize = 16;
+
+    /// The customer wrote at `at_ms`: the allowance runs from there, less the sends made at
+    /// or after it (same-second sends count: the safe side). An older time changes nothing.
+    /// Returns whether it changed.
+    pub fn reopen(&mut self, at_ms: u64) -> bool {
+        if at_ms < self.opened_ms {
+            return false;
+        }
+        let used = self.sent_ms.iter().filter(|&&t| t >= at_ms).count() as u32;
+        let changed = at_ms != self.opened_ms || used != self.used;
+        self.opened_ms = at_ms;
+        self.used = used;
+        changed
+    }
+
+    /// Take up to `want` sends at `now_ms`; returns how many were granted.
+    pub fn take(&mut self, now_ms: u64, want: u32, limit: u32, window_ms: u64) -> u32 {
+        let granted = self.grant(now_ms, want, limit, window_ms);
+        self.used += granted;
+        self.sent_ms
+            .extend(std::iter::repeat_n(now_ms, granted as usize));
+        let extra = self.sent_ms.len().saturating_sub(Self::KEPT_SENDS);
+        self.sent_ms.drain(..extra);
+        granted
+    }
+
+    /// The sends `want` may take now: what is left of `limit`, or 0 past the window.
+    pub fn grant(&self, now_ms: u64, want: u32, limit: u32, window_ms: u64) -> u32 {
+        if self.opened_ms == 0 || now_ms > self.opened_ms.saturating_add(window_ms) {
+            return 0;
+        }
+        want.min(limit.saturating_sub(self.used))
+    }
+}

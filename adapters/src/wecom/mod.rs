@@ -19,8 +19,12 @@ use crate::{
 };
 
 pub mod api;
+mod callback;
 pub mod crypto;
+pub mod kf;
 pub mod xml;
+
+use callback::{Keys, Query};
 
 #[cfg(test)]
 mod testutil;
@@ -73,6 +77,9 @@ pub struct WeCom {
     token: Secret,
     cipher: Cipher,
     markdown: bool,
+    /// Also accept WeCom kf notifications (`kf_msg_or_event`): the operator manages kf
+    /// accounts through this app (wecom-kf.md §1, mode B).
+    kf: bool,
     /// Refuse callbacks whose `timestamp` is further than this from `now`; `None` = no check
     /// (the protocol defines none, wecom.md §2).
     timestamp_window: Option<Duration>,
@@ -100,6 +107,7 @@ impl WeCom {
             token: p.token,
             cipher,
             markdown: false,
+            kf: false,
             timestamp_window: None,
         })
     }
@@ -125,6 +133,13 @@ impl WeCom {
         self
     }
 
+    /// Accept kf notifications on this app's callback URL (mode B: kf managed through the
+    /// app). Off: they are `Ignored` like any other unhandled event.
+    pub fn with_kf(mut self, kf: bool) -> Self {
+        self.kf = kf;
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -137,64 +152,29 @@ impl WeCom {
         self.agent_id
     }
 
-    /// Constant-time `msg_signature` check over (token, timestamp, nonce, ciphertext).
-    fn verify(&self, q: &Query, ciphertext: &str) -> Result<(), DecodeError> {
-        let (Some(sig), Some(ts), Some(nonce)) =
-            (q.get("msg_signature"), q.get("timestamp"), q.get("nonce"))
-        else {
-            return Err(DecodeError::BadSignature);
-        };
-        if verify_signature(self.token.expose(), ts, nonce, ciphertext, sig) {
-            Ok(())
-        } else {
-            Err(DecodeError::BadSignature)
+    fn keys(&self) -> Keys<'_> {
+        Keys {
+            corp_id: &self.corp_id,
+            token: &self.token,
+            cipher: &self.cipher,
+            timestamp_window: self.timestamp_window,
         }
     }
 
-    /// The timestamp window of [`with_timestamp_window`](Self::with_timestamp_window).
-    /// `timestamp` is in seconds; anything but ASCII digits counts as outside.
-    fn check_timestamp(&self, q: &Query, now: SystemTime) -> Result<(), DecodeError> {
-        let Some(window) = self.timestamp_window else {
-            return Ok(());
-        };
-        let ts = q
-            .get("timestamp")
-            .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|t| t.parse::<u64>().ok())
-            .ok_or(DecodeError::StaleTimestamp)?;
-        let now_ms = unix_ms(now);
-        if ts.saturating_mul(1000).abs_diff(now_ms) > window.as_millis() as u64 {
-            return Err(DecodeError::StaleTimestamp);
-        }
-        Ok(())
-    }
-
-    /// Decrypt, require our CorpID as receive id, require UTF-8.
+    /// Decrypt a ciphertext sealed for this corp (tests read replies back with it).
+    #[cfg(test)]
     fn open(&self, ciphertext: &str) -> Result<String, DecodeError> {
-        let msg = self.cipher.open(ciphertext, &self.corp_id)?;
-        String::from_utf8(msg).map_err(|_| DecodeError::Malformed("plaintext is not UTF-8".into()))
+        self.keys().open(ciphertext)
     }
 
-    /// GET: URL verification when the admin saves the callback URL (path/90930). The answer
-    /// is the bare decrypted `echostr`.
-    fn decode_get(&self, q: &Query, now: SystemTime) -> Result<Decoded, DecodeError> {
-        has_signature_params(q)?;
-        let echostr = q
-            .get("echostr")
-            .ok_or_else(|| DecodeError::Malformed("missing echostr".into()))?;
-        self.verify(q, echostr)?;
-        self.check_timestamp(q, now)?;
-        Ok(Decoded::Challenge(self.open(echostr)?))
-    }
-
-    /// POST: a message or event callback.
+    /// POST: a message or event callback; with `kf` on, also a kf notification (mode B).
     fn decode_post(&self, q: &Query, body: &[u8], now: SystemTime) -> Result<Decoded, DecodeError> {
-        has_signature_params(q)?;
-        let envelope = xml::parse_envelope(body)?;
-        self.verify(q, &envelope.encrypt)?;
-        self.check_timestamp(q, now)?;
-        let inner = self.open(&envelope.encrypt)?;
-        let fields = xml::parse_fields(&inner)?;
+        let fields = self.keys().open_post(q, body, now)?;
+        if self.kf {
+            if let Some(n) = kf::notice(&fields) {
+                return Ok(Decoded::KfNotice(n));
+            }
+        }
         xml::to_decoded(&self.name, &fields)
     }
 
@@ -243,42 +223,6 @@ impl WeCom {
     }
 }
 
-fn has_signature_params(q: &Query) -> Result<(), DecodeError> {
-    // A request that cannot even claim to be signed is refused before its body is read.
-    if q.get("msg_signature").is_some() && q.get("timestamp").is_some() && q.get("nonce").is_some()
-    {
-        Ok(())
-    } else {
-        Err(DecodeError::BadSignature)
-    }
-}
-
-/// The decoded query; a repeated key keeps its first value.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(raw: &str) -> Self {
-        // WeCom percent-encodes the ciphertext's `+` as %2B; a literal `+` (a proxy that
-        // decoded once) must stay `+`, not become the form-encoding space, since base64 has
-        // no spaces and the signature covers the exact text.
-        let raw = raw.replace('+', "%2B");
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
-            if !pairs.iter().any(|(have, _)| *have == k) {
-                pairs.push((k.into_owned(), v.into_owned()));
-            }
-        }
-        Query(pairs)
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 impl Channel for WeCom {
     fn kind(&self) -> ChannelKind {
         ChannelKind::WeCom
@@ -292,7 +236,7 @@ impl Channel for WeCom {
     fn decode(&self, req: &http::Request<Bytes>, now: SystemTime) -> Result<Decoded, DecodeError> {
         let q = Query::parse(req.uri().query().unwrap_or(""));
         match *req.method() {
-            Method::GET => self.decode_get(&q, now),
+            Method::GET => self.keys().challenge(&q, now),
             Method::POST => self.decode_post(&q, req.body(), now),
             ref m => Err(DecodeError::Malformed(format!("method {m} not allowed"))),
         }

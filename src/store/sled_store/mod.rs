@@ -3,7 +3,7 @@
 //! outbox, inbox and dead letters = big-endian id; dedupe = the key, value = big-endian
 //! expiry (and, since the inbox entry it commits, that entry's id); handoffs = the
 //! conversation keys of active handoffs (an index, so the agents' queue does not read every
-//! conversation).
+//! conversation); send_quotas = the caller's customer key.
 //!
 //! Writes that belong together are ordered so that one single-record write commits them,
 //! instead of a sled transaction or batch: those take a lock that stops every other sled
@@ -48,6 +48,8 @@ pub struct SledStore {
     inbox: sled::Tree,
     handoffs: sled::Tree,
     dead_letters: sled::Tree,
+    /// Per-customer send allowances (WeCom kf), by the caller's key.
+    quotas: sled::Tree,
     /// Undecodable records, moved aside for a person to look at.
     corrupt: sled::Tree,
     corrupt_counts: Mutex<BTreeMap<&'static str, u64>>,
@@ -74,6 +76,7 @@ impl SledStore {
             inbox: db.open_tree("inbox")?,
             handoffs: db.open_tree("handoffs")?,
             dead_letters: db.open_tree("dead_letters")?,
+            quotas: db.open_tree("send_quotas")?,
             corrupt: db.open_tree("corrupt")?,
             corrupt_counts: Mutex::default(),
             accepts: AtomicU64::new(0),
@@ -93,6 +96,32 @@ impl SledStore {
             self.handoffs.remove(k)?;
         }
         Ok(())
+    }
+
+    /// Read-modify-write one quota atomically (compare-and-swap on the one record, retried
+    /// on a race); `change` returns the new value, or `None` to leave it.
+    fn quota_update(
+        &self,
+        key: &str,
+        mut change: impl FnMut(Quota) -> Option<Quota>,
+    ) -> StoreResult<()> {
+        loop {
+            let current = self.quotas.get(key)?;
+            let q: Quota = match &current {
+                Some(v) => decode(key.as_bytes(), v)?,
+                None => Quota::default(),
+            };
+            let Some(next) = change(q) else {
+                return Ok(());
+            };
+            if self
+                .quotas
+                .compare_and_swap(key, current, Some(encode(&next)?))?
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
     }
 
     fn sweep_dedupe(&self, now_ms: u64) -> StoreResult<()> {
@@ -449,6 +478,33 @@ impl Store for SledStore {
             None => Ok(None),
             Some(v) => decode(&k, &v).map(Some),
         }
+    }
+
+    fn quota_open(&self, key: &str, customer_at_ms: u64) -> StoreResult<()> {
+        self.quota_update(key, |mut q| q.reopen(customer_at_ms).then_some(q))
+    }
+
+    fn quota_take(
+        &self,
+        key: &str,
+        now_ms: u64,
+        want: u32,
+        limit: u32,
+        window_ms: u64,
+    ) -> StoreResult<u32> {
+        let mut granted = 0;
+        self.quota_update(key, |mut q| {
+            granted = q.take(now_ms, want, limit, window_ms);
+            (granted > 0).then_some(q)
+        })?;
+        Ok(granted)
+    }
+
+    fn quota(&self, key: &str) -> StoreResult<Option<Quota>> {
+        self.quotas
+            .get(key)?
+            .map(|v| decode(key.as_bytes(), &v))
+            .transpose()
     }
 
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
