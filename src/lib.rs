@@ -11,6 +11,7 @@ pub mod engine;
 pub mod eval;
 pub mod knowledge;
 pub mod metrics;
+pub mod model_import;
 pub mod providers;
 pub mod server;
 pub mod store;

@@ -74,6 +74,18 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
                 );
             }
         }
+        for (key, set) in [
+            ("query_prefix", e.query_prefix.is_some()),
+            ("passage_prefix", e.passage_prefix.is_some()),
+        ] {
+            if set && e.kind != ProviderKind::Local {
+                bad(
+                    &format!("providers.embedding.{key}"),
+                    "only for kind = \"local\" (the prefixes a local model was trained with)"
+                        .into(),
+                );
+            }
+        }
         if e.batch_size == 0 {
             bad(
                 "providers.embedding.batch_size",

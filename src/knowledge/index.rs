@@ -280,6 +280,10 @@ impl Trees {
                     snap.unit_faq.push(rec.kind == ChunkKind::Faq);
                 }
                 unit_terms.extend(terms);
+                snap.chunk_zh
+                    .push(crate::providers::builtin_generator::looks_chinese(
+                        &rec.text,
+                    ));
                 snap.chunks.push(rec);
             }
         }

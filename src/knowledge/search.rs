@@ -74,6 +74,19 @@ pub struct SearchParams {
     /// calibration (ranking is unchanged). Fitted on the bundled English + Chinese cases so
     /// that answered sections clear `min_score` while off-topic questions stay below it.
     pub section_calibration: f32,
+    /// Cosine an embedder gives unrelated texts (its floor), by the query's language
+    /// (`[other scripts, Chinese]`): vector similarities are read as
+    /// `(cos − floor) / (1 − floor)`, so a model whose cosines all sit high
+    /// (multilingual-e5: unrelated texts ≈ 0.77 in English, 0.84 in Chinese) spreads its
+    /// signal over 0..1 like the others, the same in both languages.
+    pub vector_floor: [f32; 2],
+    /// Multilingual models score any text in the question's language above an equally
+    /// relevant one in another language. With chunks in two languages (CJK and not), each
+    /// unit's similarity is moved by this share of the gap between the mean similarity of
+    /// the question's language and of the unit's (`sim + λ·(mean_q − mean_u)`), so an
+    /// English page can answer a Chinese question. 0 = off (an embedder with no shared
+    /// space across languages, such as the built-in one, must keep it off).
+    pub language_offset: f32,
 }
 
 impl Default for SearchParams {
@@ -85,22 +98,31 @@ impl Default for SearchParams {
             pool_weight: 0.7,
             calibration: [(10.0, 0.21), (9.0, 0.32), (9.0, 0.14)],
             section_calibration: 1.8,
+            vector_floor: [0.0; 2],
+            language_offset: 0.0,
         }
     }
 }
 
 impl SearchParams {
-    /// The knobs fitted the same way for `providers.embedding.kind = "local"` with
-    /// all-MiniLM-L6-v2 (examples/embedder_sweep.rs on the four dev sets): a sentence model's
-    /// cosine carries more of the signal than the hashed built-in one, so the hybrid leans
-    /// on it (α 0.6), and its cosines sit on another scale, so the vector and hybrid curves
-    /// are refitted; lexical is unchanged. `blended`: the model is blended with the built-in
-    /// embedder (`builtin_weight` > 0, fitted at the default 0.3), which moves the scale again.
+    /// The knobs for `providers.embedding.kind = "local"`, chosen by how the model's
+    /// similarities behave (`profile`, measured on probe sentences when it loads).
     ///
-    /// Hit@1 (banking77 / clinc150 / bitext / stackfaq), hybrid: model alone
-    /// 0.826 / 0.890 / 0.931 / 0.955; blended 0.3: 0.819 / 0.885 / 0.937 / 0.936; the
-    /// built-in embedder 0.704 / 0.798 / 0.881 / 0.776.
-    pub fn sentence_model(blended: bool) -> Self {
+    /// English-only models (all-MiniLM-L6-v2; fitted with examples/embedder_sweep.rs on
+    /// the four English dev sets): a sentence model's cosine carries more of the signal than
+    /// the hashed built-in one, so the hybrid leans on it (α 0.6), and its cosines sit on
+    /// another scale, so the vector and hybrid curves are refitted; lexical is unchanged.
+    /// `blended`: the model is blended with the built-in embedder (`builtin_weight` > 0,
+    /// fitted at the default 0.3), which moves the scale again. Hit@1 (banking77 /
+    /// clinc150 / bitext / stackfaq), hybrid: model alone 0.826 / 0.890 / 0.931 / 0.955;
+    /// blended 0.3: 0.819 / 0.885 / 0.937 / 0.936; the built-in embedder
+    /// 0.704 / 0.798 / 0.881 / 0.776.
+    ///
+    /// Multilingual models: see [`SearchParams::multilingual_model`].
+    pub fn sentence_model(blended: bool, profile: &crate::providers::SimilarityProfile) -> Self {
+        if profile.multilingual {
+            return Self::multilingual_model(profile.background);
+        }
         let calibration = if blended {
             [(10.89, 0.237), (9.07, 0.310), (9.0, 0.14)]
         } else {
@@ -109,6 +131,22 @@ impl SearchParams {
         Self {
             alpha: 0.6,
             calibration,
+            ..Self::default()
+        }
+    }
+
+    /// Knobs for a model that reads Chinese and English in one space (fitted with
+    /// multilingual-e5-small on the odd lines of the dev sets' cases, checked on the even
+    /// ones; numbers in docs/providers.md). Its cosines all sit high (unrelated texts
+    /// ≈ 0.77 in English, 0.84 in Chinese), so similarities are read above the measured
+    /// `background` of the question's language; it scores texts in the question's language
+    /// above equally relevant ones in the other, which the language offset cancels.
+    pub fn multilingual_model(background: [f32; 2]) -> Self {
+        Self {
+            alpha: 0.6,
+            calibration: [(11.01, 0.268), (8.52, 0.358), (9.0, 0.14)],
+            vector_floor: background.map(|b| b.clamp(0.0, 0.95)),
+            language_offset: 0.9,
             ..Self::default()
         }
     }
@@ -131,6 +169,8 @@ pub struct Snapshot {
     pub unit_kind: Vec<UnitKind>,
     /// Whether the unit's chunk is an FAQ entry (its body weighs [`SearchParams::faq_body_weight`]).
     pub unit_faq: Vec<bool>,
+    /// Whether the chunk's text is Chinese (more than a third of its letters CJK).
+    pub chunk_zh: Vec<bool>,
     /// `None` when the stored vectors belong to another model (lexical only until re-ingest).
     pub vectors: Option<Matrix>,
     pub bm25: Bm25,
@@ -145,10 +185,12 @@ pub struct Ranked {
 }
 
 impl Snapshot {
-    /// Rank chunks for a query. `qvec` is the query embedding (None = no vector signal).
+    /// Rank chunks for a query. `qvec` is the query embedding (None = no vector signal),
+    /// `query_zh` whether the query is Chinese (see [`SearchParams::language_offset`]).
     pub fn rank(
         &self,
         qvec: Option<&[f32]>,
+        query_zh: bool,
         qterms: &[String],
         top_k: usize,
         mode: RetrievalMode,
@@ -184,6 +226,14 @@ impl Snapshot {
             if mode != RetrievalMode::Lexical {
                 if let Some((m, q)) = vectors {
                     m.cosines_into(q, units);
+                    let floor = p.vector_floor[usize::from(query_zh)];
+                    let spread = 1.0 / (1.0 - floor);
+                    for cos in units.iter_mut() {
+                        *cos = (*cos - floor) * spread;
+                    }
+                    if p.language_offset != 0.0 {
+                        self.offset_languages(units, query_zh, p.language_offset);
+                    }
                     for (u, cos) in units.iter().enumerate() {
                         let s = weight(u) * cos.max(0.0);
                         v.add(self.unit_chunk[u] as usize, self.unit_kind[u], s);
@@ -232,6 +282,27 @@ impl Snapshot {
                 })
                 .collect()
         })
+    }
+}
+
+impl Snapshot {
+    /// See [`SearchParams::language_offset`]: `sims` are the units' similarities.
+    fn offset_languages(&self, sims: &mut [f32], query_zh: bool, lambda: f32) {
+        let (mut sum, mut n) = ([0f32; 2], [0usize; 2]);
+        for (u, s) in sims.iter().enumerate() {
+            let l = usize::from(self.chunk_zh[self.unit_chunk[u] as usize]);
+            sum[l] += s;
+            n[l] += 1;
+        }
+        if n[0] == 0 || n[1] == 0 {
+            return;
+        }
+        let mean = [sum[0] / n[0] as f32, sum[1] / n[1] as f32];
+        let q = mean[usize::from(query_zh)];
+        let shift = [lambda * (q - mean[0]), lambda * (q - mean[1])];
+        for (u, s) in sims.iter_mut().enumerate() {
+            *s += shift[usize::from(self.chunk_zh[self.unit_chunk[u] as usize])];
+        }
     }
 }
 
@@ -291,6 +362,17 @@ impl Signal {
     }
 }
 
+/// How a unit is put to an embedder with roles (multilingual-e5's `query: ` / `passage: `):
+/// questions and heading lines are matched against questions, a symmetric comparison the
+/// model is trained to make between two queries; bodies are the documents a question is
+/// asked about.
+pub fn unit_role(kind: UnitKind) -> crate::providers::TextRole {
+    match kind {
+        UnitKind::Match | UnitKind::Pool => crate::providers::TextRole::Query,
+        UnitKind::Body => crate::providers::TextRole::Passage,
+    }
+}
+
 /// The texts embedded and indexed for a loaded chunk, in unit order.
 pub fn unit_texts(c: &super::load::LoadedChunk) -> Vec<(UnitKind, String)> {
     let mut out: Vec<(UnitKind, String)> = c
@@ -346,6 +428,7 @@ mod tests {
                 UnitKind::Body,
             ],
             unit_faq: vec![true; 4],
+            chunk_zh: vec![false; 2],
             vectors: Some(m),
             bm25: Bm25::build(&terms, Bm25Params::default()),
         }
@@ -361,7 +444,7 @@ mod tests {
             RetrievalMode::Vector,
             RetrievalMode::Lexical,
         ] {
-            let r = s.rank(Some(&[0.0, 1.0]), &terms, 5, mode, &p);
+            let r = s.rank(Some(&[0.0, 1.0]), false, &terms, 5, mode, &p);
             assert_eq!(r[0].chunk, 1, "{mode:?}");
             for h in &r {
                 assert!(
@@ -370,10 +453,19 @@ mod tests {
                 );
             }
         }
-        assert!(s.rank(None, &[], 5, RetrievalMode::Lexical, &p).is_empty());
+        assert!(s
+            .rank(None, false, &[], 5, RetrievalMode::Lexical, &p)
+            .is_empty());
         assert_eq!(
-            s.rank(Some(&[0.0, 1.0]), &terms, 1, RetrievalMode::Hybrid, &p)
-                .len(),
+            s.rank(
+                Some(&[0.0, 1.0]),
+                false,
+                &terms,
+                1,
+                RetrievalMode::Hybrid,
+                &p
+            )
+            .len(),
             1
         );
     }
