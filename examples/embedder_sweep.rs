@@ -365,10 +365,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 println!("{line}");
             };
-            let lexical = SearchParams {
-                calibration: [(1.0, 0.0); 3],
-                ..SearchParams::default()
-            };
+            let lexical = SearchParams::default().uncalibrated();
             let (all, groups, points) = run(&kb, &cases, RetrievalMode::Lexical, &lexical).await?;
             show("lexical", &all, &groups);
             all_points

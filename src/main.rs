@@ -69,6 +69,9 @@ enum Command {
         /// Print every failed case.
         #[arg(long)]
         verbose: bool,
+        /// Print the report as JSON (overall, per language, per intent, failures).
+        #[arg(long)]
+        json: bool,
         cases: PathBuf,
     },
     /// Model files for `providers.embedding.kind = "local"`.
@@ -262,6 +265,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             cfg,
             knowledge,
             verbose,
+            json,
             cases,
         } => {
             let (mut config, _) = match load_config(&cfg) {
@@ -272,7 +276,11 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 config.knowledge.paths = knowledge;
             }
             let report = kefu::eval::run(config, &cases, verbose).await?;
-            print!("{}", report.render());
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Model {

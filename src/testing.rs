@@ -32,6 +32,11 @@ impl KeywordRetriever {
                 category: source.split('/').next().unwrap_or("").into(),
                 text: text.into(),
                 score,
+                kind: if source.contains('#') {
+                    crate::knowledge::load::ChunkKind::Faq
+                } else {
+                    crate::knowledge::load::ChunkKind::Section
+                },
             },
         ));
         self

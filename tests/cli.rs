@@ -142,7 +142,10 @@ fn eval_prints_accuracy_and_the_closing_line() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("source     hit@1 1.000"), "{stdout}");
+    assert!(
+        stdout.contains("source     in sources 1.000  hit@1 1.000"),
+        "{stdout}"
+    );
     assert!(stdout.contains("handoff    0.667  (2/3)"), "{stdout}");
     assert!(
         stdout.trim_end().ends_with("2 passed, 1 failed"),

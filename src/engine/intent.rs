@@ -691,28 +691,7 @@ fn matches_phrase(norm: &str, words: &[&str], phrase: &str) -> bool {
     })
 }
 
-/// Damerau-Levenshtein distance ≤ 1 (a typo: one insert, delete, substitute or swap).
-pub fn within_one_edit(a: &str, b: &str) -> bool {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    if a.len().abs_diff(b.len()) > 1 {
-        return false;
-    }
-    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    if prefix == a.len() && prefix == b.len() {
-        return true;
-    }
-    let (ra, rb) = (&a[prefix..], &b[prefix..]);
-    if ra.len() == rb.len() {
-        // substitute, or swap of two neighbours
-        ra[1..] == rb[1..]
-            || (ra.len() >= 2 && ra[0] == rb[1] && ra[1] == rb[0] && ra[2..] == rb[2..])
-    } else if ra.len() > rb.len() {
-        ra[1..] == *rb
-    } else {
-        *ra == rb[1..]
-    }
-}
+pub use crate::text::within_one_edit;
 
 fn is_question(norm: &str, words: &[&str]) -> bool {
     norm.contains('?')
@@ -735,10 +714,7 @@ fn info_question(norm: &str, words: &[&str]) -> bool {
 
 /// Too short and too vague to search for: "ok", "hmm", "asdf", "嗯".
 fn looks_like_other(norm: &str, words: &[&str]) -> bool {
-    let cjk = norm
-        .chars()
-        .filter(|&c| crate::knowledge::analyze::is_cjk(c))
-        .count();
+    let cjk = norm.chars().filter(|&c| crate::text::is_cjk(c)).count();
     let content: Vec<&&str> = words
         .iter()
         .filter(|w| w.chars().all(|c| c.is_ascii_alphanumeric()) && w.len() > 1)

@@ -30,11 +30,11 @@ use crate::clock::Clock;
 use crate::config::{Config, OtherRoute};
 use crate::knowledge::Hit;
 use crate::metrics::Metrics;
-use crate::providers::builtin_generator::looks_chinese;
 use crate::providers::{GenerateRequest, Generator};
 use crate::store::{
     Conversation, FlowStage, Handoff, Message, Role, SourceRecord, Store, StoreError,
 };
+use crate::text::looks_chinese;
 
 /// A customer who opens the app again within this time is not greeted again.
 const GREET_AGAIN_MS: u64 = 6 * 3600 * 1000;
@@ -60,6 +60,8 @@ pub struct Turn {
     pub route: &'static str,
     /// Seq of the stored bot message (0 when silent).
     pub seq: u64,
+    /// The reply asks the customer for an order number (a refund / cancel flow waits for it).
+    pub asks_order: bool,
 }
 
 pub struct EngineParts {
@@ -237,6 +239,7 @@ impl Engine {
                 handoff_started: false,
                 route: "silent",
                 seq: 0,
+                asks_order: false,
             });
         }
 
@@ -353,6 +356,11 @@ impl Engine {
                 .filter(|h| h.active)
                 .map(|h| h.reason.clone()),
             handoff_started,
+            asks_order: draft.route == "flow"
+                && conv
+                    .flow
+                    .as_ref()
+                    .is_some_and(|f| f.stage == FlowStage::AwaitingOrder),
             route: draft.route,
             seq,
         })
@@ -642,6 +650,7 @@ impl Engine {
             hits,
             zh,
             transfer_message: self.transfer_message(zh),
+            other_language_note: self.p.config.replies.other_language.get(zh),
         };
         let answer = match self.p.generator.generate(&req).await {
             Ok(a) => a,
@@ -780,7 +789,7 @@ fn sources(hits: &[Hit]) -> Vec<SourceRecord> {
 }
 
 fn first_sentence(text: &str) -> Option<String> {
-    crate::providers::builtin_generator::split_sentences(text)
+    crate::text::split_sentences(text)
         .into_iter()
         .find(|s| !s.starts_with('#') && !s.starts_with('|'))
 }

@@ -1,22 +1,39 @@
 //! Text analysis shared by BM25 and the built-in embedder: one tokenizer, so the lexical and
-//! the vector side see the same words.
+//! the vector side see the same words. Queries and knowledge go through the same steps.
 //!
-//! Latin text: lower-cased alphanumeric runs, apostrophes dropped (`can't` → `cant`), long
-//! digit runs (order numbers, phone numbers) folded to `#num`, then a light suffix stemmer
-//! (`activating`, `activated`, `activation`, `activate` → `activat`). Chinese (and other
-//! Han/kana) runs are segmented with jieba; callers add character uni/bigrams where useful.
+//! - The text is normalized first ([`crate::text::normalize`]): full-width forms folded,
+//!   traditional Chinese simplified, colloquial Chinese phrases written out (啥 → 什么,
+//!   多长时间 → 多久, 能不能 → 能).
+//! - Latin text: lower-cased alphanumeric runs, apostrophes dropped (`can't` → `cant`), chat
+//!   shorthand spelled out (`u` → you, [`crate::text::en`]), long digit runs (order numbers,
+//!   phones) folded to `#num`, then a light suffix stemmer (`activating`, `activated`,
+//!   `activation` → `activat`).
+//! - Chinese (and other Han/kana) runs: jieba words (precise mode, plus the search-mode parts
+//!   of words of three or more characters: 保修期 → 保修期, 保修), whole words mapped to their
+//!   written form (能 → 可以), particles and courtesy phrases dropped (亲, 呀, 请问, 一下),
+//!   and the *spans* of topic words between them, from which callers take character n-grams
+//!   (so a segmentation that differs between question and page still meets, while a chatty
+//!   question does not gain n-grams of its chatter).
 
 use std::sync::OnceLock;
 
 use jieba_rs::Jieba;
+
+pub use crate::text::is_cjk;
+use crate::text::{concepts, en, normalize, zh};
 
 /// One analyzed token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Token {
     /// A Latin/digit word: `raw` is lower-cased (char n-grams come from it), `stem` normalized.
     Word { raw: String, stem: String },
-    /// A run of CJK text segmented by jieba: the words, in order.
-    Cjk { words: Vec<String> },
+    /// A run of CJK text segmented by jieba.
+    Cjk {
+        /// Words in order (fillers dropped, written forms), then search-mode parts of long ones.
+        words: Vec<String>,
+        /// Runs of consecutive topic words (no fillers, no stop words), as text.
+        spans: Vec<String>,
+    },
 }
 
 /// Digit runs this long or longer are identifiers (orders, phones), not vocabulary.
@@ -27,19 +44,9 @@ fn jieba() -> &'static Jieba {
     JIEBA.get_or_init(Jieba::new)
 }
 
-/// Han ideographs, kana and CJK compatibility ranges: segmented with jieba, not split on
-/// whitespace (Chinese has none).
-pub fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x3040..=0x30FF   // hiragana, katakana
-        | 0x3400..=0x4DBF // CJK extension A
-        | 0x4E00..=0x9FFF // CJK unified ideographs
-        | 0xF900..=0xFAFF // compatibility ideographs
-        | 0x20000..=0x2FA1F)
-}
-
 /// Split `text` into tokens. Never panics; empty input gives no tokens.
 pub fn tokens(text: &str) -> Vec<Token> {
+    let text = normalize(text);
     let mut out = Vec::new();
     let mut word = String::new();
     let mut cjk = String::new();
@@ -76,6 +83,8 @@ fn flush_word(word: &mut String, out: &mut Vec<Token>) {
     let raw = std::mem::take(word);
     let raw = if raw.len() >= LONG_NUMBER && raw.bytes().all(|b| b.is_ascii_digit()) {
         "#num".to_string()
+    } else if let Some(w) = en::canonical_word(&raw) {
+        w.to_string()
     } else {
         raw
     };
@@ -87,83 +96,103 @@ fn flush_cjk(run: &mut String, out: &mut Vec<Token>) {
     if run.is_empty() {
         return;
     }
-    let words = jieba()
-        .cut(run, true)
-        .into_iter()
-        .filter(|w| !w.trim().is_empty())
-        .map(str::to_string)
-        .collect();
+    let mut words = Vec::new();
+    let mut spans = Vec::new();
+    let mut span = String::new();
+    let mut parts = Vec::new();
+    for w in jieba().cut(run, false) {
+        let w = w.trim();
+        if w.is_empty() {
+            continue;
+        }
+        if zh::is_filler(w) {
+            spans.extend((!span.is_empty()).then(|| std::mem::take(&mut span)));
+            continue;
+        }
+        let w = zh::canonical_word(w).unwrap_or(w);
+        if zh::is_stopword(w) {
+            spans.extend((!span.is_empty()).then(|| std::mem::take(&mut span)));
+        } else {
+            span.push_str(w);
+            if w.chars().count() >= 3 {
+                parts.extend(
+                    jieba()
+                        .cut_for_search(w, false)
+                        .into_iter()
+                        .filter(|p| *p != w && p.chars().count() >= 2)
+                        .map(str::to_string),
+                );
+            }
+        }
+        words.push(w.to_string());
+    }
+    spans.extend((!span.is_empty()).then_some(span));
+    words.extend(parts);
     run.clear();
-    out.push(Token::Cjk { words });
-}
-
-/// A light English stemmer: enough to make inflections and -ation nouns meet, not Porter.
-/// Non-ASCII words and short words are returned unchanged.
-pub fn stem(word: &str) -> String {
-    if !word.is_ascii() || word.len() <= 3 || word.bytes().any(|b| b.is_ascii_digit()) {
-        return word.to_string();
-    }
-    let mut w = word.to_string();
-    // Order matters: longest suffix first, one inflectional suffix removed.
-    if let Some(s) = w.strip_suffix("ations") {
-        w = format!("{s}at");
-    } else if let Some(s) = w.strip_suffix("ation") {
-        w = format!("{s}at");
-    } else if let Some(s) = w.strip_suffix("ies").filter(|s| s.len() >= 2) {
-        w = format!("{s}i");
-    } else if let Some(s) = w.strip_suffix("ied").filter(|s| s.len() >= 2) {
-        w = format!("{s}i");
-    } else if w.ends_with("sses") {
-        w.truncate(w.len() - 2);
-    } else if let Some(s) = w.strip_suffix("ing").filter(|s| s.len() >= 3) {
-        w = undouble(s);
-    } else if let Some(s) = w.strip_suffix("ed").filter(|s| s.len() >= 3) {
-        w = undouble(s);
-    } else if let Some(s) = w.strip_suffix("ly").filter(|s| s.len() >= 4) {
-        w = s.to_string();
-    } else if w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is") {
-        w.pop();
-    }
-    if w.len() > 3 && w.ends_with('e') {
-        w.pop();
-    }
-    if w.len() > 3 && w.ends_with('y') {
-        w.pop();
-        w.push('i');
-    }
-    w
-}
-
-/// `stopp` → `stop`, `gett` → `get`; but `fall`, `pass`, `buzz` keep their pair.
-fn undouble(s: &str) -> String {
-    let b = s.as_bytes();
-    let n = b.len();
-    if n >= 2 && b[n - 1] == b[n - 2] && !matches!(b[n - 1], b'l' | b's' | b'z') {
-        s[..n - 1].to_string()
-    } else {
-        s.to_string()
+    if !words.is_empty() {
+        out.push(Token::Cjk { words, spans });
     }
 }
 
-/// Lexical terms for BM25: Latin stems; for CJK runs the jieba words plus character bigrams
-/// (marked `2:`) so a segmentation that differs between query and document still meets.
+pub use crate::text::en::stem;
+
+/// Lexical terms for BM25: Latin stems; for CJK runs the words plus the characters and
+/// character bigrams of each span (marked `1:` and `2:`; see [`UNIGRAM`], [`BIGRAM`]); for
+/// both, the concepts the words belong to (`~refund`, see [`crate::text::concepts`]).
 pub fn terms(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for t in tokens(text) {
         match t {
-            Token::Word { stem, .. } => out.push(stem),
-            Token::Cjk { words } => {
-                let chars: Vec<char> = words.iter().flat_map(|w| w.chars()).collect();
-                for w in words {
-                    out.push(w);
+            Token::Word { stem, .. } => {
+                out.extend(concepts::of(&stem).iter().cloned());
+                out.push(stem);
+            }
+            Token::Cjk { words, spans } => {
+                for w in &words {
+                    out.extend(concepts::of(w).iter().cloned());
                 }
-                for pair in chars.windows(2) {
-                    out.push(format!("2:{}{}", pair[0], pair[1]));
+                out.extend(words);
+                for span in spans {
+                    let chars: Vec<char> = span.chars().collect();
+                    for c in &chars {
+                        out.push(format!("{UNIGRAM}{c}"));
+                    }
+                    for pair in chars.windows(2) {
+                        out.push(format!("{BIGRAM}{}{}", pair[0], pair[1]));
+                    }
                 }
             }
         }
     }
     out
+}
+
+/// Prefix of a character-bigram term (`2:退款`).
+pub const BIGRAM: &str = "2:";
+/// Prefix of a character term (`1:退`): a question's 退 meets a page's 退货.
+pub const UNIGRAM: &str = "1:";
+
+/// Words that ask (how, when, where, 多久, 哪里 …): they tell the kind of answer wanted
+/// (see `text::question`), hardly what it is about.
+pub fn is_question_word(w: &str) -> bool {
+    matches!(
+        w,
+        "how"
+            | "when"
+            | "where"
+            | "why"
+            | "whi"
+            | "whose"
+            | "whether"
+            | "多久"
+            | "哪里"
+            | "为什么"
+            | "什么时候"
+            | "怎么样"
+            | "怎么办"
+            | "多少"
+            | "几"
+    )
 }
 
 /// Function words that carry little meaning; the embedder gives them a low weight rather
@@ -242,25 +271,7 @@ pub fn is_stopword(w: &str) -> bool {
             | "very"
             | "much"
             | "all"
-            | "的"
-            | "了"
-            | "吗"
-            | "呢"
-            | "吧"
-            | "啊"
-            | "我"
-            | "你"
-            | "您"
-            | "是"
-            | "在"
-            | "有"
-            | "和"
-            | "请"
-            | "请问"
-            | "一下"
-            | "怎么"
-            | "如何"
-    )
+    ) || zh::is_stopword(w)
 }
 
 #[cfg(test)]
@@ -300,7 +311,7 @@ mod tests {
 
     #[test]
     fn words_apostrophes_numbers() {
-        assert_eq!(stems("Can't I"), ["cant", "i"]);
+        assert_eq!(stems("Can't I"), ["cannot", "i"]);
         assert_eq!(stems("order 732201349959, now!"), ["order", "#num", "now"]);
         assert_eq!(stems("top-up 24h"), ["top", "up", "24h"]);
         assert_eq!(stems("'quoted'"), ["quot"]);
@@ -309,7 +320,9 @@ mod tests {
     #[test]
     fn chinese_is_segmented_and_bigrammed() {
         let toks = tokens("我想申请退款refund");
-        assert!(matches!(&toks[0], Token::Cjk { words } if words.contains(&"退款".to_string())));
+        assert!(
+            matches!(&toks[0], Token::Cjk { words, .. } if words.contains(&"退款".to_string()))
+        );
         assert!(matches!(&toks[1], Token::Word { stem, .. } if stem == "refund"));
         let t = terms("申请退款");
         assert!(t.contains(&"退款".to_string()));

@@ -9,50 +9,109 @@
 
 use std::collections::HashMap;
 
-use super::analyze::is_stopword;
+use super::analyze::{is_question_word, is_stopword, BIGRAM, UNIGRAM};
+use crate::text::concepts::CONCEPT;
 
+/// Index-time parameters (baked into the per-unit length norms).
 #[derive(Clone, Debug)]
 pub struct Bm25Params {
     pub k1: f32,
     pub b: f32,
-    /// Weight of a stop word (`how`, `my`, `的`) in the query, numerator and denominator.
-    pub stop_weight: f32,
 }
 
 impl Default for Bm25Params {
     fn default() -> Self {
+        Self { k1: 1.2, b: 0.5 }
+    }
+}
+
+/// Query-time weights of a query term by its class, in numerator and denominator alike.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TermWeights {
+    /// A stop word (`how`, `my`, `的`).
+    pub stop: f32,
+    /// A Chinese character bigram (`2:退款`) against a word: bigrams back up the
+    /// segmentation, they should not outvote it.
+    pub bigram: f32,
+    /// A Chinese character (`1:退`): the weakest evidence, but what lets a one-character
+    /// word meet the two-character ones built on it.
+    pub unigram: f32,
+    /// A question word (`how`, `when`, `多久`, `哪里`): it says what kind of answer is
+    /// wanted, not what about; "how do I cook rice" must not match "How do I track my order?"
+    /// on "how".
+    pub question: f32,
+    /// A concept (`~refund`): a synonym or a translation, weaker than the word itself.
+    pub concept: f32,
+}
+
+impl Default for TermWeights {
+    fn default() -> Self {
         Self {
-            k1: 1.2,
-            b: 0.5,
-            stop_weight: 0.5,
+            stop: 0.5,
+            bigram: 0.5,
+            unigram: 0.3,
+            question: 0.3,
+            concept: 0.5,
+        }
+    }
+}
+
+impl TermWeights {
+    pub fn of(&self, term: &str) -> f32 {
+        if term.starts_with(CONCEPT) {
+            self.concept
+        } else if term.starts_with(BIGRAM) {
+            self.bigram
+        } else if term.starts_with(UNIGRAM) {
+            self.unigram
+        } else if is_question_word(term) {
+            self.question
+        } else if is_stopword(term) {
+            self.stop
+        } else {
+            1.0
         }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Bm25 {
-    vocab: HashMap<String, u32>,
+    /// Term hash → term id (the term itself in `terms`, to rule out collisions): one copy of
+    /// each term string, however many maps point at it.
+    vocab: HashMap<u64, u32>,
+    terms: Vec<Box<str>>,
+    /// Typo tolerance: the hash of each Latin term of 5+ letters and of every one-letter
+    /// deletion of it → the terms (SymSpell): a query's `refnd` finds `refund`.
+    fuzzy: HashMap<u64, Vec<u32>>,
     /// Per term: (unit, tf).
     postings: Vec<Vec<(u32, u16)>>,
     idf: Vec<f32>,
     /// Per unit: `k1·(1 − b + b·|u|/avg)`, precomputed for the scoring loop.
     unit_norm: Vec<f32>,
-    params: Bm25Params,
 }
 
 impl Bm25 {
     /// `units[i]` = the (term, tf) list of unit `i`.
     pub fn build(units: &[Vec<(String, u32)>], params: Bm25Params) -> Self {
-        let mut vocab: HashMap<String, u32> = HashMap::new();
+        let mut vocab: HashMap<u64, u32> = HashMap::new();
+        let mut terms_of: Vec<Box<str>> = Vec::new();
         let mut postings: Vec<Vec<(u32, u16)>> = Vec::new();
         let mut unit_len = Vec::with_capacity(units.len());
         for (u, terms) in units.iter().enumerate() {
             let mut len = 0u32;
             for (term, tf) in terms {
-                let id = *vocab.entry(term.clone()).or_insert_with(|| {
-                    postings.push(Vec::new());
-                    (postings.len() - 1) as u32
-                });
+                let id = match lookup(&vocab, &terms_of, term) {
+                    Some(id) => id,
+                    None => {
+                        let id = terms_of.len() as u32;
+                        // A hash collision between two terms: the later one stays unindexed
+                        // (astronomically rare with 64 bits; never wrong, only missed).
+                        vocab.entry(hash(term)).or_insert(id);
+                        terms_of.push(term.as_str().into());
+                        postings.push(Vec::new());
+                        id
+                    }
+                };
                 postings[id as usize].push((u as u32, (*tf).min(u16::MAX as u32) as u16));
                 len = len.saturating_add(*tf);
             }
@@ -70,13 +129,47 @@ impl Bm25 {
             .iter()
             .map(|len| k1 * (1.0 - b + b * len / avg_len))
             .collect();
+        let mut fuzzy: HashMap<u64, Vec<u32>> = HashMap::new();
+        for (id, t) in terms_of.iter().enumerate() {
+            if typo_tolerant(t) {
+                for v in std::iter::once(t.to_string()).chain(deletions(t)) {
+                    fuzzy.entry(hash(&v)).or_default().push(id as u32);
+                }
+            }
+        }
         Self {
             vocab,
+            terms: terms_of,
+            fuzzy,
             postings,
             idf,
             unit_norm,
-            params,
         }
+    }
+
+    /// Does any unit contain `term` (or, for a long Latin word, a one-typo spelling of it)?
+    pub fn knows(&self, term: &str) -> bool {
+        self.resolve(term).is_some()
+    }
+
+    /// The indexed term a query term stands for, and how much it counts: itself (1.0), or
+    /// for a Latin word of 5+ letters not in the index, the most frequent indexed word one
+    /// typo away (0.8).
+    fn resolve(&self, term: &str) -> Option<(u32, f32)> {
+        if let Some(id) = lookup(&self.vocab, &self.terms, term) {
+            return Some((id, 1.0));
+        }
+        if !typo_tolerant(term) {
+            return None;
+        }
+        std::iter::once(term.to_string())
+            .chain(deletions(term))
+            .filter_map(|v| self.fuzzy.get(&hash(&v)))
+            .flatten()
+            .copied()
+            .filter(|&id| crate::text::within_one_edit(term, &self.terms[id as usize]))
+            .max_by_key(|&id| (self.postings[id as usize].len(), std::cmp::Reverse(id)))
+            .map(|id| (id, 0.8))
     }
 
     pub fn units(&self) -> usize {
@@ -84,32 +177,37 @@ impl Bm25 {
     }
 
     /// Add each unit's normalized score into `out` (len = units), returning the units touched.
-    pub fn score_into(&self, query_terms: &[String], out: &mut [f32]) -> Vec<u32> {
+    pub fn score_into(
+        &self,
+        query_terms: &[String],
+        weights: &TermWeights,
+        out: &mut [f32],
+    ) -> Vec<u32> {
         let n = self.units() as f32;
         let mut uniq: Vec<&String> = query_terms.iter().collect();
         uniq.sort();
         uniq.dedup();
-        let stop_weight = self.params.stop_weight;
-        let qweight = |t: &str| if is_stopword(t) { stop_weight } else { 1.0 };
-        let denom: f32 = uniq
+        let qweight = |t: &str| weights.of(t);
+        let resolved: Vec<(f32, Option<(u32, f32)>)> =
+            uniq.iter().map(|t| (qweight(t), self.resolve(t))).collect();
+        let denom: f32 = resolved
             .iter()
-            .map(|t| {
-                qweight(t)
-                    * match self.vocab.get(*t) {
-                        Some(id) => self.idf[*id as usize],
-                        None => idf(n, 0.0),
-                    }
+            .map(|(w, r)| {
+                w * match r {
+                    Some((id, _)) => self.idf[*id as usize],
+                    None => idf(n, 0.0),
+                }
             })
             .sum::<f32>();
         let mut touched = Vec::new();
         if denom <= 0.0 {
             return touched;
         }
-        for t in uniq {
-            let Some(&id) = self.vocab.get(t) else {
+        for (weight, r) in resolved {
+            let Some((id, typo)) = r else {
                 continue;
             };
-            let w = qweight(t) * self.idf[id as usize] / denom;
+            let w = typo * weight * self.idf[id as usize] / denom;
             for &(u, tf) in &self.postings[id as usize] {
                 let tf = f32::from(tf);
                 let slot = &mut out[u as usize];
@@ -122,6 +220,30 @@ impl Bm25 {
         }
         touched
     }
+}
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+fn lookup(vocab: &HashMap<u64, u32>, terms: &[Box<str>], term: &str) -> Option<u32> {
+    vocab
+        .get(&hash(term))
+        .copied()
+        .filter(|&id| &*terms[id as usize] == term)
+}
+
+/// Latin words long enough that one typo leaves them recognizable.
+fn typo_tolerant(term: &str) -> bool {
+    term.len() >= 5 && term.bytes().all(|b| b.is_ascii_lowercase())
+}
+
+/// The term with one letter left out, each way.
+fn deletions(term: &str) -> impl Iterator<Item = String> + '_ {
+    (0..term.len()).map(move |i| format!("{}{}", &term[..i], &term[i + 1..]))
 }
 
 /// Robertson–Spärck Jones IDF, floored at a small positive value so common terms still count.
@@ -162,21 +284,45 @@ mod tests {
         ];
         let bm = Bm25::build(&units, Bm25Params::default());
         let mut out = vec![0.0; 4];
-        let touched = bm.score_into(&q("refund delay"), &mut out);
+        let touched = bm.score_into(&q("refund delay"), &TermWeights::default(), &mut out);
         assert_eq!(touched.len(), 2);
         assert!(out[3] > out[0] && out[0] > 0.0 && out[1] == 0.0);
         assert!(out.iter().all(|s| (0.0..=1.0).contains(s)), "{out:?}");
         // A term the corpus never saw still weighs in the denominator.
         let mut out2 = vec![0.0; 4];
-        bm.score_into(&q("refund delay zebra"), &mut out2);
+        bm.score_into(&q("refund delay zebra"), &TermWeights::default(), &mut out2);
         assert!(out2[3] < out[3]);
         let mut none = vec![0.0; 4];
-        assert!(bm.score_into(&[], &mut none).is_empty());
+        assert!(bm
+            .score_into(&[], &TermWeights::default(), &mut none)
+            .is_empty());
+    }
+
+    #[test]
+    fn one_typo_still_matches_long_words() {
+        let units = vec![unit("refund card money"), unit("dishwasher safe")];
+        let bm = Bm25::build(&units, Bm25Params::default());
+        let w = TermWeights::default();
+        for typo in ["refnd", "refudn", "rufund", "dishwaser", "dishwashe"] {
+            let mut out = vec![0.0; 2];
+            let touched = bm.score_into(&q(typo), &w, &mut out);
+            assert_eq!(touched.len(), 1, "{typo}");
+            assert!(bm.knows(typo), "{typo}");
+        }
+        // Short words and two typos do not match.
+        assert!(!bm.knows("crd") && !bm.knows("rfnd"));
+        let mut exact = vec![0.0; 2];
+        let mut typo = vec![0.0; 2];
+        bm.score_into(&q("refund"), &w, &mut exact);
+        bm.score_into(&q("refnd"), &w, &mut typo);
+        assert!(typo[0] < exact[0] && typo[0] > 0.0);
     }
 
     #[test]
     fn empty_index() {
         let bm = Bm25::build(&[], Bm25Params::default());
-        assert!(bm.score_into(&q("x"), &mut []).is_empty());
+        assert!(bm
+            .score_into(&q("x"), &TermWeights::default(), &mut [])
+            .is_empty());
     }
 }

@@ -71,9 +71,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Version of what ingest derives from a file besides its vectors (chunking, units, the
+/// analyzer's terms). Part of the document id, so changing them re-ingests every file even
+/// when the embedding model stays the same.
+pub const ANALYSIS_VERSION: &str = "analysis-3";
+
 pub fn doc_id(model: &str, dim: usize, source: &str, sha256: &str) -> String {
     let mut h = Sha256::new();
-    for part in [model, &dim.to_string(), source, sha256] {
+    for part in [ANALYSIS_VERSION, model, &dim.to_string(), source, sha256] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -231,6 +236,7 @@ impl Trees {
         let mut snap = Snapshot::default();
         let mut matrix = vector_dim.map(Matrix::new);
         let mut unit_terms = Vec::new();
+        let mut passage_terms = Vec::new();
         let mut seen = HashSet::new();
         for f in m.files.values() {
             // The same file reachable twice (overlapping roots) is indexed once.
@@ -259,10 +265,17 @@ impl Trees {
                     anyhow::bail!("postings of {} do not match its units", f.source);
                 }
                 let c = snap.chunks.len() as u32;
-                if let Some(matrix) = matrix.as_mut() {
-                    for u in 0..rec.units.len() {
+                // Vectors are stored for the embedded units only, numbered among them.
+                let mut row = 0u16;
+                for (kind, terms) in rec.units.iter().zip(terms) {
+                    if !kind.has_vector() {
+                        snap.passage_chunk.push(c);
+                        passage_terms.push(terms);
+                        continue;
+                    }
+                    if let Some(matrix) = matrix.as_mut() {
                         let mut vk = ck.clone();
-                        vk.extend_from_slice(&(u as u16).to_be_bytes());
+                        vk.extend_from_slice(&row.to_be_bytes());
                         let bytes = self
                             .vectors
                             .get(&vk)?
@@ -272,21 +285,19 @@ impl Trees {
                                 format!("vector of {} has the wrong size", f.source)
                             })?;
                         matrix.push(codes, scale);
+                        snap.vector_unit.push(snap.unit_chunk.len() as u32);
                     }
-                }
-                for kind in &rec.units {
+                    row += 1;
                     snap.unit_chunk.push(c);
                     snap.unit_kind.push(*kind);
                     snap.unit_faq.push(rec.kind == ChunkKind::Faq);
+                    unit_terms.push(terms);
                 }
-                unit_terms.extend(terms);
-                snap.chunk_zh
-                    .push(crate::providers::builtin_generator::looks_chinese(
-                        &rec.text,
-                    ));
+                snap.chunk_lang.push(crate::text::Lang::of(&rec.text));
                 snap.chunks.push(rec);
             }
         }
+        snap.passages = Bm25::build(&passage_terms, bm25.clone());
         snap.bm25 = Bm25::build(&unit_terms, bm25);
         snap.vectors = matrix;
         Ok(snap)

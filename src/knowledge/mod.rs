@@ -62,6 +62,8 @@ pub struct Hit {
     pub text: String,
     /// Calibrated 0..1: the estimated probability this hit answers the query.
     pub score: f32,
+    /// An FAQ entry (answered whole) or a section of a page (answered by its sentences).
+    pub kind: load::ChunkKind,
 }
 
 /// What an ingest did. `problems` are `path:line: reason` lines (or `path: reason`), warnings
@@ -336,7 +338,12 @@ impl Knowledge {
                 text: c.text.clone(),
                 units: units.iter().map(|(k, _)| *k).collect(),
             });
-            texts.extend(units.into_iter().map(|(k, t)| (search::unit_role(k), t)));
+            texts.extend(
+                units
+                    .into_iter()
+                    .filter(|(k, _)| k.has_vector())
+                    .map(|(k, t)| (search::unit_role(k), t)),
+            );
         }
         let mut encoded = Vec::with_capacity(texts.len());
         for batch in texts.chunks(EMBED_BATCH) {
@@ -360,7 +367,10 @@ impl Knowledge {
         let mut it = encoded.into_iter();
         let vectors = chunks
             .iter()
-            .map(|c| it.by_ref().take(c.units.len()).collect())
+            .map(|c| {
+                let n = c.units.iter().filter(|k| k.has_vector()).count();
+                it.by_ref().take(n).collect()
+            })
             .collect();
         Ok(NewDoc {
             record: DocRecord {
@@ -423,8 +433,8 @@ impl Knowledge {
             }
         };
         let qterms = analyze::terms(query);
-        let zh = crate::providers::builtin_generator::looks_chinese(query);
-        let ranked = snap.rank(qvec.as_deref(), zh, &qterms, top_k, mode, params);
+        let lang = crate::text::Lang::of(query);
+        let ranked = snap.rank(qvec.as_deref(), &qterms, lang, top_k, mode, params);
         Ok(ranked
             .into_iter()
             .map(|r| {
@@ -436,9 +446,22 @@ impl Knowledge {
                     category: c.category.clone(),
                     text: c.text.clone(),
                     score: r.score,
+                    kind: c.kind,
                 }
             })
             .collect())
+    }
+
+    /// What calibration sees of `query` besides similarities (tuning tools).
+    pub fn query_shape(&self, query: &str) -> search::QueryShape {
+        let params = self
+            .params
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let terms = analyze::terms(query);
+        let unknown = self.snapshot().unknown_share(&terms, &params.terms);
+        search::QueryShape::of(&terms, unknown)
     }
 
     /// Bytes of keys and values in the `kb_` trees (for size reports).

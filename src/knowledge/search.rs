@@ -26,10 +26,12 @@
 //! refit `calibration` ([`SearchParams`]) with `eval_sources` when changing it. See
 //! [`RECOMMENDED_MIN_SCORE`] for the threshold.
 
-use super::bm25::Bm25;
+use super::analyze::{is_stopword, BIGRAM, UNIGRAM};
+use super::bm25::{Bm25, TermWeights};
 use super::load::ChunkKind;
 use super::vectors::Matrix;
 use super::RetrievalMode;
+use crate::text::Lang;
 
 /// The threshold recommended for `knowledge.min_score` with the built-in embedder. On
 /// clinc150 (hybrid) it hands off 88% of the out-of-scope messages while answering 78% of
@@ -42,6 +44,18 @@ pub enum UnitKind {
     Body,
     /// All match texts of an FAQ entry as one text: the entry as a whole (a class centroid).
     Pool,
+    /// One sentence, list item or table row of a section, under its heading: a question
+    /// about one fact of a long section matches the sentence that states it. Lexical only
+    /// (kept out of the vector matrix: sections have many, and embedding each would multiply
+    /// ingest time with a model embedder).
+    Sentence,
+}
+
+impl UnitKind {
+    /// Whether the unit is embedded (has a row in the vector matrix).
+    pub fn has_vector(self) -> bool {
+        self != UnitKind::Sentence
+    }
 }
 
 /// A chunk as stored and as returned (everything a `Hit` needs but the score).
@@ -67,26 +81,117 @@ pub struct SearchParams {
     pub section_body_weight: f32,
     /// Share of the pooled unit in an FAQ's match similarity (the rest: best single text).
     pub pool_weight: f32,
-    /// (k, c) of the calibration sigmoid for hybrid, vector, lexical.
-    pub calibration: [(f32, f32); 3],
-    /// A markdown section is long, so a short question shares a smaller part of it than of
-    /// an FAQ question for the same relevance: its raw similarity is scaled by this before
-    /// calibration (ranking is unchanged). Fitted on the bundled English + Chinese cases so
-    /// that answered sections clear `min_score` while off-topic questions stay below it.
-    pub section_calibration: f32,
+    /// Weight of a section's best sentence (lexical) against its heading line and body.
+    pub sentence_weight: f32,
+    /// BM25 query-term weights by class (stop words, Chinese characters and bigrams).
+    pub terms: TermWeights,
+
+    /// The calibration curves: per retrieval mode, query language and chunk kind.
+    pub calibration: [Calibration; 3],
     /// Cosine an embedder gives unrelated texts (its floor), by the query's language
-    /// (`[other scripts, Chinese]`): vector similarities are read as
+    /// (`[English and other scripts, Chinese]`): vector similarities are read as
     /// `(cos − floor) / (1 − floor)`, so a model whose cosines all sit high
     /// (multilingual-e5: unrelated texts ≈ 0.77 in English, 0.84 in Chinese) spreads its
     /// signal over 0..1 like the others, the same in both languages.
     pub vector_floor: [f32; 2],
     /// Multilingual models score any text in the question's language above an equally
-    /// relevant one in another language. With chunks in two languages (CJK and not), each
-    /// unit's similarity is moved by this share of the gap between the mean similarity of
-    /// the question's language and of the unit's (`sim + λ·(mean_q − mean_u)`), so an
-    /// English page can answer a Chinese question. 0 = off (an embedder with no shared
-    /// space across languages, such as the built-in one, must keep it off).
+    /// relevant one in the other. With chunks in both languages, each unit's similarity is
+    /// moved by this share of the gap between the mean similarity of the question's language
+    /// and of the unit's (`sim + λ·(mean_q − mean_u)`), so an English page can answer a
+    /// Chinese question. 0 = off (an embedder with no shared space across languages, such as
+    /// the built-in one, must keep it off).
     pub language_offset: f32,
+}
+
+/// What calibration knows of a query besides a hit's raw similarity.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct QueryShape {
+    /// Share (0..1) of the question's terms the knowledge never uses (see
+    /// [`Snapshot::unknown_share`]): a question about passports asked of a tea shop shares a
+    /// word or two with some page, but most of what it is about is nowhere in the knowledge.
+    pub unknown: f32,
+    /// `ln(1 + content words)`: a long, chatty question covers a smaller share of its terms
+    /// with the page that answers it than a short one does.
+    pub length: f32,
+}
+
+impl QueryShape {
+    pub fn of(qterms: &[String], unknown: f32) -> Self {
+        let words = qterms
+            .iter()
+            .filter(|t| !t.starts_with(BIGRAM) && !t.starts_with(UNIGRAM) && !is_stopword(t))
+            .count();
+        QueryShape {
+            unknown,
+            length: (1.0 + words as f32).ln(),
+        }
+    }
+}
+
+/// One logistic curve: `score = 1 / (1 + e^(−(k·(raw − c) − u·unknown + l·length)))`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Curve {
+    pub k: f32,
+    pub c: f32,
+    pub u: f32,
+    pub l: f32,
+}
+
+impl Curve {
+    pub const IDENTITY: Curve = Curve {
+        k: 1.0,
+        c: 0.0,
+        u: 0.0,
+        l: 0.0,
+    };
+
+    pub fn apply(self, raw: f32, q: QueryShape) -> f32 {
+        let z = self.k * (raw - self.c) - self.u * q.unknown + self.l * q.length;
+        1.0 / (1.0 + (-z).exp())
+    }
+}
+
+/// Curves of one retrieval mode, by the query's language and the hit's chunk kind: a short
+/// Chinese question shares fewer terms with a page than an English one for the same
+/// relevance, and a section is longer than an FAQ question, so each pair has its own curve
+/// and the score means the same everywhere.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Calibration {
+    /// `[zh faq, zh section, en faq, en section]`.
+    pub curves: [Curve; 4],
+}
+
+impl Calibration {
+    pub const IDENTITY: Calibration = Calibration {
+        curves: [Curve::IDENTITY; 4],
+    };
+
+    /// One curve for FAQ hits and one for sections, whatever the language.
+    pub const fn by_kind(faq: Curve, section: Curve) -> Self {
+        Calibration {
+            curves: [faq, section, faq, section],
+        }
+    }
+
+    pub fn curve(&self, lang: Lang, kind: ChunkKind) -> Curve {
+        self.curves[slot(lang, kind)]
+    }
+
+    pub fn curve_mut(&mut self, lang: Lang, kind: ChunkKind) -> &mut Curve {
+        &mut self.curves[slot(lang, kind)]
+    }
+}
+
+fn slot(lang: Lang, kind: ChunkKind) -> usize {
+    let l = match lang {
+        Lang::Zh => 0,
+        Lang::En => 2,
+    };
+    l + usize::from(kind == ChunkKind::Section)
+}
+
+const fn curve(k: f32, c: f32, u: f32, l: f32) -> Curve {
+    Curve { k, c, u, l }
 }
 
 impl Default for SearchParams {
@@ -96,13 +201,64 @@ impl Default for SearchParams {
             faq_body_weight: 0.7,
             section_body_weight: 1.0,
             pool_weight: 0.7,
-            calibration: [(10.0, 0.21), (9.0, 0.32), (9.0, 0.14)],
-            section_calibration: 1.8,
+            sentence_weight: 1.0,
+            terms: TermWeights::default(),
             vector_floor: [0.0; 2],
             language_offset: 0.0,
+            // Fitted by `cargo run --release --example calibrate -- --half odd --fit
+            // --mode <mode>` (see docs/calibration.md); order: zh FAQ, zh section, en FAQ,
+            // en section; curve(k, c, u, l).
+            calibration: [
+                Calibration {
+                    curves: [
+                        curve(14.16, 0.292, 1.19, 0.98),
+                        curve(14.61, 0.303, 1.86, 1.72),
+                        curve(19.23, 0.349, 3.53, 1.73),
+                        curve(14.11, 0.405, 0.74, 1.49),
+                    ],
+                },
+                Calibration {
+                    curves: [
+                        curve(15.23, 0.350, 0.97, 0.47),
+                        curve(14.32, 0.390, 1.30, 1.50),
+                        curve(10.36, 0.237, 5.97, 0.29),
+                        curve(14.33, 0.392, 0.94, 1.11),
+                    ],
+                },
+                Calibration {
+                    curves: [
+                        curve(14.55, 0.287, 1.19, 1.26),
+                        curve(15.33, 0.233, 1.86, 1.47),
+                        curve(19.92, 0.301, 4.12, 1.64),
+                        curve(14.59, 0.393, 1.01, 1.73),
+                    ],
+                },
+            ],
         }
     }
 }
+
+/// Curves of [`SearchParams::multilingual_model`] for hybrid and vector retrieval, fitted
+/// with multilingual-e5-small by `cargo run --release --features local-embeddings --example
+/// calibrate -- --local DIR --half odd --fit --mode <mode>` (order: zh FAQ, zh section,
+/// en FAQ, en section); lexical retrieval does not involve the model and keeps the
+/// built-in embedder's curves.
+const MULTILINGUAL_HYBRID: Calibration = Calibration {
+    curves: [
+        curve(13.76, 0.352, 0.67, 1.10),
+        curve(17.28, 0.219, 1.35, 0.61),
+        curve(24.01, 0.340, 0.03, 0.64),
+        curve(15.86, 0.342, 0.95, 0.74),
+    ],
+};
+const MULTILINGUAL_VECTOR: Calibration = Calibration {
+    curves: [
+        curve(13.76, 0.352, 0.67, 1.10),
+        curve(17.28, 0.219, 1.35, 0.61),
+        curve(24.01, 0.340, 0.03, 0.64),
+        curve(15.86, 0.342, 0.95, 0.74),
+    ],
+};
 
 impl SearchParams {
     /// The knobs for `providers.embedding.kind = "local"`, chosen by how the model's
@@ -113,20 +269,24 @@ impl SearchParams {
     /// the hashed built-in one, so the hybrid leans on it (α 0.6), and its cosines sit on
     /// another scale, so the vector and hybrid curves are refitted; lexical is unchanged.
     /// `blended`: the model is blended with the built-in embedder (`builtin_weight` > 0,
-    /// fitted at the default 0.3), which moves the scale again. Hit@1 (banking77 /
-    /// clinc150 / bitext / stackfaq), hybrid: model alone 0.826 / 0.890 / 0.931 / 0.955;
-    /// blended 0.3: 0.819 / 0.885 / 0.937 / 0.936; the built-in embedder
-    /// 0.704 / 0.798 / 0.881 / 0.776.
+    /// fitted at the default 0.3), which moves the scale again. Hit@1 (banking77 / clinc150 /
+    /// bitext / stackfaq), hybrid: model alone 0.826 / 0.890 / 0.931 / 0.955; blended 0.3:
+    /// 0.819 / 0.885 / 0.937 / 0.936; the built-in embedder 0.704 / 0.798 / 0.881 / 0.776.
     ///
     /// Multilingual models: see [`SearchParams::multilingual_model`].
     pub fn sentence_model(blended: bool, profile: &crate::providers::SimilarityProfile) -> Self {
         if profile.multilingual {
             return Self::multilingual_model(profile.background);
         }
+        // Sections: the FAQ curve on 1.8 × raw (a section shares a smaller part of a short
+        // question), i.e. (1.8 k, c / 1.8).
+        let both = |k: f32, c: f32| {
+            Calibration::by_kind(curve(k, c, 0.0, 0.0), curve(1.8 * k, c / 1.8, 0.0, 0.0))
+        };
         let calibration = if blended {
-            [(10.89, 0.237), (9.07, 0.310), (9.0, 0.14)]
+            [both(10.89, 0.237), both(9.07, 0.310), both(9.0, 0.14)]
         } else {
-            [(10.45, 0.258), (8.22, 0.362), (9.0, 0.14)]
+            [both(10.45, 0.258), both(8.22, 0.362), both(9.0, 0.14)]
         };
         Self {
             alpha: 0.6,
@@ -143,21 +303,40 @@ impl SearchParams {
     /// above equally relevant ones in the other, which the language offset cancels.
     pub fn multilingual_model(background: [f32; 2]) -> Self {
         Self {
-            alpha: 0.6,
-            calibration: [(11.01, 0.268), (8.52, 0.358), (9.0, 0.14)],
+            alpha: 0.5,
             vector_floor: background.map(|b| b.clamp(0.0, 0.95)),
             language_offset: 0.9,
+            calibration: [
+                MULTILINGUAL_HYBRID,
+                MULTILINGUAL_VECTOR,
+                Self::default().calibration[2],
+            ],
             ..Self::default()
         }
     }
 
-    pub fn calibrate(&self, mode: RetrievalMode, raw: f32) -> f32 {
-        let (k, c) = match mode {
-            RetrievalMode::Hybrid => self.calibration[0],
-            RetrievalMode::Vector => self.calibration[1],
-            RetrievalMode::Lexical => self.calibration[2],
+    /// Scores are `sigmoid(raw)`: for fitting curves.
+    pub fn uncalibrated(&self) -> Self {
+        Self {
+            calibration: [Calibration::IDENTITY; 3],
+            ..self.clone()
+        }
+    }
+
+    pub fn calibrate(
+        &self,
+        mode: RetrievalMode,
+        lang: Lang,
+        kind: ChunkKind,
+        raw: f32,
+        q: QueryShape,
+    ) -> f32 {
+        let m = match mode {
+            RetrievalMode::Hybrid => 0,
+            RetrievalMode::Vector => 1,
+            RetrievalMode::Lexical => 2,
         };
-        1.0 / (1.0 + (-k * (raw - c)).exp())
+        self.calibration[m].curve(lang, kind).apply(raw, q)
     }
 }
 
@@ -169,11 +348,17 @@ pub struct Snapshot {
     pub unit_kind: Vec<UnitKind>,
     /// Whether the unit's chunk is an FAQ entry (its body weighs [`SearchParams::faq_body_weight`]).
     pub unit_faq: Vec<bool>,
-    /// Whether the chunk's text is Chinese (more than a third of its letters CJK).
-    pub chunk_zh: Vec<bool>,
+    /// Per chunk: the language of its text (see [`SearchParams::language_offset`]).
+    pub chunk_lang: Vec<Lang>,
     /// `None` when the stored vectors belong to another model (lexical only until re-ingest).
     pub vectors: Option<Matrix>,
+    /// Per matrix row: the unit it embeds (units without a vector have no row).
+    pub vector_unit: Vec<u32>,
     pub bm25: Bm25,
+    /// Sentence units, in their own BM25 index (their statistics are a sentence's, not a
+    /// section's): per passage its chunk.
+    pub passage_chunk: Vec<u32>,
+    pub passages: Bm25,
 }
 
 /// One ranked chunk: index into `Snapshot::chunks`, calibrated score, raw fused similarity.
@@ -185,13 +370,13 @@ pub struct Ranked {
 }
 
 impl Snapshot {
-    /// Rank chunks for a query. `qvec` is the query embedding (None = no vector signal),
-    /// `query_zh` whether the query is Chinese (see [`SearchParams::language_offset`]).
+    /// Rank chunks for a query. `qvec` is the query embedding (None = no vector signal);
+    /// `lang` the query's language (it picks the calibration curve).
     pub fn rank(
         &self,
         qvec: Option<&[f32]>,
-        query_zh: bool,
         qterms: &[String],
+        lang: Lang,
         top_k: usize,
         mode: RetrievalMode,
         p: &SearchParams,
@@ -209,7 +394,7 @@ impl Snapshot {
         };
         // Per unit kind and chunk kind; looked up without touching the chunk records.
         let weight = |u: usize| match self.unit_kind[u] {
-            UnitKind::Match | UnitKind::Pool => 1.0,
+            UnitKind::Match | UnitKind::Pool | UnitKind::Sentence => 1.0,
             UnitKind::Body if self.unit_faq[u] => p.faq_body_weight,
             UnitKind::Body => p.section_body_weight,
         };
@@ -226,15 +411,18 @@ impl Snapshot {
             if mode != RetrievalMode::Lexical {
                 if let Some((m, q)) = vectors {
                     m.cosines_into(q, units);
-                    let floor = p.vector_floor[usize::from(query_zh)];
-                    let spread = 1.0 / (1.0 - floor);
-                    for cos in units.iter_mut() {
-                        *cos = (*cos - floor) * spread;
+                    let floor = p.vector_floor[usize::from(lang == Lang::Zh)];
+                    if floor != 0.0 {
+                        let spread = 1.0 / (1.0 - floor);
+                        for cos in units.iter_mut() {
+                            *cos = (*cos - floor) * spread;
+                        }
                     }
                     if p.language_offset != 0.0 {
-                        self.offset_languages(units, query_zh, p.language_offset);
+                        self.offset_languages(units, lang, p.language_offset);
                     }
-                    for (u, cos) in units.iter().enumerate() {
+                    for (row, cos) in units.iter().enumerate() {
+                        let u = self.vector_unit[row] as usize;
                         let s = weight(u) * cos.max(0.0);
                         v.add(self.unit_chunk[u] as usize, self.unit_kind[u], s);
                     }
@@ -243,10 +431,17 @@ impl Snapshot {
             if mode != RetrievalMode::Vector {
                 units.clear();
                 units.resize(self.unit_chunk.len(), 0.0);
-                for u in self.bm25.score_into(qterms, units) {
+                for u in self.bm25.score_into(qterms, &p.terms, units) {
                     let u = u as usize;
                     let s = weight(u) * units[u];
                     l.add(self.unit_chunk[u] as usize, self.unit_kind[u], s);
+                }
+                units.clear();
+                units.resize(self.passage_chunk.len(), 0.0);
+                for u in self.passages.score_into(qterms, &p.terms, units) {
+                    let u = u as usize;
+                    let c = self.passage_chunk[u] as usize;
+                    l.add(c, UnitKind::Sentence, p.sentence_weight * units[u]);
                 }
             }
             candidates.clear();
@@ -265,43 +460,77 @@ impl Snapshot {
             }
             // Ties break on chunk order, so results are the same run after run.
             let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-            if candidates.len() > top_k {
-                candidates.select_nth_unstable_by(top_k - 1, order);
-                candidates.truncate(top_k);
+            // FAQ entries and sections sit on different curves, so the best few by raw
+            // similarity are re-ordered by calibrated score; a few spare candidates let a
+            // section that calibrates higher than an FAQ entry above it come in.
+            let pool = top_k + top_k.div_ceil(2);
+            if candidates.len() > pool {
+                candidates.select_nth_unstable_by(pool - 1, order);
+                candidates.truncate(pool);
             }
             candidates.sort_by(order);
-            candidates
+            let shape = QueryShape::of(qterms, self.unknown_share(qterms, &p.terms));
+            let mut ranked: Vec<Ranked> = candidates
                 .iter()
                 .map(|&(raw, c)| Ranked {
                     chunk: c as usize,
-                    score: match self.chunks[c as usize].kind {
-                        ChunkKind::Section => p.calibrate(mode, raw * p.section_calibration),
-                        ChunkKind::Faq => p.calibrate(mode, raw),
-                    },
+                    score: p.calibrate(mode, lang, self.chunks[c as usize].kind, raw, shape),
                     raw,
                 })
-                .collect()
+                .collect();
+            ranked.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then(b.raw.total_cmp(&a.raw))
+                    .then(a.chunk.cmp(&b.chunk))
+            });
+            ranked.truncate(top_k);
+            ranked
         })
     }
 }
 
 impl Snapshot {
-    /// See [`SearchParams::language_offset`]: `sims` are the units' similarities.
-    fn offset_languages(&self, sims: &mut [f32], query_zh: bool, lambda: f32) {
+    /// See [`SearchParams::language_offset`]: `sims` are the similarities of the matrix rows.
+    fn offset_languages(&self, sims: &mut [f32], query: Lang, lambda: f32) {
+        let lang_of = |row: usize| {
+            let u = self.vector_unit[row] as usize;
+            usize::from(self.chunk_lang[self.unit_chunk[u] as usize] == Lang::Zh)
+        };
         let (mut sum, mut n) = ([0f32; 2], [0usize; 2]);
-        for (u, s) in sims.iter().enumerate() {
-            let l = usize::from(self.chunk_zh[self.unit_chunk[u] as usize]);
-            sum[l] += s;
-            n[l] += 1;
+        for (row, s) in sims.iter().enumerate() {
+            sum[lang_of(row)] += s;
+            n[lang_of(row)] += 1;
         }
         if n[0] == 0 || n[1] == 0 {
             return;
         }
         let mean = [sum[0] / n[0] as f32, sum[1] / n[1] as f32];
-        let q = mean[usize::from(query_zh)];
+        let q = mean[usize::from(query == Lang::Zh)];
         let shift = [lambda * (q - mean[0]), lambda * (q - mean[1])];
-        for (u, s) in sims.iter_mut().enumerate() {
-            *s += shift[usize::from(self.chunk_zh[self.unit_chunk[u] as usize])];
+        for (row, s) in sims.iter_mut().enumerate() {
+            *s += shift[lang_of(row)];
+        }
+    }
+
+    /// Weighted share (0..1) of the query's distinct terms that appear nowhere in the
+    /// knowledge (neither in a unit nor in a sentence).
+    pub fn unknown_share(&self, qterms: &[String], w: &TermWeights) -> f32 {
+        let mut uniq: Vec<&String> = qterms.iter().collect();
+        uniq.sort();
+        uniq.dedup();
+        let (mut all, mut unknown) = (0.0, 0.0);
+        for t in uniq {
+            let weight = w.of(t);
+            all += weight;
+            if !self.bm25.knows(t) && !self.passages.knows(t) {
+                unknown += weight;
+            }
+        }
+        if all > 0.0 {
+            unknown / all
+        } else {
+            0.0
         }
     }
 }
@@ -321,7 +550,7 @@ struct Scratch {
     candidates: Vec<(f32, u32)>,
 }
 
-/// Per chunk: best match unit, pooled unit (NaN = none), best weighted body unit.
+/// Per chunk: best match unit, pooled unit (NaN = none), best weighted body or sentence unit.
 #[derive(Default)]
 struct Signal {
     best: Vec<f32>,
@@ -345,7 +574,7 @@ impl Signal {
         match kind {
             UnitKind::Match => self.best[chunk] = self.best[chunk].max(s),
             UnitKind::Pool => self.pool[chunk] = s,
-            UnitKind::Body => self.body[chunk] = self.body[chunk].max(s),
+            UnitKind::Body | UnitKind::Sentence => self.body[chunk] = self.body[chunk].max(s),
         }
     }
 
@@ -365,11 +594,11 @@ impl Signal {
 /// How a unit is put to an embedder with roles (multilingual-e5's `query: ` / `passage: `):
 /// questions and heading lines are matched against questions, a symmetric comparison the
 /// model is trained to make between two queries; bodies are the documents a question is
-/// asked about.
+/// asked about (sentences are not embedded).
 pub fn unit_role(kind: UnitKind) -> crate::providers::TextRole {
     match kind {
         UnitKind::Match | UnitKind::Pool => crate::providers::TextRole::Query,
-        UnitKind::Body => crate::providers::TextRole::Passage,
+        UnitKind::Body | UnitKind::Sentence => crate::providers::TextRole::Passage,
     }
 }
 
@@ -391,6 +620,19 @@ pub fn unit_texts(c: &super::load::LoadedChunk) -> Vec<(UnitKind, String)> {
         },
     };
     out.push((UnitKind::Body, body));
+    if c.kind == ChunkKind::Section {
+        // Each sentence under the nearest heading: the heading names what the sentence is
+        // about ("## Sample packs" + "Each costs ¥9.9.").
+        let heading = c.heading_path.last().unwrap_or(&c.title);
+        let pieces = crate::text::sentences::pieces(&c.text);
+        if pieces.len() > 1 {
+            out.extend(
+                pieces
+                    .into_iter()
+                    .map(|p| (UnitKind::Sentence, format!("{heading}\n{}", p.searchable))),
+            );
+        }
+    }
     out
 }
 
@@ -428,9 +670,10 @@ mod tests {
                 UnitKind::Body,
             ],
             unit_faq: vec![true; 4],
-            chunk_zh: vec![false; 2],
             vectors: Some(m),
+            vector_unit: vec![0, 1, 2, 3],
             bm25: Bm25::build(&terms, Bm25Params::default()),
+            ..Snapshot::default()
         }
     }
 
@@ -444,7 +687,7 @@ mod tests {
             RetrievalMode::Vector,
             RetrievalMode::Lexical,
         ] {
-            let r = s.rank(Some(&[0.0, 1.0]), false, &terms, 5, mode, &p);
+            let r = s.rank(Some(&[0.0, 1.0]), &terms, Lang::En, 5, mode, &p);
             assert_eq!(r[0].chunk, 1, "{mode:?}");
             for h in &r {
                 assert!(
@@ -454,13 +697,13 @@ mod tests {
             }
         }
         assert!(s
-            .rank(None, false, &[], 5, RetrievalMode::Lexical, &p)
+            .rank(None, &[], Lang::En, 5, RetrievalMode::Lexical, &p)
             .is_empty());
         assert_eq!(
             s.rank(
                 Some(&[0.0, 1.0]),
-                false,
                 &terms,
+                Lang::En,
                 1,
                 RetrievalMode::Hybrid,
                 &p
@@ -480,7 +723,11 @@ mod tests {
         ] {
             let mut last = 0.0;
             for i in 0..=100 {
-                let s = p.calibrate(mode, i as f32 / 100.0);
+                let shape = QueryShape {
+                    unknown: 0.2,
+                    length: 1.5,
+                };
+                let s = p.calibrate(mode, Lang::Zh, ChunkKind::Section, i as f32 / 100.0, shape);
                 assert!((0.0..=1.0).contains(&s) && s >= last);
                 last = s;
             }

@@ -135,7 +135,7 @@ mod tests {
     async fn cosine_is_the_weighted_sum_and_unreadable_texts_fall_back_to_builtin() {
         let e = BlendedEmbedder::new(Arc::new(Letters), 0.3);
         assert_eq!(e.dim(), 26 + BuiltinEmbedder::new().dim());
-        assert_eq!(e.model(), "letters+builtin-hash-v1*0.3");
+        assert_eq!(e.model(), "letters+builtin-hash-v3*0.3");
         let texts: Vec<String> = ["apple pie", "apple tart", "退款多久到账", "退款什么时候到"]
             .map(String::from)
             .to_vec();

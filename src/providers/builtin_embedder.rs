@@ -18,9 +18,10 @@ use async_trait::async_trait;
 
 use super::{Embedder, ProviderError};
 use crate::knowledge::analyze::{is_stopword, tokens, Token};
+use crate::text::concepts;
 
 /// Model name recorded in the index. Bump the version when features or weights change.
-pub const MODEL: &str = "builtin-hash-v1";
+pub const MODEL: &str = "builtin-hash-v3";
 /// Default dimension (see the report in `knowledge/mod.rs` for the measurement).
 pub const DEFAULT_DIM: usize = 1024;
 
@@ -36,6 +37,8 @@ pub struct FeatureWeights {
     pub cjk_word: f32,
     pub cjk_char: f32,
     pub cjk_bigram: f32,
+    /// A concept the word belongs to (`~refund`: synonyms and translations meet).
+    pub concept: f32,
 }
 
 impl Default for FeatureWeights {
@@ -48,6 +51,7 @@ impl Default for FeatureWeights {
             cjk_word: 1.0,
             cjk_char: 0.4,
             cjk_bigram: 0.7,
+            concept: 0.5,
         }
     }
 }
@@ -103,6 +107,9 @@ impl BuiltinEmbedder {
                         w.word
                     };
                     add(b'w', &stem, weight);
+                    for c in concepts::of(&stem) {
+                        add(b'k', c, w.concept);
+                    }
                     if let Some(p) = &prev_stem {
                         add(b'b', &format!("{p} {stem}"), w.bigram);
                     }
@@ -115,8 +122,7 @@ impl BuiltinEmbedder {
                     }
                     prev_stem = Some(stem);
                 }
-                Token::Cjk { words } => {
-                    let mut chars = Vec::new();
+                Token::Cjk { words, spans } => {
                     for word in &words {
                         let weight = if is_stopword(word) {
                             w.stopword
@@ -124,14 +130,19 @@ impl BuiltinEmbedder {
                             w.cjk_word
                         };
                         add(b'w', word, weight);
-                        chars.extend(word.chars());
+                        for c in concepts::of(word) {
+                            add(b'k', c, w.concept);
+                        }
                     }
                     let mut buf = [0u8; 8];
-                    for c in &chars {
-                        add(b'u', c.encode_utf8(&mut buf), w.cjk_char);
-                    }
-                    for p in chars.windows(2) {
-                        add(b'p', &format!("{}{}", p[0], p[1]), w.cjk_bigram);
+                    for span in &spans {
+                        let chars: Vec<char> = span.chars().collect();
+                        for c in &chars {
+                            add(b'u', c.encode_utf8(&mut buf), w.cjk_char);
+                        }
+                        for p in chars.windows(2) {
+                            add(b'p', &format!("{}{}", p[0], p[1]), w.cjk_bigram);
+                        }
                     }
                     prev_stem = None;
                 }

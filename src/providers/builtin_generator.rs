@@ -1,21 +1,47 @@
-//! The built-in generator: answers extractively from the best retrieved chunk, so kefu answers
+//! The built-in generator: answers extractively from the retrieved chunks, so kefu answers
 //! correctly with no model server at all.
 //!
 //! Rules (the seed's): knowledge only; at most ~150 words (~300 Chinese characters); in the
 //! customer's language when the knowledge has it; decline when nothing relevant was retrieved.
+//!
+//! How the answer is picked:
+//! 1. What the question asks for ([`Asks`]): a price (多少钱 / how much is), a time or
+//!    duration (多久 / when), an amount (几张 / how many), a place, yes or no, a procedure.
+//! 2. Candidates from the retrieved chunks: an FAQ entry is one candidate (its answer, as
+//!    written); a section gives one candidate per sentence, list item or table row (a row
+//!    with its header).
+//! 3. Each candidate is scored by the question's terms it contains (weighted like the
+//!    search: words over characters, function words little), the terms of its heading path,
+//!    whether it carries the kind of fact asked for, the chunk's retrieval score and rank, and
+//!    the customer's language.
+//! 4. A question asking for one fact is answered with the best sentence (and any sentence of
+//!    the same chunk nearly as good); other questions with the best chunk as written, or, if
+//!    it is long, its best sentences in document order. Numbers, prices and units are quoted
+//!    verbatim because nothing is rewritten.
+//! 5. An answer from knowledge in the other language than the customer's is quoted as written,
+//!    after a one-line note in the customer's language (`replies.other_language`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 
 use super::{Answer, GenerateRequest, Generator, ProviderError};
-use crate::knowledge::analyze::{is_cjk, terms};
+use crate::knowledge::analyze::{terms, BIGRAM, UNIGRAM};
+use crate::knowledge::load::ChunkKind;
+use crate::knowledge::Hit;
+pub use crate::text::looks_chinese;
+use crate::text::question::Asks;
+use crate::text::sentences::{pieces, Piece};
+use crate::text::{join_sentences, word_count};
 
 /// Word budget of an answer; Chinese counts two characters a word.
 const MAX_WORDS: usize = 150;
-/// A chunk in the customer's language is preferred over a better-scored one in the other
-/// language when it is at most this much behind.
-const LANGUAGE_PREFERENCE: f32 = 0.12;
+/// Hits further than this below the best one are not quoted from.
+const SCORE_WINDOW: f32 = 0.25;
+/// Another sentence of the chunk is added when it scores within this of the best (a
+/// question asking for one fact), or within `GENERAL_MARGIN` (any other question).
+const NEAR_BEST: f32 = 0.15;
+const GENERAL_MARGIN: f32 = 0.5;
 
 #[derive(Default)]
 pub struct BuiltinGenerator;
@@ -37,35 +63,78 @@ impl Generator for BuiltinGenerator {
     }
 }
 
-/// True when more than a third of the letters are CJK.
-pub fn looks_chinese(text: &str) -> bool {
-    let (mut cjk, mut letters) = (0usize, 0usize);
-    for c in text.chars() {
-        if is_cjk(c) {
-            cjk += 1;
-            letters += 1;
-        } else if c.is_alphabetic() {
-            letters += 1;
-        }
-    }
-    letters > 0 && cjk * 3 >= letters
+/// The question's terms with their weights (see `TermWeights`: Chinese characters and
+/// bigrams back words up, function words count little).
+struct Question {
+    terms: HashMap<String, f32>,
+    total: f32,
+    asks: Asks,
 }
 
-fn pick_chunk(req: &GenerateRequest<'_>) -> Option<usize> {
-    let best = req.hits.first()?;
-    let same_lang = req
-        .hits
-        .iter()
-        .position(|h| looks_chinese(&h.text) == req.zh)?;
-    if best.score - req.hits[same_lang].score <= LANGUAGE_PREFERENCE {
-        Some(same_lang)
-    } else {
-        Some(0)
+impl Question {
+    fn new(text: &str) -> Self {
+        let mut terms_w = HashMap::new();
+        for t in terms(text) {
+            let w = if t.starts_with(BIGRAM) {
+                0.5
+            } else if t.starts_with(UNIGRAM) {
+                0.25
+            } else if crate::knowledge::analyze::is_stopword(&t) {
+                0.1
+            } else {
+                1.0
+            };
+            terms_w.insert(t, w);
+        }
+        let total = terms_w.values().sum();
+        Question {
+            terms: terms_w,
+            total,
+            asks: Asks::of(text),
+        }
+    }
+
+    /// Weighted share of the question's terms found in `texts` (0..1).
+    fn overlap(&self, texts: &[&str]) -> f32 {
+        if self.total <= 0.0 {
+            return 0.0;
+        }
+        let found: std::collections::HashSet<String> =
+            texts.iter().flat_map(|t| terms(t)).collect();
+        self.terms
+            .iter()
+            .filter(|(t, _)| found.contains(*t))
+            .map(|(_, w)| w)
+            .sum::<f32>()
+            / self.total
+    }
+}
+
+/// One thing that could be said: a piece of hit `hit`.
+struct Candidate {
+    hit: usize,
+    /// Index among the hit's pieces (an FAQ answer is one piece).
+    piece: usize,
+    score: f32,
+}
+
+fn hit_pieces(h: &Hit) -> Vec<Piece> {
+    match h.kind {
+        // An FAQ answer is written to be given whole.
+        ChunkKind::Faq => vec![Piece {
+            text: h.text.trim().to_string(),
+            header: None,
+            searchable: h.text.clone(),
+        }],
+        ChunkKind::Section => pieces(&h.text)
+            .into_iter()
+            .filter(|p| !p.text.starts_with('#'))
+            .collect(),
     }
 }
 
 fn extract(req: &GenerateRequest<'_>) -> Answer {
-    let Some(i) = pick_chunk(req) else {
+    let Some(best) = req.hits.first() else {
         return Answer {
             text: req.transfer_message.to_string(),
             confidence: 0.0,
@@ -73,134 +142,143 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
             declined: true,
         };
     };
-    let hit = &req.hits[i];
-    let sentences = split_sentences(&hit.text);
-    let q: HashSet<String> = terms(req.question).into_iter().collect();
-    let budget = MAX_WORDS;
-    let text;
-    let coverage;
-    let whole = word_count(&hit.text) <= budget;
-    if whole {
-        // A short chunk (an FAQ answer, a focused section) is the answer as written.
-        text = hit.text.trim().to_string();
-        coverage = overlap(&q, &hit.text);
-    } else {
-        // Score each sentence by the question terms it contains; keep the best ones in
-        // document order, always including the first (it usually states the topic).
-        let mut scored: Vec<(usize, f32)> = sentences
-            .iter()
-            .enumerate()
-            .map(|(j, s)| (j, overlap(&q, s) + if j == 0 { 0.05 } else { 0.0 }))
+    let q = Question::new(req.question);
+    let all: Vec<Vec<Piece>> = req.hits.iter().map(hit_pieces).collect();
+    let mut cands = Vec::new();
+    for (i, h) in req.hits.iter().enumerate() {
+        if best.score - h.score > SCORE_WINDOW {
+            continue;
+        }
+        let heading: Vec<&str> = std::iter::once(h.title.as_str())
+            .chain(h.heading_path.iter().map(String::as_str))
             .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut chosen = Vec::new();
+        let context = q.overlap(&heading)
+            + if heading.iter().any(|h| q.asks.announced_by(h)) {
+                0.3
+            } else {
+                0.0
+            };
+        let same_language = looks_chinese(&h.text) == req.zh;
+        for (j, p) in all[i].iter().enumerate() {
+            let own = match h.kind {
+                // An FAQ entry matched on its question: its answer need not repeat the words.
+                ChunkKind::Faq => q.overlap(&[&h.title]).max(q.overlap(&[&p.searchable])),
+                ChunkKind::Section => q.overlap(&[&p.searchable]),
+            };
+            let mut score = own
+                + 0.3 * context
+                + 0.4 * q.asks.carried_by(&p.searchable)
+                // Retrieval knows the knowledge (IDF, vectors); the overlap above only sees
+                // this question's words: the hit's score and rank weigh as much as they.
+                + h.score
+                - 0.15 * i as f32;
+            if same_language {
+                score += 0.1;
+            }
+            if p.is_row() {
+                // A table row and a sentence saying the same: the sentence reads better.
+                score -= 0.05;
+            }
+            cands.push(Candidate {
+                hit: i,
+                piece: j,
+                score,
+            });
+        }
+    }
+    let Some(top) = cands.iter().max_by(|a, b| {
+        a.score
+            .total_cmp(&b.score)
+            .then(b.hit.cmp(&a.hit))
+            .then(b.piece.cmp(&a.piece))
+    }) else {
+        // Hits without any text: nothing to quote.
+        return Answer {
+            text: req.transfer_message.to_string(),
+            confidence: 0.0,
+            used: vec![],
+            declined: true,
+        };
+    };
+    let hit = &req.hits[top.hit];
+    let mine = &all[top.hit];
+    let whole = word_count(&hit.text) <= MAX_WORDS;
+    let chosen: Vec<usize> = if hit.kind == ChunkKind::Faq || (whole && !q.asks.is_specific()) {
+        // An FAQ answer, or a short section answering a general question: as written.
+        (0..mine.len()).collect()
+    } else {
+        // The best piece, and the chunk's others nearly as good, within the budget.
+        let mut ranked: Vec<&Candidate> = cands.iter().filter(|c| c.hit == top.hit).collect();
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.piece.cmp(&b.piece)));
+        let floor = if q.asks.is_specific() {
+            top.score - NEAR_BEST
+        } else {
+            top.score - GENERAL_MARGIN
+        };
+        let mut picked = Vec::new();
         let mut words = 0;
-        for (j, score) in scored {
-            if score <= 0.0 && !chosen.is_empty() {
+        for c in ranked {
+            if c.score < floor && !picked.is_empty() {
                 break;
             }
-            let w = word_count(&sentences[j]);
-            if words + w > budget && !chosen.is_empty() {
+            let w = word_count(&mine[c.piece].display());
+            if words + w > MAX_WORDS && !picked.is_empty() {
                 continue;
             }
-            chosen.push(j);
+            picked.push(c.piece);
             words += w;
         }
-        chosen.sort_unstable();
-        let picked: Vec<&str> = chosen.iter().map(|&j| sentences[j].as_str()).collect();
-        text = join_sentences(&picked);
-        coverage = overlap(&q, &text);
-    }
-    // The calibrated retrieval score is the probability that the chunk answers the question;
-    // a chunk given whole keeps it. Cutting sentences out of a long chunk can miss, so there
-    // coverage (question terms in the extract) nudges it down.
-    let confidence = if whole {
-        hit.score
+        picked.sort_unstable();
+        picked
+    };
+    let text = if hit.kind == ChunkKind::Faq || (whole && !q.asks.is_specific()) {
+        hit.text.trim().to_string()
     } else {
-        hit.score * (0.85 + 0.15 * coverage)
-    }
-    .clamp(0.0, 1.0);
+        render(mine, &chosen)
+    };
+    let text = if looks_chinese(&hit.text) != req.zh && !req.other_language_note.is_empty() {
+        format!("{}\n{text}", req.other_language_note)
+    } else {
+        text
+    };
+    // The calibrated retrieval score is the probability that the chunk answers the question;
+    // a question asking for a kind of fact that no chosen piece states is less likely met.
+    let carried = chosen
+        .iter()
+        .any(|&j| q.asks.carried_by(&mine[j].searchable) > 0.0);
+    let confidence = if q.asks.is_specific() && !carried {
+        hit.score * 0.9
+    } else {
+        hit.score
+    };
     Answer {
         text,
-        confidence,
-        used: vec![i],
+        confidence: confidence.clamp(0.0, 1.0),
+        used: vec![top.hit],
         declined: false,
     }
 }
 
-/// Share of question terms found in `text` (0..1).
-fn overlap(q: &HashSet<String>, text: &str) -> f32 {
-    if q.is_empty() {
-        return 0.0;
-    }
-    let t: HashSet<String> = terms(text).into_iter().collect();
-    q.iter().filter(|w| t.contains(*w)).count() as f32 / q.len() as f32
-}
-
-pub fn word_count(text: &str) -> usize {
-    let cjk = text.chars().filter(|&c| is_cjk(c)).count();
-    let latin = text
-        .split(|c: char| c.is_whitespace() || is_cjk(c))
-        .filter(|w| w.chars().any(char::is_alphanumeric))
-        .count();
-    latin + cjk.div_ceil(2)
-}
-
-/// Sentences and list items of a chunk, markup kept (the widget renders simple markdown).
-pub fn split_sentences(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_end();
-        if line.trim().is_empty() {
-            continue;
-        }
-        let trimmed = line.trim_start();
-        // A list item or a table row stays one unit.
-        if trimmed.starts_with(['-', '*', '|'])
-            || trimmed.chars().next().is_some_and(|c| c.is_ascii_digit()) && trimmed.contains(". ")
-        {
-            out.push(line.to_string());
-            continue;
-        }
-        let mut cur = String::new();
-        let chars: Vec<char> = line.chars().collect();
-        for (k, &c) in chars.iter().enumerate() {
-            cur.push(c);
-            let end = matches!(c, '。' | '！' | '？' | '；')
-                || (matches!(c, '.' | '!' | '?')
-                    && chars.get(k + 1).is_none_or(|n| n.is_whitespace())
-                    && !ends_with_abbreviation(&cur));
-            if end {
-                out.push(cur.trim().to_string());
-                cur.clear();
+/// The chosen pieces in document order; table rows under one header per table.
+fn render(pieces: &[Piece], chosen: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut last_header: Option<&str> = None;
+    for &j in chosen {
+        let p = &pieces[j];
+        match &p.header {
+            Some(h) if last_header == Some(h.as_str()) => parts.push(p.text.clone()),
+            Some(h) => {
+                parts.push(format!("{h}\n{}", p.text));
+                last_header = Some(h);
+            }
+            None => {
+                parts.push(p.text.clone());
+                last_header = None;
             }
         }
-        if !cur.trim().is_empty() {
-            out.push(cur.trim().to_string());
-        }
     }
-    out
-}
-
-fn ends_with_abbreviation(s: &str) -> bool {
-    let last = s.trim_end_matches('.').rsplit(' ').next().unwrap_or("");
-    matches!(last, "e.g" | "i.e" | "etc" | "vs" | "Mr" | "Dr" | "No") || last.len() == 1
-}
-
-fn join_sentences(parts: &[&str]) -> String {
-    let mut out = String::new();
-    for p in parts {
-        if !out.is_empty() {
-            if p.trim_start().starts_with(['-', '*', '|']) || out.ends_with('\n') {
-                out.push('\n');
-            } else if !out.ends_with(|c: char| is_cjk(c) || matches!(c, '。' | '！' | '？' | '；'))
-            {
-                out.push(' ');
-            }
-        }
-        out.push_str(p);
-    }
-    out
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    join_sentences(&refs)
 }
 
 #[cfg(test)]
@@ -216,6 +294,16 @@ mod tests {
             category: "policies".into(),
             text: text.into(),
             score,
+            kind: ChunkKind::Section,
+        }
+    }
+
+    fn faq(question: &str, answer: &str, score: f32) -> Hit {
+        Hit {
+            source: "faq/shop.jsonl#x".into(),
+            title: question.into(),
+            kind: ChunkKind::Faq,
+            ..hit(answer, score)
         }
     }
 
@@ -225,6 +313,11 @@ mod tests {
             hits,
             zh,
             transfer_message: "transfer",
+            other_language_note: if zh {
+                "（英文资料）"
+            } else {
+                "(Chinese page)"
+            },
         }
     }
 
@@ -276,27 +369,83 @@ mod tests {
             .starts_with("Refunds"));
     }
 
+    /// A product page written for these tests: a table, then prose about several facts.
+    const MUGS: &str = "Our mugs are made in Jingdezhen.\n\n| Mug | Size | Price |\n|---|---|---|\n| Harbor mug | 350 ml | ¥59 |\n| Field cup | 200 ml | ¥39 |\n\nThe Harbor mug is 11 cm tall and weighs 320 g.\nEvery mug ships in a recycled box.\nMugs dispatch within 2 working days of payment.\nMugs are dishwasher-safe but not microwave-safe.";
+
     #[test]
-    fn sentence_split_handles_both_languages() {
-        let s = split_sentences(
-            "First one. Second e.g. this! 第三句。第四句？\n- item one\n- item two",
-        );
-        assert_eq!(
-            s,
-            [
-                "First one.",
-                "Second e.g. this!",
-                "第三句。",
-                "第四句？",
-                "- item one",
-                "- item two"
-            ]
-        );
+    fn a_price_question_gets_the_price_not_the_height() {
+        let hits = [hit(MUGS, 0.8)];
+        let a = extract(&req("how much is the harbor mug", &hits, false));
+        assert!(a.text.contains("¥59"), "{}", a.text);
+        assert!(!a.text.contains("11 cm"), "{}", a.text);
+        // A table row comes with its header.
+        assert!(a.text.contains("| Mug | Size | Price |"), "{}", a.text);
     }
 
     #[test]
-    fn chinese_detection() {
-        assert!(looks_chinese("怎么export数据"));
-        assert!(!looks_chinese("How do I export data?"));
+    fn a_duration_question_gets_the_duration() {
+        let hits = [hit(MUGS, 0.8)];
+        let a = extract(&req("how long until my mug is sent out", &hits, false));
+        assert!(a.text.contains("2 working days"), "{}", a.text);
+        assert!(!a.text.contains("¥59"), "{}", a.text);
+    }
+
+    #[test]
+    fn a_yes_no_question_gets_the_sentence_that_says_yes_or_no() {
+        let hits = [hit(MUGS, 0.8)];
+        let a = extract(&req("can the mugs go in the microwave?", &hits, false));
+        assert!(a.text.contains("not microwave-safe"), "{}", a.text);
+    }
+
+    #[test]
+    fn chinese_questions_pick_the_sentence_with_the_fact() {
+        let page = "茶杯均为景德镇手工制作。\n每只茶杯售价 ¥45，两只起购。\n茶杯付款后 3 个工作日内发货。\n茶杯可以放进洗碗机，但不能放进微波炉。";
+        let hits = [hit(page, 0.8)];
+        let price = extract(&req("茶杯啥价", &hits, true));
+        assert!(price.text.contains("¥45"), "{}", price.text);
+        assert!(!price.text.contains("3 个工作日"), "{}", price.text);
+        let when = extract(&req("付完款几天能发货啊", &hits, true));
+        assert!(when.text.contains("3 个工作日"), "{}", when.text);
+        let micro = extract(&req("能不能放微波炉", &hits, true));
+        assert!(micro.text.contains("微波炉"), "{}", micro.text);
+    }
+
+    #[test]
+    fn the_fact_may_come_from_the_second_hit() {
+        let hits = [
+            hit(
+                "Gift boxes come with a card.\nEach box holds four tins.",
+                0.8,
+            ),
+            hit(
+                "Gift boxes cost ¥188 each.\nThey are wrapped by hand.",
+                0.75,
+            ),
+        ];
+        let a = extract(&req("what is the price of a gift box", &hits, false));
+        assert!(a.text.contains("¥188"), "{}", a.text);
+        assert_eq!(a.used, vec![1]);
+    }
+
+    #[test]
+    fn an_faq_answer_is_given_whole() {
+        let hits = [faq(
+            "Do you ship abroad?",
+            "We ship to Hong Kong and Singapore. Other countries are not served yet.",
+            0.9,
+        )];
+        let a = extract(&req("do u ship overseas", &hits, false));
+        assert_eq!(a.text, hits[0].text);
+        assert_eq!(a.confidence, 0.9);
+    }
+
+    #[test]
+    fn an_answer_from_the_other_language_carries_a_note() {
+        let hits = [hit("The travel set costs ¥199 and includes two cups.", 0.8)];
+        let a = extract(&req("旅行套装多少钱", &hits, true));
+        assert!(a.text.starts_with("（英文资料）\n"), "{}", a.text);
+        assert!(a.text.contains("¥199"), "{}", a.text);
+        let same = extract(&req("how much is the travel set", &hits, false));
+        assert!(!same.text.contains("英文资料"), "{}", same.text);
     }
 }

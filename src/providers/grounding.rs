@@ -152,6 +152,7 @@ mod tests {
             category: "faq".into(),
             text: text.into(),
             score: 0.8,
+            kind: crate::knowledge::load::ChunkKind::Faq,
         }
     }
 
@@ -163,6 +164,7 @@ mod tests {
                 hits,
                 zh: false,
                 transfer_message: "I need to transfer you to a human agent for this issue.",
+                other_language_note: "",
             },
         )
     }

@@ -128,6 +128,9 @@ pub struct GenerateRequest<'a> {
     pub zh: bool,
     /// The sentence to say when the knowledge does not cover the question.
     pub transfer_message: &'a str,
+    /// A line in the customer's language put before an answer quoted from knowledge written
+    /// in the other language (`replies.other_language`).
+    pub other_language_note: &'a str,
 }
 
 /// A generated answer and the indexes (into `hits`) of the chunks it used.

@@ -64,12 +64,14 @@ mod tests {
             category: "faq".into(),
             text: "Within 30 days.".into(),
             score: 0.9,
+            kind: crate::knowledge::load::ChunkKind::Faq,
         }];
         let req = GenerateRequest {
             question: "refund?",
             hits: &hits,
             zh: false,
             transfer_message: "t",
+            other_language_note: "",
         };
         let u = user_message(&req);
         assert!(

@@ -204,7 +204,7 @@ fn pieces(text: &str) -> Vec<String> {
     let mut cur = String::new();
     for c in text.chars() {
         cur.push(c);
-        let cjk = crate::knowledge::analyze::is_cjk(c);
+        let cjk = crate::text::is_cjk(c);
         if (c.is_whitespace() && cur.len() >= 12) || (cjk && cur.chars().count() >= 4) {
             out.push(std::mem::take(&mut cur));
         }

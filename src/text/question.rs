@@ -1,0 +1,169 @@
+//! What kind of fact a question asks for, and whether a sentence carries one: the built-in
+//! generator answers "多少钱" with the sentence that has the price, "how long" with the one
+//! that has the duration.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use super::normalize;
+
+/// The kind of fact asked for. Checked in this order: a question asking "how much does it
+/// cost" is a price question, not a count question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asks {
+    /// 多少钱 / 价格 / how much is / price / cost / fee.
+    Price,
+    /// 多久 / 什么时候 / 几点 / how long / when / what time / deadline.
+    Time,
+    /// 多少 / 几个 / 最多 / how many / maximum / limit.
+    Amount,
+    /// 哪里 / 地址 / where / address.
+    Place,
+    /// 可以…吗 / 能 / 是不是 / can I / do you / is it.
+    YesNo,
+    /// 怎么 / how do I / steps: a procedure.
+    Procedure,
+    Other,
+}
+
+struct Patterns {
+    price_q: Regex,
+    time_q: Regex,
+    amount_q: Regex,
+    place_q: Regex,
+    yes_no_q: Regex,
+    procedure_q: Regex,
+    price: Regex,
+    time: Regex,
+    amount: Regex,
+    place: Regex,
+    yes_no: Regex,
+}
+
+fn patterns() -> &'static Patterns {
+    static P: OnceLock<Patterns> = OnceLock::new();
+    P.get_or_init(|| {
+        let r = |s: &str| Regex::new(s).expect("valid pattern");
+        Patterns {
+            // Questions, on normalized text (多少钱 / 售价 → 价格, 多长时间 / 几天 → 多久).
+            price_q: r(r"(?i)价格|费用|收费|多少钱|\bhow much (is|are|does|do|for|would|will)\b|\bprices?\b|\bcosts?\b|\bfees?\b|\bcharges?\b|\bhow expensive\b|\bin (rmb|hkd|sgd|usd|dollars|yuan)\b"),
+            time_q: r(r"(?i)多久|什么时候|几点|几号|哪天|截止|期限|有效期|保质期|\bhow long\b|^\s*(and |so |but )?when\b|[,?.]\s*when\b|\bwhat time\b|\bwhat day\b|\bhow (many|soon) (days|hours|weeks|months|years)\b|\bdeadline\b|\buntil\b|\bexpire|\bhow soon\b|\bhow quickly\b"),
+            amount_q: r(r"(?i)多少|几[个张次件位份款种遍]|最多|最少|上限|下限|\bhow many\b|\bhow much\b|\bmaximum\b|\bminimum\b|\blimit\b|\bat (least|most)\b|\bhow big\b|\bhow heavy\b"),
+            place_q: r(r"(?i)哪里|地址|在哪|\bwhere\b|\baddress\b"),
+            yes_no_q: r(r"(?i)^(can|could|do|does|did|is|are|was|will|would|should|may|am|have|has)\b|可以|能|是|会|需要|有|[吗么]\s*[?？]?\s*$|\bor not\b"),
+            procedure_q: r(r"(?i)怎么|步骤|流程|\bhow (do|can|to|should)\b|\bsteps?\b|\bprocess\b"),
+            // Sentences, on the text as written.
+            price: r(r"(?i)[¥￥$€£]|HK\$|S\$|\bRM\s?\d|\d\s*(元|块|港币|新币|美元)|\b(USD|CNY|RMB|HKD|SGD)\b|价格|售价|收费|免费|\bfree\b|\d+\s*折|\d+%\s*off"),
+            time: r(r"(?i)\d\s*(个)?(工作日|天|日|小时|分钟|秒|周|星期|个月|月|年)|\d{1,2}[:：]\d{2}|\d\s*(business |working |calendar )?(days?|hours?|minutes?|weeks?|months?|years?)\b|\d(st|nd|rd|th)\b|(当天|次日|当日|同一天|same day|next day|immediately|within|立即|马上|以内)"),
+            amount: r(r"\d"),
+            place: r(r"(?i)地址|路\s*\d|[省市区县]\S{0,8}路|\baddress\b|\bstreet\b|\broad\b|\bwarehouse\b|仓库"),
+            yes_no: r(r"(?i)可以|不能|能|无法|支持|不会|需要|提供|接受|只能|允许|不参与|参与|没有|\b(can|cannot|can't|may|must|not|no|only|yes|do not|don't|does not|doesn't|are not|is not|won't|never|always)\b"),
+        }
+    })
+}
+
+impl Asks {
+    /// What `question` asks for.
+    pub fn of(question: &str) -> Asks {
+        let p = patterns();
+        let q = normalize(question).to_lowercase();
+        let q = q.trim();
+        if p.price_q.is_match(q) {
+            Asks::Price
+        } else if p.time_q.is_match(q) {
+            Asks::Time
+        } else if p.amount_q.is_match(q) {
+            Asks::Amount
+        } else if p.place_q.is_match(q) {
+            Asks::Place
+        } else if p.procedure_q.is_match(q) && !p.yes_no_q.is_match(q) {
+            Asks::Procedure
+        } else if p.yes_no_q.is_match(q) {
+            Asks::YesNo
+        } else if p.procedure_q.is_match(q) {
+            Asks::Procedure
+        } else {
+            Asks::Other
+        }
+    }
+
+    /// Does `sentence` carry the kind of fact asked for? 1 = it does, 0 = it does not;
+    /// questions without a particular kind of fact give 0 for every sentence.
+    pub fn carried_by(self, sentence: &str) -> f32 {
+        let p = patterns();
+        let hit = |r: &Regex| f32::from(u8::from(r.is_match(sentence)));
+        match self {
+            Asks::Price => hit(&p.price),
+            Asks::Time => hit(&p.time),
+            Asks::Amount => hit(&p.amount),
+            Asks::Place => hit(&p.place),
+            Asks::YesNo => 0.5 * hit(&p.yes_no),
+            Asks::Procedure | Asks::Other => 0.0,
+        }
+    }
+
+    /// Does a heading announce the kind of fact asked for ("Delivery times", "礼品卡有效期")?
+    pub fn announced_by(self, heading: &str) -> bool {
+        self.is_specific() && self != Asks::YesNo && Asks::of(heading) == self
+    }
+
+    /// Questions that ask for one fact (a price, a time, a number, a place, yes or no) are
+    /// answered with the sentences that state it; the others with the section as written.
+    pub fn is_specific(self) -> bool {
+        !matches!(self, Asks::Procedure | Asks::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_kinds_in_both_languages() {
+        for (q, want) in [
+            ("这个壶多少钱", Asks::Price),
+            ("啥价", Asks::Price),
+            ("How much is the travel set?", Asks::Price),
+            ("what does shipping cost", Asks::Price),
+            ("退款多久到账", Asks::Time),
+            ("几天能到", Asks::Time),
+            ("when will my parcel arrive", Asks::Time),
+            ("how long does a refund take", Asks::Time),
+            ("一次最多能用几张券", Asks::Amount),
+            ("how many cups come in the set", Asks::Amount),
+            ("退货寄到哪里", Asks::Place),
+            ("where do I send the return", Asks::Place),
+            ("能不能开发票", Asks::YesNo),
+            ("can I pay by card?", Asks::YesNo),
+            ("怎么申请退款", Asks::Procedure),
+            ("how do I reset my password", Asks::Procedure),
+            ("tell me about your company", Asks::Other),
+        ] {
+            assert_eq!(Asks::of(q), want, "{q}");
+        }
+    }
+
+    #[test]
+    fn sentences_carry_facts() {
+        assert_eq!(Asks::Price.carried_by("The mug costs ¥40."), 1.0);
+        assert_eq!(Asks::Price.carried_by("售价 ¥368，每罐 100 g。"), 1.0);
+        assert_eq!(Asks::Price.carried_by("The mug is white."), 0.0);
+        assert_eq!(
+            Asks::Time.carried_by("Refunds arrive within 5–10 business days."),
+            1.0
+        );
+        assert_eq!(Asks::Time.carried_by("审核通过后 3 个工作日内退款。"), 1.0);
+        assert_eq!(
+            Asks::Time.carried_by("Orders paid before 16:00 ship today."),
+            1.0
+        );
+        assert_eq!(Asks::Time.carried_by("The mug is white."), 0.0);
+        assert_eq!(Asks::Amount.carried_by("Up to 5 cards per order."), 1.0);
+        assert_eq!(
+            Asks::YesNo.carried_by("Engraved pots cannot be returned."),
+            0.5
+        );
+        assert_eq!(Asks::Other.carried_by("Anything at all, 5 days."), 0.0);
+    }
+}
