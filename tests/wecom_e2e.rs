@@ -24,12 +24,30 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// For Tencent's official vectors, signed in 2014–2016: no timestamp window.
+async fn env_for_vectors() -> Env {
+    env_with(|c| {
+        for ch in &mut c.channels {
+            if let kefu::config::ChannelConfig::WeCom(w) = ch {
+                w.timestamp_window_ms = 0;
+            }
+        }
+    })
+    .await
+}
+
+async fn env_with(adjust: impl FnOnce(&mut Config)) -> Env {
     let seal = Sealer::official();
     let fake = FakeWeCom::start(&seal.corp_id, APP_SECRET, AGENT_ID, ROBOT_KEY).await;
     let dir = tempfile::tempdir().unwrap();
     let kb = write_kb(dir.path());
     let db = sled::Config::new().temporary(true).open().unwrap();
-    let kefu = Kefu::start(config(&kb, &fake.base), db).await;
+    let mut cfg = config(&kb, &fake.base);
+    adjust(&mut cfg);
+    let kefu = Kefu::start(cfg, db).await;
     Env {
         fake,
         kefu,
@@ -62,7 +80,7 @@ fn assert_nothing_kept(k: &Kefu, user: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_verification_answers_the_bare_echostr() {
-    let e = env().await;
+    let e = env_for_vectors().await;
     let v = vector("B.get");
     let (status, body, _) = e
         .kefu
@@ -84,7 +102,7 @@ async fn url_verification_answers_the_bare_echostr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_is_acknowledged_at_once_then_answered_through_message_send() {
-    let e = env().await;
+    let e = env_for_vectors().await;
     let (status, body, took) = e
         .kefu
         .post(&e.seal.text(
@@ -267,13 +285,18 @@ async fn malformed_xml_or_ciphertext_is_400() {
         assert_eq!(status, 400, "{body:?}");
     }
     // Correctly signed, but the ciphertext is not ours to read.
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
     for encrypt in ["!!not-base64!!", "YWJj", &"A".repeat(44)] {
-        let sig = adapters::wecom::signature(&e.seal.token, "1", "2", encrypt);
+        let sig = adapters::wecom::signature(&e.seal.token, &ts, "2", encrypt);
         let (status, _, _) = e
             .kefu
             .call(
                 "POST",
-                &format!("msg_signature={sig}&timestamp=1&nonce=2"),
+                &format!("msg_signature={sig}&timestamp={ts}&nonce=2"),
                 &format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"),
             )
             .await;

@@ -7,18 +7,20 @@
 
 #[path = "browser/cdp.rs"]
 mod cdp;
+#[path = "browser/serve.rs"]
+mod serve;
+#[path = "browser/widget_dom.rs"]
+mod widget_dom;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
-use cdp::{Chromium, Page};
+use anyhow::{anyhow, ensure, Context, Result};
+use cdp::Chromium;
 use serde_json::{json, Value};
+use serve::{artifacts_dir, chromium_binary, serve_page, Kefu, WAIT};
+use widget_dom::{ask, count, js, open_launcher, settle};
 
-/// Upper bound for anything the page waits on (a 2-core CI machine, a cold Chromium).
-const WAIT: Duration = Duration::from_secs(60);
 /// Agent replies arrive by polling (every ~3 s): allow several rounds.
 const WAIT_POLL: Duration = Duration::from_secs(45);
 
@@ -27,25 +29,15 @@ const FAQ: &str = r#"{"id": "reset", "question": "How do I reset my password?", 
 {"id": "hours", "question": "When is support open?", "answer": "Support is open Monday to Friday, 9:00 to 18:00."}
 "#;
 
-/// A `kefu serve` child on a free port, killed on drop.
-struct Kefu {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Kefu {
-    /// `origins`: pages on other origins that may embed the widget (`allowed_origins`).
-    fn start(log: &Path, origins: &[String]) -> Result<Kefu> {
-        let dir = tempfile::tempdir()?;
-        let kb = dir.path().join("kb/faq");
+/// A `kefu serve` child with the FAQ above; `origins`: pages on other origins that may embed
+/// the widget (`allowed_origins`).
+fn start_kefu(log: &Path, origins: &[String]) -> Result<Kefu> {
+    Kefu::start(log, "127.0.0.1:0", |dir| {
+        let kb = dir.join("kb/faq");
         std::fs::create_dir_all(&kb)?;
         std::fs::write(kb.join("demo.jsonl"), FAQ)?;
-        let config = dir.path().join("kefu.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[server]
+        Ok(format!(
+            r#"[server]
 listen = "127.0.0.1:0"
 data_dir = "{data}"
 
@@ -57,148 +49,13 @@ name = "site"
 kind = "web"
 allowed_origins = {origins}
 "#,
-                data = dir.path().join("data").display(),
-                kb = dir.path().join("kb").display(),
-                origins = json!(std::iter::once("http://127.0.0.1".to_string())
-                    .chain(origins.iter().cloned())
-                    .collect::<Vec<_>>()),
-            ),
-        )?;
-        let log_file = std::fs::File::create(log)?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0"])
-            .current_dir(dir.path())
-            .env_remove("KEFU_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .context("start kefu")?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                if let Some(url) = line.strip_prefix("kefu listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(url.trim().to_string());
-                    }
-                }
-            }
-        });
-        let mut kefu = Kefu {
-            child,
-            base: String::new(),
-            _dir: dir,
-        };
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(base) => kefu.base = base,
-            Err(_) => {
-                let status = kefu.child.try_wait()?;
-                bail!(
-                    "kefu printed no `kefu listening on http://...` line (exit status {status:?}); its log: {}\n{}",
-                    log.display(),
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-        }
-        Ok(kefu)
-    }
-}
-
-impl Drop for Kefu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn artifacts_dir() -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(t) => Path::new(env!("CARGO_MANIFEST_DIR")).join(t),
-        // <target>/debug/deps/widget_browser-<hash>
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target")),
-    };
-    target.join("browser-artifacts")
-}
-
-fn chromium_binary() -> PathBuf {
-    let path = std::env::var_os("KEFU_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.exists(),
-        "Chromium is required for this test but {} does not exist. Run the README's test \
-         command, `scripts/test.sh` (it installs Debian's `chromium` package), or \
-         `apt-get install -y chromium`, or set KEFU_CHROMIUM to a Chromium/Chrome binary.",
-        path.display()
-    );
-    path
-}
-
-/// Wrap `body` (a JS expression) with helpers for the launcher widget's DOM.
-fn js(body: &str) -> String {
-    format!(
-        r#"(() => {{
-  const W = document.querySelector('[data-kefu-mode="launcher"]');
-  const $ = (sel) => W && W.querySelector(sel);
-  const msgs = (from) => W ? [...W.querySelectorAll('[data-role="message"]' + (from ? '[data-from="' + from + '"]' : ''))] : [];
-  const last = (from) => msgs(from).slice(-1)[0] || null;
-  return ({body});
-}})()"#
-    )
-}
-
-async fn count(page: &Page<'_>, from: &str) -> Result<u64> {
-    page.eval(&js(&format!("msgs('{from}').length")))
-        .await?
-        .as_u64()
-        .context("message count")
-}
-
-/// Type into the launcher's input (focused) and press Enter.
-async fn ask(page: &Page<'_>, question: &str) -> Result<()> {
-    page.eval(&js("$('[data-role=\"input\"]').focus()")).await?;
-    page.insert_text(question).await?;
-    page.press("Enter", 13, Some("\r")).await?;
-    // The customer's message shows at once, and the input empties.
-    page.wait_for(
-        &format!("the user message {question:?}"),
-        &js(&format!(
-            "last('user') && last('user').textContent === {q} && $('[data-role=\"input\"]').value === ''",
-            q = json!(question)
-        )),
-        WAIT,
-    )
-    .await?;
-    Ok(())
-}
-
-/// Let finite CSS animations (a message fading in) end, so screenshots show the final look.
-async fn settle(page: &Page<'_>) -> Result<()> {
-    page.wait_for(
-        "animations to finish",
-        "document.getAnimations().every(a => a.playState !== 'running' || a.effect.getComputedTiming().iterations === Infinity)",
-        WAIT,
-    )
-    .await?;
-    Ok(())
-}
-
-async fn open_launcher(page: &Page<'_>) -> Result<()> {
-    page.click(&js("$('[data-role=\"launcher\"]')")).await?;
-    page.wait_for(
-        "the panel to open with the input focused",
-        &js("!$('[data-role=\"panel\"]').hidden && document.activeElement === $('[data-role=\"input\"]')"),
-        WAIT,
-    )
-    .await?;
-    Ok(())
+            data = dir.join("data").display(),
+            kb = dir.join("kb").display(),
+            origins = json!(std::iter::once("http://127.0.0.1".to_string())
+                .chain(origins.iter().cloned())
+                .collect::<Vec<_>>()),
+        ))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +63,7 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
     let chromium_path = chromium_binary();
     let artifacts = artifacts_dir();
     std::fs::create_dir_all(&artifacts)?;
-    let kefu = Kefu::start(&artifacts.join("kefu-serve.log"), &[])?;
+    let kefu = start_kefu(&artifacts.join("kefu-serve.log"), &[])?;
     let base = kefu.base.clone();
     let browser = Chromium::launch(&chromium_path).await?;
     let page = browser.new_page().await?;
@@ -586,32 +443,6 @@ fn shop_page(kefu: &str) -> String {
     )
 }
 
-/// Serve `html` for every request on an already bound listener.
-fn serve_page(listener: tokio::net::TcpListener, html: String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let html = html.clone();
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
-                    html.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn widget_embeds_on_another_origin_isolated_and_in_chinese() -> Result<()> {
     let chromium_path = chromium_binary();
@@ -620,7 +451,7 @@ async fn widget_embeds_on_another_origin_isolated_and_in_chinese() -> Result<()>
     let shop = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let shop_port = shop.local_addr()?.port();
     let shop_origin = format!("http://127.0.0.1:{shop_port}");
-    let kefu = Kefu::start(
+    let kefu = start_kefu(
         &artifacts.join("kefu-serve-cross-origin.log"),
         std::slice::from_ref(&shop_origin),
     )?;

@@ -11,10 +11,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub mod dingtalk;
+pub mod hosts;
 pub mod secret;
 pub mod web;
 pub mod wecom;
 
+pub use hosts::HostAllowlist;
 pub use secret::Secret;
 
 /// The kind of platform a channel speaks. Config spells them `web`, `wecom`, `dingtalk`.

@@ -6,6 +6,7 @@
 //! next); then `validate` the values (43-character AES keys, unique channel names, ranges).
 
 mod expand;
+mod lenient;
 mod schema;
 mod validate;
 
@@ -68,9 +69,28 @@ impl ConfigSource {
     }
 }
 
+/// What one load produced: the config as far as it could be read (`None` only when the
+/// file could not be read or is not TOML at all) and every error. `kefu check` uses it to
+/// check the knowledge files even when the config has mistakes, so one run shows them all.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Option<Config>,
+    pub source: ConfigSource,
+    pub errors: Vec<ConfigError>,
+}
+
 /// Load the config: an explicit path must exist; else `KEFU_CONFIG`; else
 /// `config/kefu.toml` when present; else the embedded default.
 pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigErrors> {
+    let loaded = load_partial(explicit);
+    match loaded.config {
+        Some(cfg) if loaded.errors.is_empty() => Ok((cfg, loaded.source)),
+        _ => Err(ConfigErrors(loaded.errors)),
+    }
+}
+
+/// [`load`], keeping what could be read next to the errors.
+pub fn load_partial(explicit: Option<&Path>) -> Loaded {
     let chosen = explicit
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("KEFU_CONFIG").map(PathBuf::from));
@@ -81,24 +101,37 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigErr
             default.exists().then_some(default)
         }
     };
+    let env = |k: &str| std::env::var(k).ok();
     match path {
         Some(p) => {
             let origin = p.display().to_string();
-            let text = std::fs::read_to_string(&p).map_err(|e| {
-                ConfigErrors(vec![ConfigError {
-                    origin: origin.clone(),
-                    key: String::new(),
-                    message: format!("cannot read: {e}"),
-                }])
-            })?;
-            let cfg = parse(&text, &origin, &|k| std::env::var(k).ok())?;
-            Ok((cfg, ConfigSource::File(p)))
+            match std::fs::read_to_string(&p) {
+                Ok(text) => {
+                    let (config, errors) = parse_partial(&text, &origin, &env);
+                    Loaded {
+                        config,
+                        source: ConfigSource::File(p),
+                        errors,
+                    }
+                }
+                Err(e) => Loaded {
+                    config: None,
+                    source: ConfigSource::File(p),
+                    errors: vec![ConfigError {
+                        origin,
+                        key: String::new(),
+                        message: format!("cannot read: {e}"),
+                    }],
+                },
+            }
         }
         None => {
-            let cfg = parse(DEFAULT_TOML, "embedded default config", &|k| {
-                std::env::var(k).ok()
-            })?;
-            Ok((cfg, ConfigSource::Embedded))
+            let (config, errors) = parse_partial(DEFAULT_TOML, "embedded default config", &env);
+            Loaded {
+                config,
+                source: ConfigSource::Embedded,
+                errors,
+            }
         }
     }
 }
@@ -109,6 +142,19 @@ pub fn parse(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
+    match parse_partial(text, origin, env) {
+        (Some(cfg), errors) if errors.is_empty() => Ok(cfg),
+        (_, errors) => Err(ConfigErrors(errors)),
+    }
+}
+
+/// [`parse`], keeping the config as far as it parsed (bad keys left at their defaults) next
+/// to every error.
+pub fn parse_partial(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<Config>, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut err = |key: &str, message: String| {
         errors.push(ConfigError {
@@ -121,22 +167,19 @@ pub fn parse(
         Ok(t) => t,
         Err(e) => {
             err("", format!("not valid TOML: {}", e.message()));
-            return Err(ConfigErrors(errors));
+            return (None, errors);
         }
     };
     for (key, message) in expand::expand_vars(&mut table, env) {
         err(&key, message);
     }
     let cfg = schema::deserialize(table, &mut err);
-    if let Some(cfg) = &cfg {
-        for (key, message) in validate::validate(cfg) {
+    if let Some((cfg, outline)) = &cfg {
+        for (key, message) in validate::validate(cfg, outline) {
             err(&key, message);
         }
     }
-    match cfg {
-        Some(cfg) if errors.is_empty() => Ok(cfg),
-        _ => Err(ConfigErrors(errors)),
-    }
+    (cfg.map(|(c, _)| c), errors)
 }
 
 #[cfg(test)]

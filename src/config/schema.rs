@@ -21,6 +21,12 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub notify: Vec<NotifyConfig>,
     pub channels: Vec<ChannelConfig>,
+    pub console: ConsoleConfig,
+    /// People who may log in to the agent console (`GET /agent`).
+    pub agents: Vec<AgentConfig>,
+    /// Ready-made answers the console offers; `{order}`, `{customer}` and `{agent}` are
+    /// filled in.
+    pub canned_replies: Vec<CannedReply>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,10 +36,39 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Largest request body accepted on any route, in bytes.
     pub max_body_bytes: usize,
-    /// Largest customer message, in characters; longer ones are refused (widget) or cut.
+    /// Largest customer message, in characters: the widget's longer ones are refused (400);
+    /// on every channel the engine reads at most this many (the stored message stays whole).
     pub max_message_chars: usize,
-    /// Bearer token for `/agent/*` and `/admin/*`. Absent: those routes answer only loopback.
+    /// Bearer token for the agent JSON routes (automation), `/admin/*` and `/metrics`. Absent:
+    /// `/admin/*` (and `/agent/api/*` while no `[[agents]]` exist) answer only direct loopback
+    /// clients, and only same-site JSON requests (guard.rs).
     pub admin_token: Option<Secret>,
+    /// The absolute URL people reach kefu at (`https://support.example.com`), when that is not
+    /// the listen address (a reverse proxy, a DNS name). Its host is accepted as `Host` and
+    /// its origin as `Origin` on the agent and admin routes (the console's own origin behind a
+    /// proxy); the console's deep links in handoff notices are built on it; https makes the
+    /// session cookie `Secure`.
+    pub public_url: Option<String>,
+    /// Serve `/metrics` without the admin token even when one is set.
+    pub metrics_public: bool,
+    /// Hosts a URL that arrives in a request may point at (DingTalk's `sessionWebhook`):
+    /// host names, IP addresses or `*.domain`. A DingTalk channel's own
+    /// `allowed_webhook_hosts` replaces this list for that channel.
+    pub allowed_webhook_hosts: Vec<String>,
+    /// A request's head must arrive within this; a kept-alive connection waiting this long
+    /// for its next request is closed too.
+    pub header_read_timeout_ms: u64,
+    /// A request body or a response that makes no progress for this long ends the connection.
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Token bucket for `POST /api/chat` per client IP (`per_minute = 0`: off).
+    pub chat_rate_per_ip: RateLimitConfig,
+    /// Token bucket for `POST /api/chat` per widget session (`per_minute = 0`: off).
+    pub chat_rate_per_session: RateLimitConfig,
+    /// Behind a reverse proxy: the header it puts the client's IP in (`X-Real-IP`, or
+    /// `X-Forwarded-For`, whose last entry is used). Unset: the TCP peer's address.
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -44,8 +79,31 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             max_message_chars: 4000,
             admin_token: None,
+            public_url: None,
+            metrics_public: false,
+            allowed_webhook_hosts: vec![adapters::hosts::DINGTALK_HOSTS.to_string()],
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_connections: 1024,
+            chat_rate_per_ip: RateLimitConfig {
+                per_minute: 60,
+                burst: 20,
+            },
+            chat_rate_per_session: RateLimitConfig {
+                per_minute: 20,
+                burst: 8,
+            },
+            client_ip_header: None,
         }
     }
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub per_minute: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -453,6 +511,56 @@ pub enum ActionKind {
     Http,
 }
 
+/// The agent console: logins and their limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// How long a login lasts.
+    pub session_hours: u32,
+    /// Wrong passwords for one agent id within `login_window_minutes` before its logins pause.
+    pub login_failures: u32,
+    /// Wrong passwords from one client address (`server.client_ip_header` behind a proxy,
+    /// else the peer; IPv6 by /64) within the window before its logins pause. Behind a proxy
+    /// without `client_ip_header` every client has the proxy's address: keep it well above
+    /// `login_failures`.
+    pub login_failures_per_ip: u32,
+    pub login_window_minutes: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            session_hours: 12,
+            login_failures: 5,
+            login_failures_per_ip: 30,
+            login_window_minutes: 15,
+        }
+    }
+}
+
+/// One human agent who can log in to the console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The login name; also what the queue shows as the claimer.
+    pub id: String,
+    /// The name customers' conversations show (and `{agent}` in canned replies).
+    pub name: String,
+    /// argon2id PHC string, as `kefu hash-password` prints it.
+    pub password_hash: Secret,
+}
+
+/// A ready-made answer in the console.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedReply {
+    pub title: String,
+    pub text: String,
+}
+
+/// The placeholders canned replies may use; the console fills them in.
+pub const CANNED_PLACEHOLDERS: &[&str] = &["order", "customer", "agent"];
+
 /// A place handoff alerts go to: a WeCom group robot or a DingTalk custom robot.
 #[derive(Debug, Clone)]
 pub enum NotifyConfig {
@@ -541,6 +649,11 @@ pub struct WeComChannelConfig {
     /// Greet when a user opens the app (`enter_agent` event).
     #[serde(default = "yes")]
     pub greet_on_enter: bool,
+    /// Refuse (401) a callback whose `timestamp` is further than this from now, either way:
+    /// a captured callback must not replay once its MsgId has left the 24 h dedupe memory.
+    /// 0 turns the check off (WeCom itself defines no window).
+    #[serde(default = "default_wecom_timestamp_window_ms")]
+    pub timestamp_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -565,6 +678,18 @@ pub struct DingTalkChannelConfig {
     /// Reply with markdown (rendered by DingTalk) instead of plain text.
     #[serde(default = "yes")]
     pub markdown: bool,
+    /// Hosts a callback's `sessionWebhook` may point at; absent = `server.allowed_webhook_hosts`.
+    #[serde(default)]
+    pub allowed_webhook_hosts: Option<Vec<String>>,
+}
+
+impl DingTalkChannelConfig {
+    /// The sessionWebhook host patterns in force for this channel.
+    pub fn webhook_hosts<'a>(&'a self, server: &'a ServerConfig) -> &'a [String] {
+        self.allowed_webhook_hosts
+            .as_deref()
+            .unwrap_or(&server.allowed_webhook_hosts)
+    }
 }
 
 fn yes() -> bool {
@@ -575,6 +700,11 @@ fn default_wecom_base() -> String {
 }
 fn default_dingtalk_base() -> String {
     "https://api.dingtalk.com".into()
+}
+/// One hour: WeCom retries within seconds; far below the 24 h dedupe memory.
+pub const DEFAULT_WECOM_TIMESTAMP_WINDOW_MS: u64 = 3_600_000;
+fn default_wecom_timestamp_window_ms() -> u64 {
+    DEFAULT_WECOM_TIMESTAMP_WINDOW_MS
 }
 fn default_dingtalk_oapi() -> String {
     "https://oapi.dingtalk.com".into()
@@ -591,6 +721,9 @@ const SECTIONS: &[&str] = &[
     "flows",
     "notify",
     "channels",
+    "console",
+    "agents",
+    "canned_replies",
 ];
 
 fn section<T: DeserializeOwned + Default>(
@@ -598,41 +731,93 @@ fn section<T: DeserializeOwned + Default>(
     key: &str,
     err: &mut dyn FnMut(&str, String),
 ) -> T {
-    match table.remove(key) {
-        None => T::default(),
-        Some(v) => match v.try_into::<T>() {
-            Ok(t) => t,
-            Err(e) => {
-                err(key, clean(&e));
-                T::default()
-            }
-        },
-    }
+    optional(table, key, key, err).unwrap_or_default()
 }
 
+/// A table whose every field has a default: each bad key is reported on its own, the rest
+/// kept (see lenient.rs).
 fn optional<T: DeserializeOwned>(
     table: &mut toml::Table,
     key: &str,
     path: &str,
     err: &mut dyn FnMut(&str, String),
 ) -> Option<T> {
-    table.remove(key).and_then(|v| match v.try_into::<T>() {
-        Ok(t) => Some(t),
-        Err(e) => {
-            err(path, clean(&e));
-            None
-        }
-    })
+    match table.remove(key)? {
+        toml::Value::Table(t) => lenient::all_defaults(t, path, err),
+        other => match other.try_into::<T>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                err(path, clean(&e));
+                None
+            }
+        },
+    }
 }
 
-/// Serde's messages end in a newline and sometimes repeat the TOML snippet; keep one line.
-fn clean(e: &toml::de::Error) -> String {
-    e.message()
-        .lines()
-        .next()
-        .unwrap_or("invalid value")
-        .trim()
-        .to_string()
+use super::lenient::{self, clean};
+
+/// One `[[channels]]` / `[[notify]]` element, deserialized by kind: the value when it
+/// parsed (possibly after dropping unknown keys) and every error met on the way.
+pub(super) struct Typed<T> {
+    value: Option<T>,
+    errors: Vec<(Option<&'static str>, String)>,
+}
+
+impl<T> Typed<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Typed<U> {
+        Typed {
+            value: self.value.map(f),
+            errors: self.errors,
+        }
+    }
+
+    /// A `kind` no variant has: reported on `path.kind`.
+    fn unknown_kind(message: String) -> Self {
+        Typed {
+            value: None,
+            errors: vec![(Some("kind"), message)],
+        }
+    }
+}
+
+fn typed<T: DeserializeOwned>(v: toml::Value) -> Typed<T> {
+    let mut errors = Vec::new();
+    let value = match v {
+        toml::Value::Table(t) => lenient::with_required(t, "", &mut |_, m| errors.push((None, m))),
+        other => match other.try_into::<T>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push((None, clean(&e)));
+                None
+            }
+        },
+    };
+    Typed { value, errors }
+}
+
+/// Where the tables of an array of tables sat, for messages and for the checks between
+/// tables: the file index of each element that parsed, and the `name` of each that did not
+/// (a duplicate of it, or a reference to it, is still judged).
+#[derive(Debug, Default)]
+pub(super) struct ListOutline {
+    pub parsed_index: Vec<usize>,
+    pub unparsed_names: Vec<(usize, String)>,
+}
+
+impl ListOutline {
+    /// The file index of the `i`-th parsed element.
+    pub fn index(&self, i: usize) -> usize {
+        self.parsed_index.get(i).copied().unwrap_or(i)
+    }
+}
+
+/// The outlines of the arrays of tables.
+#[derive(Debug, Default)]
+pub(super) struct Outline {
+    pub channels: ListOutline,
+    pub notify: ListOutline,
+    pub agents: ListOutline,
+    pub canned_replies: ListOutline,
 }
 
 /// Take an array of tables tagged by `kind`, deserializing each element on its own.
@@ -640,8 +825,9 @@ fn tagged_list<T>(
     table: &mut toml::Table,
     key: &str,
     err: &mut dyn FnMut(&str, String),
-    build: &dyn Fn(&str, toml::Value) -> Result<T, String>,
+    build: &dyn Fn(&str, toml::Value) -> Typed<T>,
     kinds: &str,
+    outline: &mut ListOutline,
 ) -> Vec<T> {
     let Some(v) = table.remove(key) else {
         return Vec::new();
@@ -657,6 +843,12 @@ fn tagged_list<T>(
             err(&path, "must be a table".into());
             continue;
         };
+        let name = t.get("name").and_then(|n| n.as_str()).map(str::to_string);
+        let unparsed = |outline: &mut ListOutline| {
+            if let Some(n) = &name {
+                outline.unparsed_names.push((i, n.clone()));
+            }
+        };
         let kind = match t.remove("kind") {
             Some(toml::Value::String(k)) => k,
             Some(_) => {
@@ -664,6 +856,7 @@ fn tagged_list<T>(
                     &format!("{path}.kind"),
                     format!("must be a string: {kinds}"),
                 );
+                unparsed(outline);
                 continue;
             }
             None => {
@@ -671,26 +864,67 @@ fn tagged_list<T>(
                     &format!("{path}.kind"),
                     format!("missing; expected one of {kinds}"),
                 );
+                unparsed(outline);
                 continue;
             }
         };
-        match build(&kind, toml::Value::Table(t)) {
-            Ok(x) => out.push(x),
-            Err(m) if m.starts_with("unknown kind") => err(&format!("{path}.kind"), m),
-            Err(m) => err(&path, m),
+        let typed = build(&kind, toml::Value::Table(t));
+        for (sub, m) in typed.errors {
+            match sub {
+                Some(sub) => err(&format!("{path}.{sub}"), m),
+                None => err(&path, m),
+            }
+        }
+        match typed.value {
+            Some(x) => {
+                out.push(x);
+                outline.parsed_index.push(i);
+            }
+            None => unparsed(outline),
         }
     }
     out
 }
 
-fn typed<T: DeserializeOwned>(v: toml::Value) -> Result<T, String> {
-    v.try_into::<T>().map_err(|e| clean(&e))
+/// Take an array of plain tables (`[[agents]]`, `[[canned_replies]]`), deserializing each
+/// element on its own like the tagged lists: unknown keys reported and dropped, the rest
+/// still read, and each parsed element's file index kept for messages.
+fn plain_list<T: DeserializeOwned>(
+    table: &mut toml::Table,
+    key: &str,
+    err: &mut dyn FnMut(&str, String),
+    outline: &mut ListOutline,
+) -> Vec<T> {
+    let Some(v) = table.remove(key) else {
+        return Vec::new();
+    };
+    let toml::Value::Array(items) = v else {
+        err(key, format!("must be an array of tables ([[{key}]])"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("{key}[{i}]");
+        let typed = typed::<T>(item);
+        for (sub, m) in typed.errors {
+            match sub {
+                Some(sub) => err(&format!("{path}.{sub}"), m),
+                None => err(&path, m),
+            }
+        }
+        if let Some(x) = typed.value {
+            out.push(x);
+            outline.parsed_index.push(i);
+        }
+    }
+    out
 }
 
 pub(super) fn deserialize(
     mut table: toml::Table,
     err: &mut dyn FnMut(&str, String),
-) -> Option<Config> {
+) -> Option<(Config, Outline)> {
+    let mut outline = Outline::default();
     let unknown: Vec<String> = table
         .keys()
         .filter(|k| !SECTIONS.contains(&k.as_str()))
@@ -726,11 +960,12 @@ pub(super) fn deserialize(
             "web" => typed(v).map(ChannelConfig::Web),
             "wecom" => typed(v).map(ChannelConfig::WeCom),
             "dingtalk" => typed(v).map(ChannelConfig::DingTalk),
-            other => Err(format!(
+            other => Typed::unknown_kind(format!(
                 "unknown kind `{other}`; expected one of web, wecom, dingtalk"
             )),
         },
         "web, wecom, dingtalk",
+        &mut outline.channels,
     );
     let notify = tagged_list(
         &mut table,
@@ -739,13 +974,21 @@ pub(super) fn deserialize(
         &|kind, v| match kind {
             "wecom_robot" => typed(v).map(NotifyConfig::WeComRobot),
             "dingtalk_robot" => typed(v).map(NotifyConfig::DingTalkRobot),
-            other => Err(format!(
+            other => Typed::unknown_kind(format!(
                 "unknown kind `{other}`; expected one of wecom_robot, dingtalk_robot"
             )),
         },
         "wecom_robot, dingtalk_robot",
+        &mut outline.notify,
     );
-    Some(Config {
+    let agents = plain_list(&mut table, "agents", err, &mut outline.agents);
+    let canned_replies = plain_list(
+        &mut table,
+        "canned_replies",
+        err,
+        &mut outline.canned_replies,
+    );
+    let config = Config {
         server: section(&mut table, "server", err),
         knowledge: section(&mut table, "knowledge", err),
         providers,
@@ -756,5 +999,9 @@ pub(super) fn deserialize(
         flows: section(&mut table, "flows", err),
         notify,
         channels,
-    })
+        console: section(&mut table, "console", err),
+        agents,
+        canned_replies,
+    };
+    Some((config, outline))
 }

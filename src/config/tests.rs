@@ -106,15 +106,14 @@ tokn = "typo"
     );
     let joined = errors_joined(&errs);
     for want in [
-        "t.toml: server: unknown field `colour`",
+        "t.toml: server.colour: unknown field `colour`",
         "t.toml: channels[0].token: MISSING_TOKEN is not set",
         "t.toml: channels[2].kind: unknown kind `wechat`",
         "t.toml: channels[3]: unknown field `tokn`",
     ] {
         assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
     }
-    // The first pass stops a section on its first serde error, so the value checks run on
-    // what parsed: fix the section, then see the rest.
+    // Value checks on a file without serde errors.
     let errs = errors(
         r#"
 [server]
@@ -286,4 +285,334 @@ fn bad_regex_and_notify_reference() {
 #[test]
 fn literal_dollar_brace_escape() {
     assert_eq!(expand::expand_str("a$${B}c", &|_| None).unwrap(), "a${B}c");
+}
+
+#[test]
+fn checks_between_tables_see_the_tables_that_did_not_parse() {
+    // The audit's case: an unknown key in one [[channels]] table, a duplicate of its name in
+    // another. Both are reported, each on its own table's index.
+    let errs = errors(
+        r#"
+[[channels]]
+name = "support"
+kind = "web"
+allowed_origin = ["x"]
+
+[[channels]]
+name = "support"
+kind = "web"
+
+[[channels]]
+name = "helpdesk"
+kind = "web"
+
+[[channels]]
+name = "helpdesk"
+kind = "web"
+
+[[notify]]
+name = "agents"
+kind = "wecom_robot"
+kye = "typo"
+
+[handoff]
+notify = ["agents", "nobody"]
+"#,
+    );
+    let joined = errors_joined(&errs);
+    for want in [
+        "channels[0]: unknown field `allowed_origin`",
+        "channels[1].name: duplicate channel name `support`",
+        "channels[3].name: duplicate channel name `helpdesk`",
+        "notify[0]: unknown field `kye`",
+        "handoff.notify[1]: no [[notify]] target is named `nobody`",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+    // `agents` exists (its table has its own error): no false "no target" on top.
+    assert!(!joined.contains("named `agents`"), "{joined}");
+    assert!(!joined.contains("channels[2].name"), "{joined}");
+}
+
+#[test]
+fn every_bad_key_of_a_section_is_named_and_the_rest_still_checked() {
+    let errs = errors(
+        r#"
+[server]
+listen = "nowhere"
+colour = "blue"
+max_body_bytes = "big"
+
+[knowledge]
+top_k = "x"
+min_score = 1.5
+
+[[channels]]
+name = "site"
+kind = "web"
+allowed_origin = ["https://a.example.com"]
+allowed_origins = ["example.com/path"]
+"#,
+    );
+    let joined = errors_joined(&errs);
+    for want in [
+        "server.colour: unknown field `colour`",
+        "server.max_body_bytes: invalid type: string \"big\"",
+        "server.listen: must be host:port",
+        "knowledge.top_k: invalid type: string \"x\"",
+        "knowledge.min_score: must be between 0 and 1, got 1.5",
+        "channels[0]: unknown field `allowed_origin`",
+        // The channel parsed once the unknown key was set aside: its values are checked too.
+        "channels[0].allowed_origins[0]: must be `*` or an origin",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+    assert_eq!(errs.len(), 7, "{joined}");
+}
+
+#[test]
+fn server_security_keys_are_checked() {
+    let cfg = parse("", "t.toml", &env).unwrap();
+    assert_eq!(cfg.server.allowed_webhook_hosts, vec!["*.dingtalk.com"]);
+    assert_eq!(cfg.server.public_url, None);
+    assert!(!cfg.server.metrics_public);
+    let errs = errors(
+        r#"
+[server]
+public_url = "support.example.com"
+allowed_webhook_hosts = ["*", "127.0.0.1", "x.com:80"]
+header_read_timeout_ms = 5
+idle_timeout_ms = 0
+max_connections = 0
+chat_rate_per_ip = { per_minute = 10, burst = 0 }
+chat_rate_per_session = { per_minute = 10 }
+client_ip_header = "X Real IP"
+
+[[channels]]
+name = "support"
+kind = "wecom"
+corp_id = "ww1"
+agent_id = 1000002
+secret = "s"
+token = "t"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+timestamp_window_ms = 90000000
+
+[[channels]]
+name = "helpdesk"
+kind = "dingtalk"
+app_key = "k"
+app_secret = "s"
+robot_code = "r"
+allowed_webhook_hosts = ["a.*.com"]
+"#,
+    );
+    let joined = errors_joined(&errs);
+    for want in [
+        "server.public_url: must be an absolute http(s) URL",
+        "server.allowed_webhook_hosts[0]: `*`: a bare `*` would allow every host",
+        "server.allowed_webhook_hosts[2]: `x.com:80`: no scheme, port or path",
+        "server.header_read_timeout_ms: must be at least 100",
+        "server.idle_timeout_ms: must be at least 100",
+        "server.max_connections: must be at least 1",
+        "server.chat_rate_per_ip.burst: must be at least 1",
+        "server.chat_rate_per_session: missing field `burst`",
+        "server.client_ip_header: must be an HTTP header name",
+        "channels[0].timestamp_window_ms: must be 0 (no check) or between 1000 and 43200000",
+        "channels[1].allowed_webhook_hosts[0]: `a.*.com`",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+    assert_eq!(errs.len(), 11, "{joined}");
+
+    let cfg = parse(
+        r#"
+[server]
+public_url = "https://support.example.com/kefu"
+allowed_webhook_hosts = ["*.dingtalk.com", "127.0.0.1"]
+metrics_public = true
+client_ip_header = "X-Real-IP"
+[[channels]]
+name = "helpdesk"
+kind = "dingtalk"
+app_key = "k"
+app_secret = "s"
+robot_code = "r"
+"#,
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    let ChannelConfig::DingTalk(d) = &cfg.channels[0] else {
+        panic!("dingtalk")
+    };
+    assert_eq!(
+        d.webhook_hosts(&cfg.server),
+        ["*.dingtalk.com", "127.0.0.1"]
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any text: a config or a list of errors, never a panic.
+    #[test]
+    fn parse_never_panics_on_any_text(text in "\\PC{0,300}") {
+        let _ = parse(&text, "t.toml", &env);
+    }
+
+    /// TOML-shaped noise over the real section and key names reaches the deserializers and
+    /// the value checks: still Ok or Err.
+    #[test]
+    fn parse_never_panics_on_config_shaped_noise(
+        lines in proptest::collection::vec(
+            (
+                proptest::sample::select(vec!["[server]", "[knowledge]", "[handoff]", "[quality]", "[[channels]]", "[[notify]]", "[providers.chat]", "[providers.embedding]", "[intent]", "[flows]", "[console]", "[[agents]]", "[[canned_replies]]", ""]),
+                proptest::sample::select(vec!["name", "kind", "listen", "top_k", "min_score", "public_url", "allowed_webhook_hosts", "timestamp_window_ms", "agent_id", "encoding_aes_key", "corp_id", "app_key", "app_secret", "robot_code", "secret", "token", "key", "access_token", "base_url", "model", "dim", "notify", "chat_rate_per_ip", "max_connections", "order_pattern", "id", "password_hash", "title", "text", "session_hours"]),
+                proptest::sample::select(vec!["\"web\"", "\"wecom\"", "\"dingtalk\"", "\"wecom_robot\"", "\"x\"", "1", "-1", "0", "1.5", "true", "[]", "[\"a\", 1]", "{ per_minute = 1, burst = 0 }", "\"${UNSET}\"", "\"${WECOM_AES_KEY}\"", "\"http://127.0.0.1:1\"", "\"*\"", "\"(\""]),
+            ),
+            0..24,
+        )
+    ) {
+        let text: String = lines
+            .iter()
+            .map(|(section, key, value)| {
+                if section.is_empty() { format!("{key} = {value}\n") } else { format!("{section}\n{key} = {value}\n") }
+            })
+            .collect();
+        if let Err(errs) = parse(&text, "t.toml", &env) {
+            proptest::prop_assert!(!errs.0.is_empty());
+            for e in &errs.0 {
+                proptest::prop_assert!(!e.message.is_empty(), "{}", e);
+            }
+        }
+    }
+}
+
+const DANA_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0nVuBc6gAMHYObs9MZMdg6Dhv1/GqKzHXvGXh8yWW7I";
+
+#[test]
+fn agents_canned_replies_console_and_public_url() {
+    let cfg = parse(
+        &format!(
+            r#"
+[server]
+public_url = "https://kefu.example.com"
+
+[console]
+session_hours = 8
+
+[[agents]]
+id = "dana"
+name = "Dana"
+password_hash = "{DANA_HASH}"
+
+[[canned_replies]]
+title = "Refund received"
+text = "Hi {{customer}}, your refund for order {{order}} is on its way. — {{agent}}"
+"#
+        ),
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.server.public_url.as_deref(),
+        Some("https://kefu.example.com")
+    );
+    assert_eq!(cfg.console.session_hours, 8);
+    assert_eq!(cfg.console.login_failures, 5, "defaults for the rest");
+    assert_eq!(cfg.agents[0].id, "dana");
+    assert_eq!(cfg.canned_replies[0].title, "Refund received");
+    assert!(
+        !format!("{cfg:?}").contains("0nVuBc6gAMHY"),
+        "password hashes stay out of logs"
+    );
+}
+
+#[test]
+fn agent_and_canned_reply_mistakes_are_all_reported() {
+    let errs = errors(&format!(
+        r#"
+[server]
+public_url = "kefu.example.com"
+
+[console]
+session_hours = 0
+
+[[agents]]
+id = "dana"
+name = "Dana"
+password_hash = "hunter2"
+
+[[agents]]
+id = "dana"
+name = ""
+password_hash = "{DANA_HASH}"
+
+[[agents]]
+id = "lei"
+name = "Lei"
+password = "oops"
+
+[[canned_replies]]
+title = "Hi"
+text = "Your order {{order_no}}"
+
+[[canned_replies]]
+title = ""
+text = "x"
+"#
+    ));
+    let want = [
+        "server.public_url: must be an absolute http(s) URL",
+        "console.session_hours: must be between 1 and 720",
+        "agents[0].password_hash: must be an argon2id PHC string",
+        "agents[1].id: duplicate agent id `dana`",
+        "agents[1].name: must not be empty",
+        "agents[2]: unknown field `password`",
+        "canned_replies[0].text: unknown placeholder {order_no}",
+        "canned_replies[1].title: must not be empty",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing `{w}` in {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn agent_mistakes_name_the_table_in_the_file_after_one_that_did_not_parse() {
+    let errs = errors(&format!(
+        r#"
+[[agents]]
+id = "lei"
+password_hash = "{DANA_HASH}"
+
+[[agents]]
+id = "dana li"
+name = "Dana"
+password_hash = "{DANA_HASH}"
+
+[[canned_replies]]
+text = "no title"
+
+[[canned_replies]]
+title = "Hi"
+text = "{{nope}}"
+"#
+    ));
+    for w in [
+        "agents[0]: missing field `name`",
+        "agents[1].id: must be 1-64",
+        "canned_replies[0]: missing field `title`",
+        "canned_replies[1].text: unknown placeholder {nope}",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing `{w}` in {errs:#?}"
+        );
+    }
 }

@@ -6,9 +6,10 @@ use super::schema::*;
 
 const INTENTS: &[&str] = &["query", "complaint", "refund", "cancel", "praise", "other"];
 
-pub fn validate(cfg: &Config) -> Vec<(String, String)> {
+pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)> {
     let mut errs: Vec<(String, String)> = Vec::new();
     let mut bad = |k: &str, m: String| errs.push((k.to_string(), m));
+    server(&mut bad, &cfg.server);
 
     if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
         bad(
@@ -25,6 +26,7 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
     if cfg.server.max_message_chars == 0 {
         bad("server.max_message_chars", "must be at least 1".into());
     }
+    console(&mut bad, cfg, outline);
     if cfg.knowledge.paths.is_empty() {
         bad("knowledge.paths", "must name at least one directory".into());
     }
@@ -146,16 +148,13 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
     }
 
-    let mut notify_names = HashSet::new();
+    // Names of every [[notify]] table, parsed or not, in file order: a duplicate or a
+    // reference is judged even when the other table has its own errors.
+    let notify_names =
+        names_in_file_order(cfg.notify.iter().map(NotifyConfig::name), &outline.notify);
     for (i, n) in cfg.notify.iter().enumerate() {
-        let path = format!("notify[{i}]");
+        let path = format!("notify[{}]", outline.notify.index(i));
         name_check(&mut bad, &format!("{path}.name"), n.name());
-        if !notify_names.insert(n.name().to_string()) {
-            bad(
-                &format!("{path}.name"),
-                format!("duplicate notify name `{}`", n.name()),
-            );
-        }
         match n {
             NotifyConfig::WeComRobot(c) => {
                 url_check(&mut bad, &format!("{path}.api_base"), &c.api_base);
@@ -171,8 +170,9 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
             }
         }
     }
+    duplicates(&mut bad, "notify", &notify_names);
     for (i, n) in cfg.handoff.notify.iter().enumerate() {
-        if !notify_names.contains(n) {
+        if !notify_names.iter().any(|(_, have)| have == n) {
             bad(
                 &format!("handoff.notify[{i}]"),
                 format!("no [[notify]] target is named `{n}`"),
@@ -180,22 +180,22 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
     }
 
-    let mut names = HashSet::new();
+    let channel_names = names_in_file_order(
+        cfg.channels.iter().map(ChannelConfig::name),
+        &outline.channels,
+    );
+    duplicates(&mut bad, "channels", &channel_names);
+    for (i, name) in &channel_names {
+        if notify_names.iter().any(|(_, n)| n == name) {
+            bad(
+                &format!("channels[{i}].name"),
+                format!("`{name}` is also a [[notify]] name; names must differ (they share the delivery queue)"),
+            );
+        }
+    }
     for (i, ch) in cfg.channels.iter().enumerate() {
-        let path = format!("channels[{i}]");
+        let path = format!("channels[{}]", outline.channels.index(i));
         name_check(&mut bad, &format!("{path}.name"), ch.name());
-        if notify_names.contains(ch.name()) {
-            bad(
-                &format!("{path}.name"),
-                format!("`{}` is also a [[notify]] name; names must differ (they share the delivery queue)", ch.name()),
-            );
-        }
-        if !names.insert(ch.name().to_string()) {
-            bad(
-                &format!("{path}.name"),
-                format!("duplicate channel name `{}`", ch.name()),
-            );
-        }
         match ch {
             ChannelConfig::Web(c) => {
                 for (j, o) in c.allowed_origins.iter().enumerate() {
@@ -233,6 +233,13 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
                     );
                 }
                 url_check(&mut bad, &format!("{path}.api_base"), &c.api_base);
+                let w = c.timestamp_window_ms;
+                if w != 0 && !(1_000..=MAX_TIMESTAMP_WINDOW_MS).contains(&w) {
+                    bad(
+                        &format!("{path}.timestamp_window_ms"),
+                        format!("must be 0 (no check) or between 1000 and {MAX_TIMESTAMP_WINDOW_MS} (12 h: replays must be refused before the 24 h dedupe memory forgets them), got {w}"),
+                    );
+                }
             }
             ChannelConfig::DingTalk(c) => {
                 if c.robot_code.trim().is_empty() {
@@ -244,10 +251,203 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
                     }
                 }
                 url_check(&mut bad, &format!("{path}.api_base"), &c.api_base);
+                if let Some(hosts) = &c.allowed_webhook_hosts {
+                    host_patterns(&mut bad, &format!("{path}.allowed_webhook_hosts"), hosts);
+                }
             }
         }
     }
     errs
+}
+
+/// Longest WeCom timestamp window: well inside the 24 h a MsgId is remembered.
+const MAX_TIMESTAMP_WINDOW_MS: u64 = 12 * 3_600_000;
+
+/// `[server]` beyond what serde checks.
+fn server(bad: &mut dyn FnMut(&str, String), s: &ServerConfig) {
+    if let Some(u) = &s.public_url {
+        match url::Url::parse(u) {
+            Ok(p)
+                if matches!(p.scheme(), "http" | "https")
+                    && p.host().is_some()
+                    && p.query().is_none()
+                    && p.fragment().is_none()
+                    && p.username().is_empty()
+                    && p.password().is_none() => {}
+            _ => bad(
+                "server.public_url",
+                format!("must be an absolute http(s) URL like https://support.example.com (no query, no credentials), got `{u}`"),
+            ),
+        }
+    }
+    host_patterns(
+        bad,
+        "server.allowed_webhook_hosts",
+        &s.allowed_webhook_hosts,
+    );
+    for (key, v) in [
+        ("server.header_read_timeout_ms", s.header_read_timeout_ms),
+        ("server.idle_timeout_ms", s.idle_timeout_ms),
+    ] {
+        if v < 100 {
+            bad(key, format!("must be at least 100 (ms), got {v}"));
+        }
+    }
+    if s.max_connections == 0 {
+        bad("server.max_connections", "must be at least 1".into());
+    }
+    for (key, r) in [
+        ("server.chat_rate_per_ip", s.chat_rate_per_ip),
+        ("server.chat_rate_per_session", s.chat_rate_per_session),
+    ] {
+        if r.per_minute > 0 && r.burst == 0 {
+            bad(
+                &format!("{key}.burst"),
+                "must be at least 1 (per_minute = 0 turns the limit off)".into(),
+            );
+        }
+    }
+    if let Some(h) = &s.client_ip_header {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            bad(
+                "server.client_ip_header",
+                format!("must be an HTTP header name like X-Real-IP, got `{h}`"),
+            );
+        }
+    }
+}
+
+fn host_patterns(bad: &mut dyn FnMut(&str, String), key: &str, patterns: &[String]) {
+    for (i, p) in patterns.iter().enumerate() {
+        if let Err(e) = adapters::HostAllowlist::new(std::slice::from_ref(p)) {
+            bad(&format!("{key}[{i}]"), e);
+        }
+    }
+}
+
+/// `[console]`, `[[agents]]` and `[[canned_replies]]`.
+fn console(bad: &mut dyn FnMut(&str, String), cfg: &Config, outline: &Outline) {
+    let c = &cfg.console;
+    if !(1..=24 * 30).contains(&c.session_hours) {
+        bad(
+            "console.session_hours",
+            format!("must be between 1 and 720, got {}", c.session_hours),
+        );
+    }
+    for (k, v) in [
+        ("console.login_failures", c.login_failures),
+        ("console.login_failures_per_ip", c.login_failures_per_ip),
+        ("console.login_window_minutes", c.login_window_minutes),
+    ] {
+        if v == 0 {
+            bad(k, "must be at least 1".into());
+        }
+    }
+    let mut ids = HashSet::new();
+    for (i, a) in cfg.agents.iter().enumerate() {
+        let path = format!("agents[{}]", outline.agents.index(i));
+        let ok = !a.id.is_empty()
+            && a.id.len() <= 64
+            && a.id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+        if !ok {
+            bad(
+                &format!("{path}.id"),
+                format!("must be 1-64 of a-z, A-Z, 0-9, - _ . @, got `{}`", a.id),
+            );
+        }
+        if !ids.insert(a.id.as_str()) {
+            bad(
+                &format!("{path}.id"),
+                format!("duplicate agent id `{}`", a.id),
+            );
+        }
+        if a.name.trim().is_empty() {
+            bad(&format!("{path}.name"), "must not be empty".into());
+        }
+        if let Err(e) = crate::agents::password::check_phc(a.password_hash.expose()) {
+            bad(&format!("{path}.password_hash"), e);
+        }
+    }
+    for (i, r) in cfg.canned_replies.iter().enumerate() {
+        let path = format!("canned_replies[{}]", outline.canned_replies.index(i));
+        if r.title.trim().is_empty() {
+            bad(&format!("{path}.title"), "must not be empty".into());
+        }
+        if r.text.trim().is_empty() {
+            bad(&format!("{path}.text"), "must not be empty".into());
+        }
+        for name in placeholders(&r.text) {
+            if !CANNED_PLACEHOLDERS.contains(&name) {
+                bad(
+                    &format!("{path}.text"),
+                    format!(
+                        "unknown placeholder {{{name}}}; known: {}",
+                        CANNED_PLACEHOLDERS
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `(file index, name)` of every table of a list, parsed or not, in file order.
+fn names_in_file_order<'a>(
+    parsed: impl Iterator<Item = &'a str>,
+    outline: &ListOutline,
+) -> Vec<(usize, String)> {
+    let mut all: Vec<(usize, String)> = parsed
+        .enumerate()
+        .map(|(i, n)| (outline.index(i), n.to_string()))
+        .chain(outline.unparsed_names.iter().cloned())
+        .collect();
+    all.sort_by_key(|(i, _)| *i);
+    all
+}
+
+/// A name seen earlier in the file is a duplicate, reported on the later table.
+fn duplicates(bad: &mut dyn FnMut(&str, String), list: &str, names: &[(usize, String)]) {
+    let mut seen = HashSet::new();
+    for (i, n) in names {
+        if !seen.insert(n.as_str()) {
+            let what = if list == "notify" {
+                "notify"
+            } else {
+                "channel"
+            };
+            bad(
+                &format!("{list}[{i}].name"),
+                format!("duplicate {what} name `{n}`"),
+            );
+        }
+    }
+}
+
+/// The `{name}` placeholders in a canned reply (names of letters, digits and `_`).
+fn placeholders(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close)
+                if close > 0
+                    && after[..close]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                out.push(&after[..close]);
+                rest = &after[close + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    out
 }
 
 fn unit_range(bad: &mut dyn FnMut(&str, String), key: &str, v: f32) {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use adapters::dingtalk::api::{self, AnswerError, CredentialRequest, TOKEN_HEADER};
 use adapters::dingtalk::{reply, sign};
-use adapters::{Call, CallAuth, Secret};
+use adapters::{Call, CallAuth, HostAllowlist, Secret};
 use async_trait::async_trait;
 
 use sha2::{Digest, Sha256};
@@ -58,6 +58,12 @@ pub struct DingTalkSender {
     clock: Arc<dyn Clock>,
     /// The OpenAPI token, shared by all sends and kept across restarts.
     token: TokenCache,
+    /// Hosts a sessionWebhook call may go to. The codec already chose the OpenAPI for any
+    /// other; this holds for calls queued before a config change too.
+    webhook_hosts: HostAllowlist,
+    /// For sessionWebhook calls: follows no redirect, so an allowed host cannot bounce the
+    /// POST somewhere else.
+    webhook_http: reqwest::Client,
 }
 
 impl DingTalkSender {
@@ -72,9 +78,26 @@ impl DingTalkSender {
             api_base: c.api_base.trim_end_matches('/').to_string(),
             token_request: api::access_token_request(&c.app_key, &c.app_secret),
             token: TokenCache::new(token_key(&c.name), &[c.app_key.expose()], store),
+            webhook_hosts: c
+                .allowed_webhook_hosts
+                .as_deref()
+                .and_then(|h| HostAllowlist::new(h).ok())
+                .unwrap_or_else(HostAllowlist::dingtalk),
+            webhook_http: reqwest::Client::builder()
+                .user_agent(concat!("kefu/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_else(|_| http.clone()),
             http,
             clock,
         }
+    }
+
+    /// Replace the sessionWebhook host allowlist (the channel's own list, else the server's).
+    pub fn with_webhook_hosts(mut self, hosts: HostAllowlist) -> Self {
+        self.webhook_hosts = hosts;
+        self
     }
 
     /// A valid token: from memory, else from the store (a restart), else fetched.
@@ -126,7 +149,16 @@ impl DingTalkSender {
         if call.url.is_empty() {
             return Err(SendError::Permanent("dingtalk: call without a URL".into()));
         }
-        let (status, retry_after, body) = post(&self.http, &call.url, &call.body, None).await?;
+        if let Err(why) = self.webhook_hosts.check_url(&call.url) {
+            // A URL from a request: never called off the allowlist (SSRF). Permanent: the
+            // outbox moves to the OpenAPI fallback.
+            tracing::warn!(channel = %self.name, reason = %why, "sessionWebhook refused");
+            return Err(SendError::Permanent(format!(
+                "sessionWebhook refused: {why}"
+            )));
+        }
+        let (status, retry_after, body) =
+            post(&self.webhook_http, &call.url, &call.body, None).await?;
         if status >= 500 {
             return Err(SendError::Retry(format!("sessionWebhook: HTTP {status}")));
         }

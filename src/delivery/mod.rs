@@ -23,8 +23,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::events::{EventKind, Events};
 use crate::metrics::Metrics;
-use crate::store::{OutboxItem, Store, StoreResult};
+use crate::store::{Delivery, DeliveryState, OutboxItem, Store, StoreResult};
 
 /// Why a send did not go through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +60,8 @@ pub struct Outbox {
     metrics: Arc<Metrics>,
     /// One wake-up per target; `notify_one` keeps a permit, so a wake during a drain is not lost.
     wake: HashMap<String, Notify>,
+    /// Where delivery-state changes of agent messages are announced.
+    events: Arc<Events>,
 }
 
 /// Entries looked at per drain round: bounds the work of one round, not what is kept.
@@ -78,7 +81,19 @@ impl Outbox {
             clock,
             metrics,
             wake,
+            events: Arc::new(Events::new()),
         }
+    }
+
+    /// Announce delivery-state changes on `events` (the engine's feed).
+    pub fn with_events(mut self, events: Arc<Events>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Is there a sender for `target`?
+    pub fn delivers_to(&self, target: &str) -> bool {
+        self.senders.contains_key(target)
     }
 
     /// Queue calls for `target` in `queue` (a conversation: order is kept within it), each
@@ -87,6 +102,18 @@ impl Outbox {
         &self,
         target: &str,
         queue: &str,
+        calls: Vec<(Call, Vec<Call>)>,
+    ) -> StoreResult<()> {
+        self.enqueue_message(target, queue, None, calls)
+    }
+
+    /// `enqueue` for the calls that deliver agent message `message` (a seq in conversation
+    /// `queue` of channel `target`): its delivery state follows them.
+    pub fn enqueue_message(
+        &self,
+        target: &str,
+        queue: &str,
+        message: Option<u64>,
         calls: Vec<(Call, Vec<Call>)>,
     ) -> StoreResult<()> {
         let now = self.clock.now_ms();
@@ -102,6 +129,7 @@ impl Outbox {
                 next_at_ms: now,
                 created_ms: now,
                 last_error: None,
+                message,
             })?;
         }
         if let Some(w) = self.wake.get(target) {
@@ -144,6 +172,7 @@ impl Outbox {
                                 tracing::error!(error = %e, "outbox delete failed");
                                 held.insert(item.queue.clone());
                             }
+                            self.track(&item, DeliveryState::Sent);
                             break;
                         }
                         // The next part of a multi-part fallback goes right after.
@@ -162,10 +191,12 @@ impl Outbox {
                     }
                     Step::Dropped => {
                         let _ = self.store.outbox_remove(item.id);
+                        self.track(&item, DeliveryState::Failed);
                         break;
                     }
                     Step::Wait => {
                         let _ = self.store.outbox_update(&item);
+                        self.track(&item, DeliveryState::Queued);
                         held.insert(item.queue.clone());
                         break;
                     }
@@ -207,6 +238,7 @@ impl Outbox {
             Err(SendError::Permanent(why)) => {
                 tracing::error!(target, error = %why, "delivery failed for good; dropped");
                 outcome("dropped");
+                item.last_error = Some(why);
                 Step::Dropped
             }
             Err(e) => {
@@ -222,6 +254,44 @@ impl Outbox {
                 Step::Wait
             }
         }
+    }
+
+    /// Follow an agent message's delivery: `Sent` once its last part is confirmed, `Failed`
+    /// when a part is refused for good, `Queued` (with the reason) while a part waits.
+    fn track(&self, item: &OutboxItem, state: DeliveryState) {
+        let Some(seq) = item.message else {
+            return;
+        };
+        if state == DeliveryState::Sent {
+            let more_parts = self
+                .store
+                .outbox_items(&item.target, DRAIN_WINDOW)
+                .map(|rest| {
+                    rest.iter()
+                        .any(|o| o.queue == item.queue && o.message == Some(seq))
+                })
+                .unwrap_or(false);
+            if more_parts {
+                return;
+            }
+        }
+        let delivery = Delivery {
+            state,
+            error: match state {
+                DeliveryState::Sent => None,
+                _ => item.last_error.clone(),
+            },
+            attempts: item.attempts,
+            at_ms: self.clock.now_ms(),
+        };
+        record_delivery(
+            self.store.as_ref(),
+            &self.events,
+            &item.target,
+            &item.queue,
+            seq,
+            delivery,
+        );
     }
 
     /// Run one worker per target until `stop` fires. Each wakes on new work or every second.
@@ -258,6 +328,64 @@ enum Step {
     Wait,
 }
 
+/// Write an agent message's new delivery state and announce it. A final state (sent,
+/// failed) is not taken back by a late `Queued`. Failures are logged: the message itself
+/// is safe, only its status line would be stale.
+pub fn record_delivery(
+    store: &dyn Store,
+    events: &Events,
+    channel: &str,
+    conversation: &str,
+    seq: u64,
+    delivery: Delivery,
+) {
+    let result = (|| -> StoreResult<bool> {
+        let Some(mut m) = store.message(channel, conversation, seq)? else {
+            return Ok(false);
+        };
+        let settled = m
+            .delivery
+            .as_ref()
+            .is_some_and(|d| d.state != DeliveryState::Queued);
+        if settled && delivery.state == DeliveryState::Queued {
+            return Ok(false);
+        }
+        m.delivery = Some(delivery);
+        store.append_message(channel, conversation, &m)?;
+        Ok(true)
+    })();
+    match result {
+        Ok(true) => events.publish(EventKind::Delivery, channel, conversation, Some(seq), None),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, channel, "delivery state not recorded"),
+    }
+}
+
+/// The web widget fetched `m`: an agent message still queued is delivered now (the web
+/// channel has no outbox; the widget fetching it is the confirmation).
+pub fn fetched_by_widget(
+    store: &dyn Store,
+    events: &Events,
+    channel: &str,
+    conversation: &str,
+    m: &crate::store::Message,
+    now_ms: u64,
+) {
+    let queued = m
+        .delivery
+        .as_ref()
+        .is_some_and(|d| d.state == DeliveryState::Queued);
+    if m.role == crate::store::Role::Agent && queued {
+        let sent = Delivery {
+            state: DeliveryState::Sent,
+            error: None,
+            attempts: 0,
+            at_ms: now_ms,
+        };
+        record_delivery(store, events, channel, conversation, m.seq, sent);
+    }
+}
+
 /// A notice for a `[[notify]]` robot: the body is the plain text; the robot's sender wraps
 /// it in its platform's JSON (and splits it) when it sends.
 pub fn notify_calls(text: &str) -> Vec<Call> {
@@ -287,12 +415,14 @@ pub fn build_senders(
                 store.clone(),
                 clock.clone(),
             )),
-            ChannelConfig::DingTalk(d) => Arc::new(dingtalk::DingTalkSender::new(
-                d,
-                http.clone(),
-                store.clone(),
-                clock.clone(),
-            )),
+            ChannelConfig::DingTalk(d) => Arc::new(
+                dingtalk::DingTalkSender::new(d, http.clone(), store.clone(), clock.clone())
+                    .with_webhook_hosts(
+                        adapters::HostAllowlist::new(d.webhook_hosts(&config.server)).map_err(
+                            |e| anyhow::anyhow!("channel {}: allowed_webhook_hosts: {e}", d.name),
+                        )?,
+                    ),
+            ),
         };
         out.insert(c.name().to_string(), s);
     }

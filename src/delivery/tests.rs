@@ -153,3 +153,84 @@ async fn a_fallback_in_parts_sends_every_part_in_order() {
     );
     assert_eq!(store.outbox_len().unwrap(), 0);
 }
+
+/// An agent message in conversation `c1` of target `t`, with its delivery `queued`.
+fn agent_message(store: &Arc<dyn Store>, seq: u64) {
+    let mut m = crate::store::Message::new(seq, crate::store::Role::Agent, "hi", 1);
+    m.delivery = Some(Delivery::queued(1));
+    store.append_message("t", "c1", &m).unwrap();
+}
+
+fn delivery(store: &Arc<dyn Store>, seq: u64) -> Delivery {
+    store
+        .message("t", "c1", seq)
+        .unwrap()
+        .unwrap()
+        .delivery
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_message_is_sent_when_its_last_part_is() {
+    let (o, _, _, store) = outbox(vec![Ok(()), Err(SendError::Retry("HTTP 503".into()))]);
+    let events = Arc::new(Events::new());
+    let o = Arc::new(
+        Arc::try_unwrap(o)
+            .ok()
+            .expect("one owner")
+            .with_events(events.clone()),
+    );
+    let mut feed = events.subscribe();
+    agent_message(&store, 7);
+    o.enqueue_message(
+        "t",
+        "c1",
+        Some(7),
+        vec![(call("part 1"), vec![]), (call("part 2"), vec![])],
+    )
+    .unwrap();
+    o.drain_target("t").await;
+    let d = delivery(&store, 7);
+    assert_eq!(d.state, DeliveryState::Queued, "part 2 waits");
+    assert_eq!(
+        (d.attempts, d.error.as_deref()),
+        (1, Some("retry: HTTP 503"))
+    );
+    assert_eq!(feed.recv().await.unwrap().kind, EventKind::Delivery);
+    o.drain_target("t").await; // not due yet
+    assert_eq!(delivery(&store, 7).state, DeliveryState::Queued);
+}
+
+#[tokio::test]
+async fn an_agent_message_is_sent_or_failed_with_the_reason() {
+    let (o, _, clock, store) = outbox(vec![
+        Err(SendError::Retry("HTTP 502".into())),
+        Ok(()),
+        Err(SendError::Permanent("errcode 81013: user not found".into())),
+    ]);
+    agent_message(&store, 1);
+    agent_message(&store, 2);
+    o.enqueue_message("t", "c1", Some(1), vec![(call("a"), vec![])])
+        .unwrap();
+    o.drain_target("t").await;
+    clock.advance(backoff(1));
+    o.drain_target("t").await;
+    let d = delivery(&store, 1);
+    assert_eq!((d.state, d.error), (DeliveryState::Sent, None));
+    o.enqueue_message("t", "c1", Some(2), vec![(call("b"), vec![])])
+        .unwrap();
+    o.drain_target("t").await;
+    let d = delivery(&store, 2);
+    assert_eq!(d.state, DeliveryState::Failed);
+    assert_eq!(d.error.as_deref(), Some("errcode 81013: user not found"));
+    // A late "queued" does not take a final state back.
+    record_delivery(
+        store.as_ref(),
+        &Events::new(),
+        "t",
+        "c1",
+        1,
+        Delivery::queued(9),
+    );
+    assert_eq!(delivery(&store, 1).state, DeliveryState::Sent);
+}

@@ -505,6 +505,7 @@ mod tests {
             api_base: format!("{base}/"),
             markdown: false,
             greet_on_enter: true,
+            timestamp_window_ms: crate::config::DEFAULT_WECOM_TIMESTAMP_WINDOW_MS,
         }
     }
 

@@ -56,6 +56,16 @@ pub enum Urgency {
     Low,
 }
 
+impl Urgency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::High => "high",
+            Urgency::Medium => "medium",
+            Urgency::Low => "low",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sentiment {
@@ -63,6 +73,17 @@ pub enum Sentiment {
     Neutral,
     Negative,
     VeryNegative,
+}
+
+impl Sentiment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sentiment::Positive => "positive",
+            Sentiment::Neutral => "neutral",
+            Sentiment::Negative => "negative",
+            Sentiment::VeryNegative => "very_negative",
+        }
+    }
 }
 
 /// The seed's intent JSON.

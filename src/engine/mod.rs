@@ -6,9 +6,11 @@
 //! (a per-conversation lock), different conversations concurrently.
 
 pub mod actions;
+mod agent_side;
 pub mod flow;
 pub mod handoff;
 pub mod intent;
+mod limit;
 pub mod llm_intent;
 mod locks;
 pub mod quality;
@@ -28,11 +30,12 @@ use self::intent::{Intent, IntentClassifier, IntentKind, Sentiment, SmallTalk, U
 use self::quality::{Quality, Verdict};
 use crate::clock::Clock;
 use crate::config::{Config, OtherRoute};
+use crate::events::{EventKind, Events};
 use crate::knowledge::Hit;
 use crate::metrics::Metrics;
 use crate::providers::{GenerateRequest, Generator};
 use crate::store::{
-    Conversation, FlowStage, Handoff, Message, Role, SourceRecord, Store, StoreError,
+    Conversation, FlowStage, Handoff, HandoffCard, Message, Role, SourceRecord, Store, StoreError,
 };
 use crate::text::looks_chinese;
 
@@ -82,6 +85,7 @@ pub struct Engine {
     rules: HandoffRules,
     quality: Quality,
     locks: locks::ConversationLocks,
+    events: Arc<Events>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,12 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("unknown conversation")]
     UnknownConversation,
+    /// Another agent owns the conversation (their id).
+    #[error("claimed by {0}")]
+    ClaimedBy(String),
+    /// The bot owns the conversation: there is nothing to claim, release or close.
+    #[error("the conversation is not handed off")]
+    NotHandedOff,
 }
 
 /// A draft of the reply while the route is decided.
@@ -127,8 +137,14 @@ impl Engine {
             rules: HandoffRules::new(&p.config.handoff)?,
             quality: Quality::new(&p.config.quality)?,
             locks: locks::ConversationLocks::default(),
+            events: Arc::new(Events::new()),
             p,
         })
+    }
+
+    /// The feed of conversation changes (handoffs, agent actions, deliveries) agents watch.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -186,23 +202,25 @@ impl Engine {
             }
         };
         let user_seq = conv.take_seq();
-        store.append_message(
-            &m.channel,
-            &m.conversation,
-            &Message {
-                seq: user_seq,
-                role: Role::User,
-                text: if matches!(m.content, ContentKind::Event(_)) {
-                    format!("[event] {}", text)
-                } else {
-                    text.clone()
-                },
-                at_ms: m.sent_at_ms.max(1).min(now.max(1)),
-                platform_id: Some(m.id.clone()),
-                intent: None,
-                sources: vec![],
+        let mut user_msg = Message::new(
+            user_seq,
+            Role::User,
+            if matches!(m.content, ContentKind::Event(_)) {
+                format!("[event] {}", text)
+            } else {
+                text.clone()
             },
-        )?;
+            m.sent_at_ms.max(1).min(now.max(1)),
+        );
+        user_msg.platform_id = Some(m.id.clone());
+        store.append_message(&m.channel, &m.conversation, &user_msg)?;
+        // Stored whole above; every channel's engine reads at most max_message_chars.
+        let text = limit::for_engine(
+            text,
+            self.p.config.server.max_message_chars,
+            &m.channel,
+            &self.p.metrics,
+        );
 
         let is_text =
             matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(&m);
@@ -224,8 +242,15 @@ impl Engine {
         let flow_before = conv.flow.clone();
 
         if conv.handed_off() {
-            // A human owns the conversation: store, say nothing.
+            // A human owns the conversation: store, say nothing, tell the agents.
             store.save_conversation(&conv)?;
+            self.events.publish(
+                EventKind::Message,
+                &m.channel,
+                &m.conversation,
+                Some(user_seq),
+                None,
+            );
             let reason = conv.handoff.as_ref().map(|h| h.reason.clone());
             self.count_turn(&m.channel, &intent, started);
             return Ok(Turn {
@@ -295,13 +320,18 @@ impl Engine {
                 .or(flow_before.as_ref())
                 .map(|f| f.kind.as_str())
                 .unwrap_or(intent.intent.as_str());
-            conv.handoff = Some(Handoff {
-                active: true,
-                reason: reason.as_str().to_string(),
-                summary: handoff::summary(reason, wants, &intent, order.as_deref(), &recent),
-                since_ms: now,
-                agent: None,
-            });
+            let card = HandoffCard {
+                intent: wants.to_string(),
+                urgency: intent.urgency.as_str().to_string(),
+                sentiment: intent.sentiment.as_str().to_string(),
+                order: order.clone(),
+            };
+            conv.handoff = Some(Handoff::start(
+                reason.as_str(),
+                handoff::summary(reason, wants, &intent, order.as_deref(), &recent),
+                card,
+                now,
+            ));
             conv.flow = None;
             conv.unresolved_turns = 0;
             let transfer = self.transfer_message(zh);
@@ -323,20 +353,20 @@ impl Engine {
         }
 
         let seq = conv.take_seq();
-        store.append_message(
-            &m.channel,
-            &m.conversation,
-            &Message {
-                seq,
-                role: Role::Bot,
-                text: draft.reply.clone(),
-                at_ms: now,
-                platform_id: None,
-                intent: Some(intent.intent.as_str().to_string()),
-                sources: draft.sources.clone(),
-            },
-        )?;
+        let mut bot_msg = Message::new(seq, Role::Bot, draft.reply.clone(), now);
+        bot_msg.intent = Some(intent.intent.as_str().to_string());
+        bot_msg.sources = draft.sources.clone();
+        store.append_message(&m.channel, &m.conversation, &bot_msg)?;
         store.save_conversation(&conv)?;
+        if handoff_started {
+            self.events.publish(
+                EventKind::Handoff,
+                &m.channel,
+                &m.conversation,
+                Some(seq),
+                None,
+            );
+        }
         self.count_turn(&m.channel, &intent, started);
         debug!(
             route = draft.route,
@@ -687,75 +717,6 @@ impl Engine {
             d.resolved = false;
         }
         d
-    }
-
-    /// An agent writes to the customer. Returns the stored message.
-    pub async fn agent_reply(
-        &self,
-        channel: &str,
-        conversation: &str,
-        text: &str,
-        agent: Option<&str>,
-    ) -> Result<(Message, Conversation), EngineError> {
-        let lock = self.locks.get(channel, conversation);
-        let _g = lock.lock().await;
-        let now = self.p.clock.now_ms();
-        let mut conv = self
-            .p
-            .store
-            .conversation(channel, conversation)?
-            .ok_or(EngineError::UnknownConversation)?;
-        if let (Some(h), Some(a)) = (conv.handoff.as_mut(), agent) {
-            h.agent = Some(a.to_string());
-        }
-        let msg = Message {
-            seq: conv.take_seq(),
-            role: Role::Agent,
-            text: text.to_string(),
-            at_ms: now,
-            platform_id: None,
-            intent: None,
-            sources: vec![],
-        };
-        conv.updated_ms = now;
-        self.p.store.append_message(channel, conversation, &msg)?;
-        self.p.store.save_conversation(&conv)?;
-        Ok((msg, conv))
-    }
-
-    /// The agent hands the conversation back to the bot.
-    pub async fn release(
-        &self,
-        channel: &str,
-        conversation: &str,
-    ) -> Result<Conversation, EngineError> {
-        let lock = self.locks.get(channel, conversation);
-        let _g = lock.lock().await;
-        let mut conv = self
-            .p
-            .store
-            .conversation(channel, conversation)?
-            .ok_or(EngineError::UnknownConversation)?;
-        if let Some(h) = conv.handoff.as_mut() {
-            h.active = false;
-        }
-        conv.unresolved_turns = 0;
-        let seq = conv.take_seq();
-        self.p.store.append_message(
-            channel,
-            conversation,
-            &Message {
-                seq,
-                role: Role::System,
-                text: "handed back to the bot".into(),
-                at_ms: self.p.clock.now_ms(),
-                platform_id: None,
-                intent: None,
-                sources: vec![],
-            },
-        )?;
-        self.p.store.save_conversation(&conv)?;
-        Ok(conv)
     }
 }
 

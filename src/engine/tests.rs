@@ -300,20 +300,179 @@ async fn generator_failure_falls_back_to_builtin() {
 async fn agent_reply_and_release() {
     let e = engine();
     say(&e, "s", "转人工").await;
-    let (m, _) = e
+    let (m, conv) = e
         .engine
         .agent_reply("site", "s", "Hi, I'm Li from support.", Some("li"))
         .await
         .unwrap();
     assert_eq!(m.role, Role::Agent);
-    e.engine.release("site", "s").await.unwrap();
+    assert_eq!(m.agent.as_deref(), Some("li"));
+    assert_eq!(
+        m.delivery.as_ref().map(|d| d.state),
+        Some(crate::store::DeliveryState::Queued)
+    );
+    let h = conv.handoff.unwrap();
+    assert_eq!(
+        h.agent.as_deref(),
+        Some("li"),
+        "writing claims an unclaimed handoff"
+    );
+    assert!(h.first_reply_ms.is_some());
+    e.engine.release("site", "s", Some("li")).await.unwrap();
     let t = say(&e, "s", "How do I reset my password?").await;
     assert_eq!(t.route, "knowledge");
-    assert!(e
-        .engine
-        .agent_reply("site", "nobody", "x", None)
+    assert!(matches!(
+        e.engine.agent_reply("site", "nobody", "x", None).await,
+        Err(EngineError::UnknownConversation)
+    ));
+    assert!(matches!(
+        e.engine.release("site", "s", None).await,
+        Err(EngineError::NotHandedOff)
+    ));
+    assert!(
+        matches!(
+            e.engine.agent_reply("site", "s", "hi", Some("li")).await,
+            Err(EngineError::NotHandedOff)
+        ),
+        "an agent writes in handed-off conversations only"
+    );
+    e.engine
+        .agent_reply("site", "s", "A note from the CRM.", None)
         .await
-        .is_err());
+        .expect("automation may write anywhere");
+}
+
+#[tokio::test]
+async fn exactly_one_of_racing_claims_wins() {
+    let e = engine();
+    say(&e, "s", "talk to a human").await;
+    let mut tasks = Vec::new();
+    for agent in ["dana", "lei", "mo", "kai"] {
+        let engine = e.engine.clone();
+        tasks.push(tokio::spawn(async move {
+            (agent, engine.claim("site", "s", agent).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut told = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (agent, Ok(_)) => winners.push(agent),
+            (_, Err(EngineError::ClaimedBy(owner))) => told.push(owner),
+            (_, Err(other)) => panic!("{other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(told.len(), 3);
+    assert!(
+        told.iter().all(|o| o == winners[0]),
+        "the losers learn who won"
+    );
+    let conv = e.store.conversation("site", "s").unwrap().unwrap();
+    assert_eq!(conv.handoff.unwrap().agent.as_deref(), Some(winners[0]));
+    // Claiming again is harmless; the others cannot write, release or close.
+    e.engine.claim("site", "s", winners[0]).await.unwrap();
+    let other = if winners[0] == "dana" { "lei" } else { "dana" };
+    assert!(matches!(
+        e.engine.agent_reply("site", "s", "hi", Some(other)).await,
+        Err(EngineError::ClaimedBy(_))
+    ));
+    assert!(matches!(
+        e.engine.release("site", "s", Some(other)).await,
+        Err(EngineError::ClaimedBy(_))
+    ));
+    assert!(matches!(
+        e.engine.close("site", "s", Some(other), "done").await,
+        Err(EngineError::ClaimedBy(_))
+    ));
+    let claims: Vec<_> = e
+        .store
+        .messages("site", "s", 0, 50)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.action.as_deref() == Some("claimed"))
+        .collect();
+    assert_eq!(claims.len(), 1, "one claim note");
+}
+
+#[tokio::test]
+async fn a_handoff_carries_its_card_and_events_tell_the_agents() {
+    let e = engine();
+    let mut feed = e.engine.events().subscribe();
+    say(&e, "s", "I want a refund for order 12345678").await;
+    say(&e, "s", "转人工").await;
+    let h = e
+        .store
+        .conversation("site", "s")
+        .unwrap()
+        .unwrap()
+        .handoff
+        .unwrap();
+    assert_eq!(h.reason, "human_requested");
+    assert_eq!(h.card.intent, "refund", "the flow underway");
+    assert_eq!(h.card.order.as_deref(), Some("12345678"));
+    assert!(!h.card.urgency.is_empty() && !h.card.sentiment.is_empty());
+    let started = feed.recv().await.unwrap();
+    assert_eq!(started.kind, crate::events::EventKind::Handoff);
+    assert_eq!(
+        (started.channel.as_str(), started.conversation.as_str()),
+        ("site", "s")
+    );
+
+    say(&e, "s", "hello? anyone?").await;
+    assert_eq!(
+        feed.recv().await.unwrap().kind,
+        crate::events::EventKind::Message
+    );
+
+    e.clock.advance(std::time::Duration::from_secs(90));
+    e.engine.claim("site", "s", "dana").await.unwrap();
+    assert_eq!(
+        feed.recv().await.unwrap().kind,
+        crate::events::EventKind::Claimed
+    );
+    e.engine
+        .agent_reply("site", "s", "Hello, Dana here.", Some("dana"))
+        .await
+        .unwrap();
+    let reply = feed.recv().await.unwrap();
+    assert_eq!(
+        (reply.kind, reply.agent.as_deref()),
+        (crate::events::EventKind::Reply, Some("dana"))
+    );
+    let first = e.metrics.first_reply_summary();
+    assert_eq!(first.count, 1);
+    assert!(first.median_s.unwrap() >= 90.0, "{first:?}");
+    e.engine
+        .agent_reply("site", "s", "Your refund is on its way.", Some("dana"))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.metrics.first_reply_summary().count,
+        1,
+        "only the first reply counts"
+    );
+
+    e.engine
+        .close("site", "s", Some("dana"), "refunded order 12345678")
+        .await
+        .unwrap();
+    let conv = e.store.conversation("site", "s").unwrap().unwrap();
+    let end = conv.handoff.unwrap().ended.unwrap();
+    assert_eq!(end.how, crate::store::HandoffEndKind::Closed);
+    assert_eq!(end.note.as_deref(), Some("refunded order 12345678"));
+    let last = e.store.messages_before("site", "s", u64::MAX, 1).unwrap();
+    assert_eq!(last[0].action.as_deref(), Some("closed"));
+    assert_eq!(last[0].text, "refunded order 12345678");
+    assert!(e.store.handed_off().unwrap().is_empty());
+    assert_eq!(
+        e.metrics
+            .get("kefu_handoffs_ended_total", &[("how", "closed")]),
+        1
+    );
+    // The bot answers again.
+    let t = say(&e, "s", "How do I reset my password?").await;
+    assert_eq!(t.route, "knowledge");
 }
 
 #[tokio::test]

@@ -90,41 +90,59 @@ pub struct Bm25 {
     unit_norm: Vec<f32>,
 }
 
-impl Bm25 {
-    /// `units[i]` = the (term, tf) list of unit `i`.
-    pub fn build(units: &[Vec<(String, u32)>], params: Bm25Params) -> Self {
-        let mut vocab: HashMap<u64, u32> = HashMap::new();
-        let mut terms_of: Vec<Box<str>> = Vec::new();
-        let mut postings: Vec<Vec<(u32, u16)>> = Vec::new();
-        let mut unit_len = Vec::with_capacity(units.len());
-        for (u, terms) in units.iter().enumerate() {
-            let mut len = 0u32;
-            for (term, tf) in terms {
-                let id = match lookup(&vocab, &terms_of, term) {
-                    Some(id) => id,
-                    None => {
-                        let id = terms_of.len() as u32;
-                        // A hash collision between two terms: the later one stays unindexed
-                        // (astronomically rare with 64 bits; never wrong, only missed).
-                        vocab.entry(hash(term)).or_insert(id);
-                        terms_of.push(term.as_str().into());
-                        postings.push(Vec::new());
-                        id
-                    }
-                };
-                postings[id as usize].push((u as u32, (*tf).min(u16::MAX as u32) as u16));
-                len = len.saturating_add(*tf);
-            }
-            unit_len.push(len as f32);
+/// Builds a [`Bm25`] one unit at a time, so an index of many units never holds more than
+/// one unit's term strings besides the vocabulary (loading 10k FAQ entries held ~60 MB of
+/// per-occurrence strings otherwise).
+#[derive(Default)]
+pub struct Bm25Builder {
+    vocab: HashMap<u64, u32>,
+    terms: Vec<Box<str>>,
+    postings: Vec<Vec<(u32, u16)>>,
+    unit_len: Vec<f32>,
+}
+
+impl Bm25Builder {
+    /// Add the next unit: its (term, tf) list.
+    pub fn add_unit<'a>(&mut self, terms: impl IntoIterator<Item = (&'a str, u32)>) {
+        let u = self.unit_len.len() as u32;
+        let mut len = 0u32;
+        for (term, tf) in terms {
+            let id = match lookup(&self.vocab, &self.terms, term) {
+                Some(id) => id,
+                None => {
+                    let id = self.terms.len() as u32;
+                    // A hash collision between two terms: the later one stays unindexed
+                    // (astronomically rare with 64 bits; never wrong, only missed).
+                    self.vocab.entry(hash(term)).or_insert(id);
+                    self.terms.push(term.into());
+                    self.postings.push(Vec::new());
+                    id
+                }
+            };
+            self.postings[id as usize].push((u, tf.min(u16::MAX as u32) as u16));
+            len = len.saturating_add(tf);
         }
-        let n = units.len() as f32;
+        self.unit_len.push(len as f32);
+    }
+
+    pub fn finish(self, params: Bm25Params) -> Bm25 {
+        let Bm25Builder {
+            vocab,
+            terms: terms_of,
+            mut postings,
+            unit_len,
+        } = self;
+        for p in &mut postings {
+            p.shrink_to_fit();
+        }
+        let n = unit_len.len() as f32;
         let idf = postings.iter().map(|p| idf(n, p.len() as f32)).collect();
-        let avg_len = if units.is_empty() {
+        let avg_len = if unit_len.is_empty() {
             1.0
         } else {
             (unit_len.iter().sum::<f32>() / n).max(1.0)
         };
-        let Bm25Params { k1, b, .. } = params;
+        let Bm25Params { k1, b } = params;
         let unit_norm = unit_len
             .iter()
             .map(|len| k1 * (1.0 - b + b * len / avg_len))
@@ -137,7 +155,7 @@ impl Bm25 {
                 }
             }
         }
-        Self {
+        Bm25 {
             vocab,
             terms: terms_of,
             fuzzy,
@@ -145,6 +163,17 @@ impl Bm25 {
             idf,
             unit_norm,
         }
+    }
+}
+
+impl Bm25 {
+    /// `units[i]` = the (term, tf) list of unit `i`.
+    pub fn build(units: &[Vec<(String, u32)>], params: Bm25Params) -> Self {
+        let mut b = Bm25Builder::default();
+        for u in units {
+            b.add_unit(u.iter().map(|(t, tf)| (t.as_str(), *tf)));
+        }
+        b.finish(params)
     }
 
     /// Does any unit contain `term` (or, for a long Latin word, a one-typo spelling of it)?

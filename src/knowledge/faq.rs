@@ -264,4 +264,50 @@ mod tests {
         );
         assert!(f.chunks.is_empty());
     }
+
+    /// One FAQ entry as an operator would write it: trimmed, non-empty texts without line
+    /// breaks; alternates without `|` (the CSV separator).
+    fn entry() -> impl proptest::strategy::Strategy<Value = (String, String, Vec<String>)> {
+        use proptest::prelude::*;
+        let text = "[^\\p{C}|]{1,40}"
+            .prop_map(|s: String| s.trim().to_string())
+            .prop_filter("non-empty", |s| !s.is_empty());
+        (
+            text.clone(),
+            text.clone(),
+            proptest::collection::vec(text, 0..3),
+        )
+    }
+
+    proptest::proptest! {
+        /// Entries written as JSONL and as CSV load back as the same chunks, in order.
+        #[test]
+        fn jsonl_and_csv_round_trip(entries in proptest::collection::vec(entry(), 1..8)) {
+            let mut jsonl = String::new();
+            let mut csv_out = csv::Writer::from_writer(Vec::new());
+            csv_out.write_record(["id", "question", "answer", "alternates"]).unwrap();
+            for (i, (q, a, alts)) in entries.iter().enumerate() {
+                let id = format!("e{i}");
+                jsonl.push_str(&serde_json::json!({"id": id, "question": q, "answer": a, "alternates": alts}).to_string());
+                jsonl.push('\n');
+                csv_out.write_record([id.as_str(), q, a, &alts.join("|")]).unwrap();
+            }
+            let csv_bytes = csv_out.into_inner().unwrap();
+            for f in [
+                parse_jsonl("faq/x.jsonl", "faq", jsonl.as_bytes()),
+                parse_csv("faq/x.jsonl", "faq", &csv_bytes),
+            ] {
+                proptest::prop_assert!(f.problems.is_empty(), "{:?}", f.problems);
+                proptest::prop_assert_eq!(f.chunks.len(), entries.len());
+                for (i, (c, (q, a, alts))) in f.chunks.iter().zip(&entries).enumerate() {
+                    proptest::prop_assert_eq!(&c.source, &format!("faq/x.jsonl#e{i}"));
+                    proptest::prop_assert_eq!(&c.title, q);
+                    proptest::prop_assert_eq!(&c.text, a);
+                    let mut want = vec![q.clone()];
+                    want.extend(alts.iter().cloned());
+                    proptest::prop_assert_eq!(&c.match_texts, &want);
+                }
+            }
+        }
+    }
 }

@@ -19,12 +19,13 @@
 //! successful ingest. The inverted BM25 lists are rebuilt in memory at open from the stored
 //! per-chunk term counts (no tokenizing at open).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use super::bm25::{Bm25, Bm25Params};
+use super::bm25::{Bm25Builder, Bm25Params};
 use super::load::{ChunkKind, Problem};
 use super::search::{ChunkRecord, Snapshot};
 use super::vectors::{self, Matrix};
@@ -149,24 +150,29 @@ impl Trees {
     /// generation in force is not affected.
     pub fn write_doc(&self, d: &NewDoc) -> anyhow::Result<()> {
         let key = doc_key(&d.id)?;
-        let (mut chunks, mut vecs, mut posts) = (
-            sled::Batch::default(),
-            sled::Batch::default(),
-            sled::Batch::default(),
-        );
-        for (n, c) in d.chunks.iter().enumerate() {
-            let ck = chunk_key(&key, n as u32);
-            chunks.insert(ck.clone(), serde_json::to_vec(c)?);
-            for (u, v) in d.vectors[n].iter().enumerate() {
-                let mut vk = ck.clone();
-                vk.extend_from_slice(&(u as u16).to_be_bytes());
-                vecs.insert(vk, v.as_slice());
+        // In batches of a few hundred chunks: one sled batch for a 10k-entry FAQ file held
+        // its whole payload in sled's write buffers at once (ingest peaked near 1 GB).
+        const CHUNKS_PER_BATCH: usize = 256;
+        for start in (0..d.chunks.len()).step_by(CHUNKS_PER_BATCH) {
+            let (mut chunks, mut vecs, mut posts) = (
+                sled::Batch::default(),
+                sled::Batch::default(),
+                sled::Batch::default(),
+            );
+            for n in start..(start + CHUNKS_PER_BATCH).min(d.chunks.len()) {
+                let ck = chunk_key(&key, n as u32);
+                chunks.insert(ck.clone(), serde_json::to_vec(&d.chunks[n])?);
+                for (u, v) in d.vectors[n].iter().enumerate() {
+                    let mut vk = ck.clone();
+                    vk.extend_from_slice(&(u as u16).to_be_bytes());
+                    vecs.insert(vk, v.as_slice());
+                }
+                posts.insert(ck, serde_json::to_vec(&d.postings[n])?);
             }
-            posts.insert(ck, serde_json::to_vec(&d.postings[n])?);
+            self.chunks.apply_batch(chunks)?;
+            self.vectors.apply_batch(vecs)?;
+            self.postings.apply_batch(posts)?;
         }
-        self.chunks.apply_batch(chunks)?;
-        self.vectors.apply_batch(vecs)?;
-        self.postings.apply_batch(posts)?;
         // The document record last: its presence says the document is complete.
         self.documents.insert(key, serde_json::to_vec(&d.record)?)?;
         Ok(())
@@ -235,8 +241,8 @@ impl Trees {
     ) -> anyhow::Result<Snapshot> {
         let mut snap = Snapshot::default();
         let mut matrix = vector_dim.map(Matrix::new);
-        let mut unit_terms = Vec::new();
-        let mut passage_terms = Vec::new();
+        let mut unit_terms = Bm25Builder::default();
+        let mut passage_terms = Bm25Builder::default();
         let mut seen = HashSet::new();
         for f in m.files.values() {
             // The same file reachable twice (overlapping roots) is indexed once.
@@ -255,12 +261,12 @@ impl Trees {
                         .get(&ck)?
                         .with_context(|| format!("missing chunk {n} of {}", f.source))?,
                 )?;
-                let terms: Vec<Vec<(String, u32)>> = serde_json::from_slice(
-                    &self
-                        .postings
-                        .get(&ck)?
-                        .with_context(|| format!("missing postings of {}", f.source))?,
-                )?;
+                let stored = self
+                    .postings
+                    .get(&ck)?
+                    .with_context(|| format!("missing postings of {}", f.source))?;
+                // Borrowed from the stored bytes where the JSON allows it.
+                let terms: Vec<Vec<(Cow<'_, str>, u32)>> = serde_json::from_slice(&stored)?;
                 if terms.len() != rec.units.len() {
                     anyhow::bail!("postings of {} do not match its units", f.source);
                 }
@@ -268,9 +274,10 @@ impl Trees {
                 // Vectors are stored for the embedded units only, numbered among them.
                 let mut row = 0u16;
                 for (kind, terms) in rec.units.iter().zip(terms) {
+                    let terms = terms.iter().map(|(t, tf)| (t.as_ref(), *tf));
                     if !kind.has_vector() {
                         snap.passage_chunk.push(c);
-                        passage_terms.push(terms);
+                        passage_terms.add_unit(terms);
                         continue;
                     }
                     if let Some(matrix) = matrix.as_mut() {
@@ -291,14 +298,14 @@ impl Trees {
                     snap.unit_chunk.push(c);
                     snap.unit_kind.push(*kind);
                     snap.unit_faq.push(rec.kind == ChunkKind::Faq);
-                    unit_terms.push(terms);
+                    unit_terms.add_unit(terms);
                 }
                 snap.chunk_lang.push(crate::text::Lang::of(&rec.text));
                 snap.chunks.push(rec);
             }
         }
-        snap.passages = Bm25::build(&passage_terms, bm25.clone());
-        snap.bm25 = Bm25::build(&unit_terms, bm25);
+        snap.passages = passage_terms.finish(bm25.clone());
+        snap.bm25 = unit_terms.finish(bm25);
         snap.vectors = matrix;
         Ok(snap)
     }

@@ -339,4 +339,32 @@ mod tests {
             .iter()
             .all(|p| p.chars().count() <= 1200));
     }
+
+    proptest::proptest! {
+        /// Sections written under headings load back as chunks carrying their heading and
+        /// their body, in order.
+        #[test]
+        fn sections_round_trip(
+            sections in proptest::collection::vec(
+                ("[A-Za-z退款][A-Za-z0-9 退款]{0,20}", "[a-z退款][a-z0-9 ,.退款]{0,200}"),
+                1..6,
+            )
+        ) {
+            let md: String = sections
+                .iter()
+                .map(|(h, body)| format!("## {h}\n\n{body}\n\n"))
+                .collect();
+            let f = parse("guides/x.md", "guides", md.as_bytes());
+            proptest::prop_assert!(f.problems.is_empty(), "{:?}", f.problems);
+            let kept: Vec<_> = sections
+                .iter()
+                .filter(|(_, b)| !b.trim().is_empty())
+                .collect();
+            proptest::prop_assert_eq!(f.chunks.len(), kept.len());
+            for (c, (h, body)) in f.chunks.iter().zip(kept) {
+                proptest::prop_assert_eq!(&c.heading_path, &vec![h.trim().to_string()]);
+                proptest::prop_assert_eq!(c.text.as_str(), body.trim());
+            }
+        }
+    }
 }

@@ -19,7 +19,7 @@ use super::error::read_body;
 use super::{ApiError, AppState};
 use crate::config::ChannelConfig;
 use crate::engine::Turn;
-use crate::store::{Conversation, SourceRecord};
+use crate::store::{Conversation, Role, SourceRecord};
 
 const MAX_SESSION_ID: usize = 128;
 
@@ -64,6 +64,9 @@ pub async fn post_chat(
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
     let turn = s.app.engine.handle(inbound).await?;
+    if turn.handoff_started {
+        super::platform::notify_agents(&s, &channel, &req.session_id);
+    }
     let wire = chat_turn(&req.session_id, &turn);
     if !streaming {
         return Ok(Json(wire).into_response());
@@ -92,15 +95,28 @@ pub async fn post_chat(
         .into_response())
 }
 
+/// Messages a history page holds by default, and at most.
+const HISTORY_PAGE: usize = 100;
+const MAX_HISTORY_PAGE: usize = 500;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
+    /// What came after this seq (the widget's poll while an agent writes), oldest first.
     #[serde(default)]
     after: u64,
+    /// The page before this seq (scrolling back); absent (and no `after`): the newest page.
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
     #[serde(default)]
     channel: Option<String>,
 }
 
+/// `GET /api/chat/{session_id}/messages`: what the customer sees of the conversation. Agent
+/// messages count as delivered once the widget has fetched them; system notes (an agent's
+/// claim, a resolution note) are for agents only.
 pub async fn history(
     State(s): State<AppState>,
     Path(session_id): Path<String>,
@@ -109,24 +125,53 @@ pub async fn history(
     let channel = web_channel(&s, q.channel.as_deref())?;
     check_session_id(&session_id)?;
     let conv = s.app.store.conversation(&channel, &session_id)?;
-    let messages = s
-        .app
-        .store
-        .messages(&channel, &session_id, q.after, 500)?
-        .into_iter()
-        .filter(|m| !m.text.is_empty())
-        .map(|m| HistoryMessage {
+    let limit = q.limit.unwrap_or(HISTORY_PAGE).clamp(1, MAX_HISTORY_PAGE);
+    let store = &s.app.store;
+    let (page, has_more) = if q.after > 0 {
+        (
+            store.messages(&channel, &session_id, q.after, limit)?,
+            false,
+        )
+    } else {
+        let mut page = store.messages_before(
+            &channel,
+            &session_id,
+            q.before.unwrap_or(u64::MAX),
+            limit + 1,
+        )?;
+        let more = page.len() > limit;
+        if more {
+            page.remove(0);
+        }
+        (page, more)
+    };
+    let now = s.app.clock.now_ms();
+    let mut messages = Vec::with_capacity(page.len());
+    for m in page {
+        if m.role == Role::System || m.text.is_empty() {
+            continue;
+        }
+        crate::delivery::fetched_by_widget(
+            store.as_ref(),
+            s.app.engine.events(),
+            &channel,
+            &session_id,
+            &m,
+            now,
+        );
+        messages.push(HistoryMessage {
             seq: m.seq,
             role: m.role.as_str().to_string(),
             text: m.text,
             at_ms: m.at_ms,
             sources: source_refs(&m.sources),
-        })
-        .collect();
+        });
+    }
     Ok(Json(History {
         session_id,
         messages,
         handoff: handoff_state(conv.as_ref()),
+        has_more,
     }))
 }
 

@@ -82,11 +82,23 @@ pub fn spawn_all(s: &AppState, stop: watch::Receiver<bool>) {
                 continue;
             }
         };
+        // The endpoint comes from DingTalk's answer, not from config: the same host rule
+        // as a sessionWebhook, plus the configured api_base's own host.
+        let endpoint_hosts =
+            adapters::HostAllowlist::new(d.webhook_hosts(&s.app.config.server)).unwrap_or_default();
+        let endpoint_hosts = match url::Url::parse(&d.api_base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+        {
+            Some(h) => endpoint_hosts.with_host(&h),
+            None => endpoint_hosts,
+        };
         let client = Client {
             state: s.clone(),
             name: d.name.clone(),
             api_base: d.api_base.trim_end_matches('/').to_string(),
             codec,
+            endpoint_hosts,
         };
         tokio::spawn(client.run(stop.clone()));
     }
@@ -108,6 +120,8 @@ struct Client {
     name: String,
     api_base: String,
     codec: DingTalk,
+    /// Hosts the gateway's WebSocket endpoint may be on.
+    endpoint_hosts: adapters::HostAllowlist,
 }
 
 impl Client {
@@ -162,6 +176,15 @@ impl Client {
             r = self.open() => r?,
             _ = stop.changed() => return Ok(End::Stopped),
         };
+        let ws_host = url::Url::parse(&endpoint.endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        if !self.endpoint_hosts.allows_host(&ws_host) {
+            return Err(format!(
+                "connections/open named an endpoint on `{ws_host}`, not on allowed_webhook_hosts or the api_base host"
+            ));
+        }
         let url = endpoint.websocket_url();
         let connect = tokio_tungstenite::connect_async(url.expose());
         let (mut ws, _) = tokio::select! {
@@ -204,6 +227,7 @@ impl Client {
                 if let Decoded::Message(m) = &decoded {
                     tracing::debug!(channel = %self.name, id = %m.id, "dingtalk stream message");
                 }
+                super::replay::warn_foreign_webhook(&self.state, &self.name, &decoded);
                 let _ = platform::accept(&self.state, &self.name, decoded);
             }
             Err(e) => {

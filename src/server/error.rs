@@ -21,6 +21,23 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Another agent owns the conversation (their id; the answer names them).
+    #[error("another agent has claimed this conversation: {0}")]
+    ClaimedBy(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Rate limited (`/api/chat`) or paused (console logins after wrong passwords):
+    /// `Retry-After` carries the whole seconds to wait.
+    #[error("{reason}; try again in {retry_after_s} s")]
+    TooManyRequests {
+        reason: &'static str,
+        retry_after_s: u64,
+    },
+    /// The request body stalled (server.idle_timeout_ms).
+    #[error("the request body stopped arriving")]
+    BodyTimeout,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -33,6 +50,10 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) | ApiError::ClaimedBy(_) => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -45,11 +66,18 @@ impl IntoResponse for ApiError {
             ApiError::BadSignature => tracing::warn!("callback refused: bad signature"),
             other => tracing::debug!(error = %other, "request refused"),
         }
-        (
-            self.status(),
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let ApiError::ClaimedBy(agent) = &self {
+            body["agent"] = serde_json::json!(agent);
+        }
+        let mut resp = (self.status(), Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after_s, .. } = self {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_s),
+            );
+        }
+        resp
     }
 }
 
@@ -76,14 +104,26 @@ impl From<crate::engine::EngineError> for ApiError {
             crate::engine::EngineError::UnknownConversation => {
                 ApiError::NotFound("unknown conversation".into())
             }
+            crate::engine::EngineError::ClaimedBy(agent) => ApiError::ClaimedBy(agent),
+            crate::engine::EngineError::NotHandedOff => {
+                ApiError::Conflict("the conversation is not handed off: the bot answers it".into())
+            }
             other => ApiError::Internal(other.into()),
         }
     }
 }
 
-/// Read a whole body, refusing more than `limit` bytes with 413.
+/// Read a whole body, refusing more than `limit` bytes with 413 and a body that stalls
+/// (the server's idle timeout) with 408.
 pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge(limit))
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<tower_http::timeout::TimeoutError>() {
+                return ApiError::BodyTimeout;
+            }
+            source = err.source();
+        }
+        ApiError::TooLarge(limit)
+    })
 }

@@ -1,14 +1,19 @@
 //! The HTTP face: axum routes that only translate HTTP to and from the engine and adapters.
 
 mod agent;
+mod agent_feed;
 mod chat;
+mod console;
 mod cors;
 pub mod dingtalk_stream;
 mod error;
+pub mod guard;
+pub mod listener;
 mod ops;
 pub mod platform;
+mod rate_limit;
+mod replay;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
@@ -26,29 +31,48 @@ pub struct AppState {
     pub app: Arc<App>,
     /// WeCom / DingTalk codecs, the outbox and per-conversation queues.
     pub platforms: Arc<platform::Platforms>,
+    /// Console logins: accounts, sessions, the wrong-password limiter.
+    pub agents: Arc<crate::agents::Agents>,
+    /// Turns true when the server starts shutting down: endless responses (the agents'
+    /// event stream) end then, so the graceful shutdown does not wait on them forever.
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
     pub fn new(app: App) -> anyhow::Result<Self> {
         let senders =
             crate::delivery::build_senders(&app.config, &app.http, &app.store, &app.clock)?;
-        let outbox = Arc::new(crate::delivery::Outbox::new(
-            app.store.clone(),
-            senders,
-            app.clock.clone(),
-            app.metrics.clone(),
-        ));
+        let outbox = Arc::new(
+            crate::delivery::Outbox::new(
+                app.store.clone(),
+                senders,
+                app.clock.clone(),
+                app.metrics.clone(),
+            )
+            .with_events(app.engine.events().clone()),
+        );
         let platforms = Arc::new(platform::Platforms::new(&app.config, outbox)?);
+        let agents = Arc::new(crate::agents::Agents::new(
+            &app.config,
+            app.store.clone(),
+            app.clock.clone(),
+        ));
         Ok(AppState {
             app: Arc::new(app),
             platforms,
+            agents,
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
         })
     }
 
-    /// Send an agent's message to the customer on the conversation's own channel. The web
-    /// widget polls the history, so web conversations need nothing more.
-    pub async fn deliver_agent_message(&self, conv: &crate::store::Conversation, text: &str) {
-        platform::deliver_agent_message(self, conv, text);
+    /// Send an agent's message to the customer on the conversation's own channel: through
+    /// the outbox for platforms; the web widget fetches it from the history.
+    pub fn deliver_agent_message(
+        &self,
+        conv: &crate::store::Conversation,
+        msg: &crate::store::Message,
+    ) {
+        platform::deliver_agent_message(self, conv, msg);
     }
 
     /// Start the background work: outbox workers, the inbox replay, DingTalk Stream clients.
@@ -62,42 +86,79 @@ impl AppState {
 
 /// The whole router. Tests call it with `oneshot`; `serve` binds it to a socket.
 pub fn router(state: AppState) -> Router {
+    let chat_limits = Arc::new(rate_limit::ChatLimiter::new(
+        &state.app.config.server,
+        state.app.clock.clone(),
+    ));
     let api = Router::new()
-        .route("/api/chat", post(chat::post_chat))
+        .route(
+            "/api/chat",
+            post(chat::post_chat).layer(axum::middleware::from_fn_with_state(
+                chat_limits,
+                rate_limit::chat,
+            )),
+        )
         .route("/api/chat/{session_id}/messages", get(chat::history))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::web_origin,
         ));
+    // The console page and its login: open to anyone (the login checks its own requests).
+    let console = Router::new()
+        .route("/agent", get(console::page))
+        .route("/agent/", get(console::page))
+        .route("/agent/console.js", get(console::script))
+        .route("/agent/console.css", get(console::stylesheet))
+        .route("/agent/api/login", post(console::login));
+    const CONV: &str = "/agent/api/conversations/{channel}/{conversation}";
     let agent = Router::new()
+        .route("/agent/api/session", get(console::session))
+        .route("/agent/api/logout", post(console::logout))
+        .route("/agent/api/events", get(agent_feed::events))
+        .route("/agent/api/stats", get(agent_feed::stats))
         .route("/agent/api/conversations", get(agent::queue))
-        .route(
-            "/agent/api/conversations/{channel}/{conversation}",
-            get(agent::conversation),
-        )
-        .route(
-            "/agent/api/conversations/{channel}/{conversation}/reply",
-            post(agent::reply),
-        )
-        .route(
-            "/agent/api/conversations/{channel}/{conversation}/release",
-            post(agent::release),
-        )
+        .route(CONV, get(agent::conversation))
+        .route(&format!("{CONV}/claim"), post(agent::claim))
+        .route(&format!("{CONV}/reply"), post(agent::reply))
+        .route(&format!("{CONV}/release"), post(agent::release))
+        .route(&format!("{CONV}/close"), post(agent::close))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            console::authorize_agent,
+        ));
+    let admin = Router::new()
         .route("/admin/reingest", post(ops::reingest))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            agent::authorize,
+            console::authorize_admin,
+        ));
+    // Before any credential check, over the agent API and the admin routes: another site's
+    // page changing something is refused (guard.rs). The loopback rules run where
+    // `console::caller` / `authorize_admin` grant loopback trust. The console page and its
+    // login are outside: the page is static, and the login checks its own requests.
+    let guarded = agent
+        .merge(admin)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::agent_routes,
         ));
     Router::new()
         .route("/", get(ops::demo_page))
         .route("/widget.js", get(ops::widget_js))
         .route("/widget.css", get(ops::widget_css))
         .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
+        .route(
+            "/metrics",
+            get(ops::metrics).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                guard::metrics_access,
+            )),
+        )
         .route("/wecom/{name}", get(platform::wecom).post(platform::wecom))
         .route("/dingtalk/{name}", post(platform::dingtalk))
         .merge(api)
-        .merge(agent)
+        .merge(console)
+        .merge(guarded)
         .fallback(ops::not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -112,13 +173,22 @@ pub async fn serve(state: AppState, listen: &str) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("kefu listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    let config = &state.app.config;
+    for w in guard::startup_warnings(&config.server, !config.agents.is_empty(), addr) {
+        tracing::warn!("{w}");
+    }
     let store = state.app.store.clone();
+    let closing = state.closing.clone();
+    let limits = listener::Limits::from_config(&state.app.config.server);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     state.start_background(stop_rx);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The listener stops accepting and waits for every connection to finish its request:
+    // `closing` ends the endless ones (the agents' event streams) first.
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = closing.send(true);
+    };
+    listener::serve(listener, router(state), limits, shutdown).await?;
     let _ = stop_tx.send(true);
     store.flush().ok();
     tracing::info!("stopped");
@@ -144,5 +214,7 @@ async fn shutdown_signal() {
     }
 }
 
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod tests;

@@ -70,7 +70,11 @@ impl Platforms {
                             encoding_aes_key: w.encoding_aes_key.clone(),
                         })
                         .map_err(|e| anyhow::anyhow!("channel {}: {e}", w.name))?
-                        .with_markdown(w.markdown),
+                        .with_markdown(w.markdown)
+                        .with_timestamp_window(
+                            (w.timestamp_window_ms > 0)
+                                .then(|| Duration::from_millis(w.timestamp_window_ms)),
+                        ),
                     )
                 }
                 ChannelConfig::DingTalk(d) => {
@@ -82,7 +86,17 @@ impl Platforms {
                             app_secret: d.app_secret.clone(),
                             robot_code: d.robot_code.clone(),
                         })
-                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?,
+                        .map_err(|e| anyhow::anyhow!("channel {}: {e}", d.name))?
+                        .with_webhook_hosts(
+                            adapters::HostAllowlist::new(d.webhook_hosts(&config.server)).map_err(
+                                |e| {
+                                    anyhow::anyhow!(
+                                        "channel {}: allowed_webhook_hosts: {e}",
+                                        d.name
+                                    )
+                                },
+                            )?,
+                        ),
                     )
                 }
             };
@@ -146,6 +160,10 @@ async fn callback(
             return Err(e.into());
         }
     };
+    if kind == ChannelKind::DingTalk {
+        super::replay::dingtalk_signature_once(&s, &name, req.headers(), &decoded)?;
+        super::replay::warn_foreign_webhook(&s, &name, &decoded);
+    }
     Ok(accept(&s, &name, decoded))
 }
 
@@ -266,13 +284,15 @@ async fn handle(s: &AppState, key: String, m: Inbound) {
 /// Queue the turn's reply on the customer's channel, and alert agents on a new handoff.
 pub fn deliver_turn(s: &AppState, m: &Inbound, turn: &Turn) {
     if !turn.reply.is_empty() {
-        send_text(
+        // Failures are logged where they happen; the customer's message stays stored.
+        let _ = send_text(
             s,
             &m.channel,
             &m.conversation,
             &m.user,
             &m.route,
             &turn.reply,
+            None,
         );
     }
     if turn.handoff_started {
@@ -280,6 +300,8 @@ pub fn deliver_turn(s: &AppState, m: &Inbound, turn: &Turn) {
     }
 }
 
+/// Queue `text` for the customer on their channel; `message` is the agent message it
+/// delivers, if any. `Err` says why it cannot go out.
 fn send_text(
     s: &AppState,
     channel: &str,
@@ -287,9 +309,10 @@ fn send_text(
     user: &adapters::UserRef,
     route: &std::collections::BTreeMap<String, String>,
     text: &str,
-) {
+    message: Option<u64>,
+) -> Result<(), String> {
     let Some(ch) = s.platforms.channels.get(channel) else {
-        return;
+        return Err(format!("channel {channel} has no way to send messages"));
     };
     let out = Outbound {
         channel: channel.to_string(),
@@ -309,16 +332,24 @@ fn send_text(
                     (c, fb)
                 })
                 .collect();
-            if let Err(e) = s.platforms.outbox.enqueue(channel, conversation, calls) {
-                tracing::error!(error = %e, "outbox write failed; reply lost");
-            }
+            s.platforms
+                .outbox
+                .enqueue_message(channel, conversation, message, calls)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "outbox write failed; reply lost");
+                    "the outbox could not store it".to_string()
+                })
         }
-        Err(e) => tracing::error!(error = %e, channel, "reply cannot be encoded"),
+        Err(e) => {
+            tracing::error!(error = %e, channel, "reply cannot be encoded");
+            Err(format!("cannot be encoded for {channel}: {e}"))
+        }
     }
 }
 
-/// Post the handoff summary to every `handoff.notify` target.
-fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
+/// Post the handoff summary to every `handoff.notify` target, with a link that opens the
+/// conversation in the agent console when `server.public_url` is set.
+pub fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
     let targets = &s.app.config.handoff.notify;
     if targets.is_empty() {
         return;
@@ -330,10 +361,13 @@ fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
     let Some(h) = conv.handoff.as_ref() else {
         return;
     };
-    let text = format!(
+    let mut text = format!(
         "[kefu] conversation {channel}/{conversation} needs a human ({})\n{}",
         h.reason, h.summary
     );
+    if let Some(link) = console_link(s, channel, conversation) {
+        text.push_str(&format!("\n{link}"));
+    }
     for t in targets {
         let calls = crate::delivery::notify_calls(&text);
         if let Err(e) = s.platforms.outbox.enqueue(
@@ -346,16 +380,62 @@ fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
     }
 }
 
-/// An agent's message goes to the customer through the conversation's channel.
-pub fn deliver_agent_message(s: &AppState, conv: &Conversation, text: &str) {
-    send_text(
+/// `{server.public_url}/agent#/c/{channel}/{conversation}`, the console's deep link.
+pub fn console_link(s: &AppState, channel: &str, conversation: &str) -> Option<String> {
+    let base = s.app.config.server.public_url.as_deref()?;
+    Some(format!(
+        "{}/agent#/c/{}/{}",
+        base.trim_end_matches('/'),
+        percent_encode(channel),
+        percent_encode(conversation)
+    ))
+}
+
+/// RFC 3986 unreserved characters stay, every other byte is `%XX` (DingTalk conversation
+/// ids are base64, with `+`, `/` and `=`); the console reads it with `decodeURIComponent`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An agent's message goes to the customer through the conversation's channel: the outbox
+/// for platforms (its delivery state follows the outbox); the web widget fetches it (it is
+/// `queued` until the widget has). A message that cannot go out is marked failed.
+pub fn deliver_agent_message(s: &AppState, conv: &Conversation, msg: &crate::store::Message) {
+    if conv.kind == adapters::ChannelKind::Web {
+        return;
+    }
+    let sent = send_text(
         s,
         &conv.channel,
         &conv.conversation,
         &conv.user,
         &conv.route,
-        text,
+        &msg.text,
+        Some(msg.seq),
     );
+    if let Err(why) = sent {
+        crate::delivery::record_delivery(
+            s.app.store.as_ref(),
+            s.app.engine.events(),
+            &conv.channel,
+            &conv.conversation,
+            msg.seq,
+            crate::store::Delivery {
+                state: crate::store::DeliveryState::Failed,
+                error: Some(why),
+                attempts: 0,
+                at_ms: s.app.clock.now_ms(),
+            },
+        );
+    }
 }
 
 /// Messages acknowledged before the last stop but never answered.
@@ -370,5 +450,19 @@ pub fn replay_inbox(s: &AppState) {
             }
         }
         Err(e) => tracing::error!(error = %e, "inbox unreadable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn deep_link_parts_keep_only_unreserved_characters() {
+        assert_eq!(percent_encode("support"), "support");
+        assert_eq!(percent_encode("w-1.a_b~"), "w-1.a_b~");
+        // DingTalk conversation ids are base64.
+        assert_eq!(percent_encode("cidAb+c/d=="), "cidAb%2Bc%2Fd%3D%3D");
+        assert_eq!(percent_encode("张 三#?"), "%E5%BC%A0%20%E4%B8%89%23%3F");
     }
 }

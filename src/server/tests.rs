@@ -305,3 +305,65 @@ async fn ops_routes() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["changed"], 0);
 }
+
+#[tokio::test]
+async fn history_opens_at_the_newest_and_pages_back() {
+    let (app, state, _d) = test_app().await;
+    let store = &state.app.store;
+    for seq in 1..=250u64 {
+        let role = match seq % 50 {
+            0 => crate::store::Role::System,
+            _ => crate::store::Role::User,
+        };
+        store
+            .append_message(
+                "site",
+                "p-1",
+                &crate::store::Message::new(seq, role, format!("m{seq}"), seq),
+            )
+            .unwrap();
+    }
+    let page = |q: &str| {
+        let app = app.clone();
+        let q = q.to_string();
+        async move {
+            let (status, v, _) = call(
+                &app,
+                Request::get(format!("/api/chat/p-1/messages{q}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            let seqs: Vec<u64> = v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["seq"].as_u64().unwrap())
+                .collect();
+            (seqs, v["has_more"].as_bool().unwrap())
+        }
+    };
+    let (seqs, more) = page("").await;
+    assert_eq!(
+        (seqs[0], *seqs.last().unwrap(), more),
+        (151, 249, true),
+        "the newest 100"
+    );
+    assert_eq!(
+        seqs.len(),
+        98,
+        "system notes (200, 250) are not the customer's"
+    );
+    let (seqs, more) = page("?before=151").await;
+    assert_eq!((seqs[0], *seqs.last().unwrap(), more), (51, 149, true));
+    let (seqs, more) = page("?before=51&limit=500").await;
+    assert_eq!((seqs[0], *seqs.last().unwrap(), more), (1, 49, false));
+    let (seqs, more) = page("?after=245").await;
+    assert_eq!((seqs, more), (vec![246, 247, 248, 249], false));
+    let (seqs, _) = page("?after=0").await;
+    assert_eq!(
+        seqs[0], 151,
+        "after=0 (older widgets) is the newest page too"
+    );
+}

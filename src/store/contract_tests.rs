@@ -2,6 +2,7 @@
 
 use adapters::{Call, CallAuth, ChannelKind, UserRef};
 
+use super::sled_store::HANDOFF_INDEX_MARKER;
 use super::*;
 
 fn user() -> UserRef {
@@ -12,15 +13,7 @@ fn user() -> UserRef {
 }
 
 fn msg(seq: u64, text: &str) -> Message {
-    Message {
-        seq,
-        role: Role::User,
-        text: text.into(),
-        at_ms: seq * 10,
-        platform_id: None,
-        intent: None,
-        sources: vec![],
-    }
+    Message::new(seq, Role::User, text, seq * 10)
 }
 
 fn item(next_at_ms: u64) -> OutboxItem {
@@ -40,6 +33,7 @@ fn item(next_at_ms: u64) -> OutboxItem {
         next_at_ms,
         created_ms: 1,
         last_error: None,
+        message: None,
     }
 }
 
@@ -63,17 +57,66 @@ fn store_contract(s: &dyn Store) {
     );
     assert_eq!(s.messages("site", "a", 1, 1).unwrap()[0].text, "a2");
     assert!(s.messages("site", "zz", 0, 10).unwrap().is_empty());
+    let texts = |v: Vec<Message>| v.into_iter().map(|m| m.text).collect::<Vec<_>>();
+    assert_eq!(
+        texts(s.messages_before("site", "a", u64::MAX, 2).unwrap()),
+        ["a2", "a3"],
+        "the newest, oldest first"
+    );
+    assert_eq!(
+        texts(s.messages_before("site", "a", 3, 5).unwrap()),
+        ["a1", "a2"]
+    );
+    assert!(s.messages_before("site", "a", 1, 5).unwrap().is_empty());
+    assert_eq!(
+        texts(s.messages_before("site", "ab", u64::MAX, 9).unwrap()),
+        ["ab1", "ab2"]
+    );
+    assert!(s
+        .messages_before("site", "zz", u64::MAX, 5)
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.message("site", "a", 2).unwrap().unwrap().text, "a2");
+    assert!(s.message("site", "a", 4).unwrap().is_none());
+    let mut edited = msg(2, "a2");
+    edited.delivery = Some(Delivery::queued(7));
+    s.append_message("site", "a", &edited).unwrap();
+    assert_eq!(
+        s.message("site", "a", 2).unwrap().unwrap(),
+        edited,
+        "rewritten in place"
+    );
 
     assert!(s.handed_off().unwrap().is_empty());
-    c.handoff = Some(Handoff {
-        active: true,
-        reason: "keyword".into(),
-        summary: "s".into(),
-        since_ms: 9,
-        agent: None,
-    });
+    c.handoff = Some(Handoff::start(
+        "keyword",
+        "s".into(),
+        HandoffCard::default(),
+        9,
+    ));
     s.save_conversation(&c).unwrap();
-    assert_eq!(s.handed_off().unwrap().len(), 1);
+    let mut older = Conversation::new("site", ChannelKind::Web, "b", user(), 5);
+    older.handoff = Some(Handoff::start(
+        "other",
+        "s".into(),
+        HandoffCard::default(),
+        3,
+    ));
+    s.save_conversation(&older).unwrap();
+    let queue: Vec<String> = s
+        .handed_off()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.conversation)
+        .collect();
+    assert_eq!(queue, ["b", "a"], "oldest handoff first");
+    older.handoff.as_mut().unwrap().active = false;
+    s.save_conversation(&older).unwrap();
+    assert_eq!(
+        s.handed_off().unwrap().len(),
+        1,
+        "an ended handoff leaves the queue"
+    );
 
     assert!(!s.check_and_remember("wecom:1", 1000, 100).unwrap());
     assert!(s.check_and_remember("wecom:1", 1050, 100).unwrap());
@@ -111,6 +154,19 @@ fn store_contract(s: &dyn Store) {
     assert!(s.kv_get("token").unwrap().is_none());
     s.kv_put("token", b"abc").unwrap();
     assert_eq!(s.kv_get("token").unwrap().unwrap(), b"abc");
+    s.kv_put("session:b", b"2").unwrap();
+    s.kv_put("session:a", b"1").unwrap();
+    s.kv_put("sessions", b"x").unwrap();
+    assert_eq!(
+        s.kv_scan("session:").unwrap(),
+        [
+            ("session:a".to_string(), b"1".to_vec()),
+            ("session:b".to_string(), b"2".to_vec())
+        ]
+    );
+    s.kv_remove("session:a").unwrap();
+    s.kv_remove("session:nope").unwrap();
+    assert_eq!(s.kv_scan("session:").unwrap().len(), 1);
     s.flush().unwrap();
 }
 
@@ -145,4 +201,28 @@ fn sled_store_survives_reopen() {
     // Ids keep increasing after a restart.
     let id = s.outbox_push(&item(0)).unwrap();
     assert!(id > 1);
+}
+
+#[test]
+fn sled_store_builds_the_handoff_index_for_older_databases() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    {
+        let s = SledStore::open(&db).unwrap();
+        let mut c = Conversation::new("site", ChannelKind::Web, "x", user(), 1);
+        c.handoff = Some(Handoff::start(
+            "keyword",
+            "s".into(),
+            HandoffCard::default(),
+            2,
+        ));
+        s.save_conversation(&c).unwrap();
+    }
+    // As a database from before the index: no index entries, no marker.
+    db.open_tree("handoffs").unwrap().clear().unwrap();
+    db.open_tree("kv")
+        .unwrap()
+        .remove(HANDOFF_INDEX_MARKER)
+        .unwrap();
+    let s = SledStore::open(&db).unwrap();
+    assert_eq!(s.handed_off().unwrap().len(), 1);
 }

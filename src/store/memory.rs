@@ -86,6 +86,26 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn messages_before(
+        &self,
+        channel: &str,
+        conversation: &str,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let k = conv_key(channel, conversation);
+        let mut out: Vec<Message> = self
+            .lock()
+            .messages
+            .range((k.clone(), 0)..(k, before))
+            .rev()
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
     fn check_and_remember(&self, key: &str, now_ms: u64, ttl_ms: u64) -> StoreResult<bool> {
         let mut g = self.lock();
         if g.dedupe.get(key).is_some_and(|&until| until > now_ms) {
@@ -156,6 +176,21 @@ impl Store for MemoryStore {
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
         self.lock().kv.insert(key.to_string(), value.to_vec());
         Ok(())
+    }
+
+    fn kv_remove(&self, key: &str) -> StoreResult<()> {
+        self.lock().kv.remove(key);
+        Ok(())
+    }
+
+    fn kv_scan(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .lock()
+            .kv
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn flush(&self) -> StoreResult<()> {

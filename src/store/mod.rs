@@ -46,6 +46,22 @@ pub trait Store: Send + Sync {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<Message>>;
+    /// The newest `limit` messages with `seq < before`, oldest first (`before = u64::MAX`:
+    /// the newest of all). Histories open at the end and page backwards with this.
+    fn messages_before(
+        &self,
+        channel: &str,
+        conversation: &str,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+    /// One message by its seq.
+    fn message(&self, channel: &str, conversation: &str, seq: u64) -> StoreResult<Option<Message>> {
+        Ok(self
+            .messages(channel, conversation, seq.saturating_sub(1), 1)?
+            .into_iter()
+            .find(|m| m.seq == seq))
+    }
     /// Remember `key` until `now_ms + ttl_ms`. True when it was already remembered (a duplicate).
     fn check_and_remember(&self, key: &str, now_ms: u64, ttl_ms: u64) -> StoreResult<bool>;
     /// Queue a delivery; returns its id (increasing).
@@ -64,6 +80,9 @@ pub trait Store: Send + Sync {
     fn inbox_all(&self) -> StoreResult<Vec<(String, adapters::Inbound)>>;
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()>;
+    fn kv_remove(&self, key: &str) -> StoreResult<()>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn kv_scan(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
     /// Make everything written so far durable (called at shutdown; sled also flushes on a timer).
     fn flush(&self) -> StoreResult<()>;
 }

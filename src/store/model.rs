@@ -101,6 +101,69 @@ pub struct Message {
     pub intent: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceRecord>,
+    /// The agent who wrote it (agent messages, and system notes an agent caused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// System notes: what happened (`claimed`, `released`, `closed`); the text says it in
+    /// English for API readers, the console says it in the agent's language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Agent messages: how far delivery to the customer has come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+impl Message {
+    /// A message with nothing but its seq, author role, text and time.
+    pub fn new(seq: u64, role: Role, text: impl Into<String>, at_ms: u64) -> Self {
+        Message {
+            seq,
+            role,
+            text: text.into(),
+            at_ms,
+            platform_id: None,
+            intent: None,
+            sources: Vec::new(),
+            agent: None,
+            action: None,
+            delivery: None,
+        }
+    }
+}
+
+/// Where an agent's message is on its way to the customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub state: DeliveryState,
+    /// Why it failed, or why the last attempt did not go through (while still queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Attempts so far that did not go through.
+    #[serde(default)]
+    pub attempts: u32,
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Stored; waiting in the outbox (or for the widget to fetch it).
+    Queued,
+    /// The platform confirmed it (or the widget fetched it).
+    Sent,
+    /// Will not arrive: the platform refused it for good.
+    Failed,
+}
+
+impl Delivery {
+    pub fn queued(at_ms: u64) -> Self {
+        Delivery {
+            state: DeliveryState::Queued,
+            error: None,
+            attempts: 0,
+            at_ms,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,8 +200,70 @@ pub struct Handoff {
     /// For the agent: intent, order number, last messages.
     pub summary: String,
     pub since_ms: u64,
+    /// The agent who claimed it.
     #[serde(default)]
     pub agent: Option<String>,
+    /// What the engine understood when it handed over: the agent's summary card.
+    #[serde(default)]
+    pub card: HandoffCard,
+    #[serde(default)]
+    pub claimed_ms: Option<u64>,
+    /// When an agent first wrote to the customer (time to first human reply).
+    #[serde(default)]
+    pub first_reply_ms: Option<u64>,
+    /// How the handoff ended (released to the bot, or closed with a note).
+    #[serde(default)]
+    pub ended: Option<HandoffEnd>,
+}
+
+impl Handoff {
+    /// A new, unclaimed handoff.
+    pub fn start(reason: &str, summary: String, card: HandoffCard, since_ms: u64) -> Self {
+        Handoff {
+            active: true,
+            reason: reason.to_string(),
+            summary,
+            since_ms,
+            agent: None,
+            card,
+            claimed_ms: None,
+            first_reply_ms: None,
+            ended: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffCard {
+    /// What the customer wants: an intent, or the business flow underway (`refund`).
+    #[serde(default)]
+    pub intent: String,
+    #[serde(default)]
+    pub urgency: String,
+    #[serde(default)]
+    pub sentiment: String,
+    #[serde(default)]
+    pub order: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffEnd {
+    pub how: HandoffEndKind,
+    /// The agent who ended it (None: automation through the admin token).
+    pub by: Option<String>,
+    pub at_ms: u64,
+    /// The resolution note of a close.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoffEndKind {
+    /// Handed back to the bot mid-conversation.
+    Released,
+    /// Resolved, with a note.
+    Closed,
 }
 
 /// One delivery waiting in the outbox.
@@ -166,4 +291,8 @@ pub struct OutboxItem {
     pub created_ms: u64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The agent message (its seq in conversation `queue` of channel `target`) this call
+    /// delivers: its delivery state follows the outcome.
+    #[serde(default)]
+    pub message: Option<u64>,
 }

@@ -1,6 +1,8 @@
 //! The sled-backed store. Keys: conversation = `channel \0 conversation`; message =
 //! conversation key `\0` big-endian seq (so a prefix scan lists a conversation in order);
-//! outbox = big-endian id; dedupe = the key, value = big-endian expiry.
+//! outbox = big-endian id; dedupe = the key, value = big-endian expiry; handoffs = the
+//! conversation keys of active handoffs (an index, so the agents' queue does not read every
+//! conversation).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,11 +17,16 @@ pub struct SledStore {
     outbox: sled::Tree,
     kv: sled::Tree,
     inbox: sled::Tree,
+    handoffs: sled::Tree,
 }
+
+/// Set in `kv` once the handoff index covers every conversation (databases from before the
+/// index get it built once, on open).
+pub(super) const HANDOFF_INDEX_MARKER: &str = "store:handoff_index:v1";
 
 impl SledStore {
     pub fn open(db: &sled::Db) -> StoreResult<Self> {
-        Ok(SledStore {
+        let s = SledStore {
             db: db.clone(),
             conversations: db.open_tree("conversations")?,
             messages: db.open_tree("messages")?,
@@ -27,7 +34,19 @@ impl SledStore {
             outbox: db.open_tree("outbox")?,
             kv: db.open_tree("kv")?,
             inbox: db.open_tree("inbox")?,
-        })
+            handoffs: db.open_tree("handoffs")?,
+        };
+        if s.kv.get(HANDOFF_INDEX_MARKER)?.is_none() {
+            for kv in s.conversations.iter() {
+                let (k, v) = kv?;
+                let c: Conversation = decode(&k, &v)?;
+                if c.handed_off() {
+                    s.handoffs.insert(k, &[])?;
+                }
+            }
+            s.kv.insert(HANDOFF_INDEX_MARKER, &[])?;
+        }
+        Ok(s)
     }
 }
 
@@ -67,18 +86,28 @@ impl Store for SledStore {
     }
 
     fn save_conversation(&self, c: &Conversation) -> StoreResult<()> {
-        self.conversations
-            .insert(conv_key(&c.channel, &c.conversation), encode(c)?)?;
+        let k = conv_key(&c.channel, &c.conversation);
+        // The index may name more conversations than are handed off (a crash between the two
+        // writes), never fewer: add before, remove after. Readers check each one.
+        if c.handed_off() {
+            self.handoffs.insert(&k, &[])?;
+            self.conversations.insert(&k, encode(c)?)?;
+        } else {
+            self.conversations.insert(&k, encode(c)?)?;
+            self.handoffs.remove(&k)?;
+        }
         Ok(())
     }
 
     fn handed_off(&self) -> StoreResult<Vec<Conversation>> {
         let mut out = Vec::new();
-        for kv in self.conversations.iter() {
-            let (k, v) = kv?;
-            let c: Conversation = decode(&k, &v)?;
-            if c.handed_off() {
-                out.push(c);
+        for k in self.handoffs.iter().keys() {
+            let k = k?;
+            if let Some(v) = self.conversations.get(&k)? {
+                let c: Conversation = decode(&k, &v)?;
+                if c.handed_off() {
+                    out.push(c);
+                }
             }
         }
         out.sort_by_key(|c| c.handoff.as_ref().map_or(0, |h| h.since_ms));
@@ -109,6 +138,25 @@ impl Store for SledStore {
             }
             out.push(decode(&k, &v)?);
         }
+        Ok(out)
+    }
+
+    fn messages_before(
+        &self,
+        channel: &str,
+        conversation: &str,
+        before: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let mut start = conv_key(channel, conversation);
+        start.push(0);
+        let end = msg_key(channel, conversation, before);
+        let mut out = Vec::new();
+        for kv in self.messages.range(start..end).rev().take(limit) {
+            let (k, v) = kv?;
+            out.push(decode(&k, &v)?);
+        }
+        out.reverse();
         Ok(out)
     }
 
@@ -222,6 +270,21 @@ impl Store for SledStore {
     fn kv_put(&self, key: &str, value: &[u8]) -> StoreResult<()> {
         self.kv.insert(key, value)?;
         Ok(())
+    }
+
+    fn kv_remove(&self, key: &str) -> StoreResult<()> {
+        self.kv.remove(key)?;
+        Ok(())
+    }
+
+    fn kv_scan(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.kv
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
     }
 
     fn flush(&self) -> StoreResult<()> {

@@ -1,6 +1,7 @@
 //! A small Chrome DevTools Protocol driver for browser tests: launch headless Chromium, talk
 //! to it over one WebSocket in flat-session mode (commands by id, events ignored), evaluate
 //! JavaScript, type, press keys and take screenshots. Chromium dies with the driver.
+#![allow(dead_code)] // each browser test uses a different part
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -158,11 +159,29 @@ impl Chromium {
         }
     }
 
-    /// A new tab, attached in flat mode.
+    /// A new tab in a window of its own, attached in flat mode. Its own window keeps it
+    /// visible: a background tab gets few frames, and every input event waits for one.
     pub async fn new_page(&self) -> Result<Page<'_>> {
-        let target = self
-            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+        self.page_in(json!({ "url": "about:blank", "newWindow": true }))
+            .await
+    }
+
+    /// A new tab in its own browser context: its own cookies and storage, like another
+    /// person's browser.
+    pub async fn new_isolated_page(&self) -> Result<Page<'_>> {
+        let ctx = self
+            .call(None, "Target.createBrowserContext", json!({}))
             .await?;
+        let id = ctx["browserContextId"]
+            .as_str()
+            .context("browserContextId")?
+            .to_string();
+        self.page_in(json!({ "url": "about:blank", "browserContextId": id, "newWindow": true }))
+            .await
+    }
+
+    async fn page_in(&self, params: Value) -> Result<Page<'_>> {
+        let target = self.call(None, "Target.createTarget", params).await?;
         let target_id = target["targetId"].as_str().context("targetId")?.to_string();
         let attached = self
             .call(
@@ -274,9 +293,20 @@ impl Page<'_> {
 
     /// A real key press (down + up), e.g. `press("Enter", 13, None)`.
     pub async fn press(&self, key: &str, key_code: u32, text: Option<&str>) -> Result<()> {
+        self.press_with(key, key_code, text, 0).await
+    }
+
+    /// `press` holding modifiers (CDP bits: 1 Alt, 2 Ctrl, 4 Meta, 8 Shift).
+    pub async fn press_with(
+        &self,
+        key: &str,
+        key_code: u32,
+        text: Option<&str>,
+        modifiers: u32,
+    ) -> Result<()> {
         let mut down = json!({
             "type": if text.is_some() { "keyDown" } else { "rawKeyDown" },
-            "key": key, "code": key,
+            "key": key, "code": key, "modifiers": modifiers,
             "windowsVirtualKeyCode": key_code, "nativeVirtualKeyCode": key_code,
         });
         if let Some(t) = text {
@@ -286,7 +316,7 @@ impl Page<'_> {
         self.call("Input.dispatchKeyEvent", down).await?;
         self.call(
             "Input.dispatchKeyEvent",
-            json!({ "type": "keyUp", "key": key, "code": key,
+            json!({ "type": "keyUp", "key": key, "code": key, "modifiers": modifiers,
                     "windowsVirtualKeyCode": key_code, "nativeVirtualKeyCode": key_code }),
         )
         .await?;
@@ -323,6 +353,14 @@ impl Page<'_> {
             .await?;
         }
         Ok(())
+    }
+
+    /// The cookies the page's browser would send to `url` (HttpOnly ones too).
+    pub async fn cookies(&self, url: &str) -> Result<Vec<Value>> {
+        let r = self
+            .call("Network.getCookies", json!({ "urls": [url] }))
+            .await?;
+        Ok(r["cookies"].as_array().cloned().unwrap_or_default())
     }
 
     pub async fn set_viewport(

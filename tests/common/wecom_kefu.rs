@@ -196,8 +196,14 @@ impl Sealer {
         let encrypt = self
             .cipher
             .encrypt(inner.as_bytes(), receive_id, &mut rand::thread_rng());
-        let (ts, nonce) = ("1700000000", "1597212914");
-        let sig = signature(&self.token, ts, nonce, &encrypt);
+        // Signed now, as WeCom signs each delivery (kefu refuses far-off timestamps).
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            .to_string();
+        let nonce = "1597212914";
+        let sig = signature(&self.token, &ts, nonce, &encrypt);
         Callback {
             query: format!(
                 "msg_signature={sig}&timestamp={ts}&nonce={nonce}",

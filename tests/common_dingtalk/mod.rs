@@ -436,6 +436,8 @@ impl Kefu {
             r#"
 [server]
 data_dir = "{data}"
+# The fake DingTalk's sessionWebhooks live on 127.0.0.1 (the default allows *.dingtalk.com).
+allowed_webhook_hosts = ["127.0.0.1"]
 
 [knowledge]
 paths = ["{kb}"]

@@ -15,8 +15,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::{
-    unix_ms, Call, CallAuth, Channel, ChannelKind, DecodeError, Decoded, EncodeError, Outbound,
-    Secret,
+    unix_ms, Call, CallAuth, Channel, ChannelKind, DecodeError, Decoded, EncodeError,
+    HostAllowlist, Outbound, Secret,
 };
 
 pub mod api;
@@ -81,6 +81,10 @@ pub struct DingTalk {
     app_key: Secret,
     app_secret: Secret,
     robot_code: String,
+    /// Hosts a callback's `sessionWebhook` may point at: it arrives in a request, so it is
+    /// used only when allowed ([`HostAllowlist`]); otherwise the reply goes through the
+    /// OpenAPI under the configured `api_base`.
+    webhook_hosts: HostAllowlist,
 }
 
 impl DingTalk {
@@ -105,7 +109,20 @@ impl DingTalk {
             app_key: params.app_key,
             app_secret: params.app_secret,
             robot_code: params.robot_code.trim().to_string(),
+            webhook_hosts: HostAllowlist::dingtalk(),
         })
+    }
+
+    /// Replace the sessionWebhook host allowlist (default: `*.dingtalk.com`). Tests and
+    /// private deployments add their own hosts.
+    pub fn with_webhook_hosts(mut self, hosts: HostAllowlist) -> Self {
+        self.webhook_hosts = hosts;
+        self
+    }
+
+    /// The sessionWebhook host allowlist.
+    pub fn webhook_hosts(&self) -> &HostAllowlist {
+        &self.webhook_hosts
     }
 
     pub fn name(&self) -> &str {
@@ -128,7 +145,8 @@ impl DingTalk {
         stream::open_connection_request(&self.app_key, &self.app_secret, ua, local_ip)
     }
 
-    /// The `sessionWebhook` to answer `out` through, if it was given, is an http(s) URL and
+    /// The `sessionWebhook` to answer `out` through, if it was given, is an http(s) URL on an
+    /// allowed host (SSRF guard, see [`with_webhook_hosts`](Self::with_webhook_hosts)) and
     /// lives past `now` + [`SESSION_WEBHOOK_MARGIN_MS`]. A missing expiry counts as expired.
     pub fn live_session_webhook<'a>(&self, out: &'a Outbound, now: SystemTime) -> Option<&'a str> {
         let url = out.route.get(route::SESSION_WEBHOOK)?;
@@ -137,10 +155,8 @@ impl DingTalk {
             .get(route::SESSION_WEBHOOK_EXPIRES_MS)?
             .parse()
             .ok()?;
-        let http = url::Url::parse(url)
-            .ok()
-            .is_some_and(|u| matches!(u.scheme(), "http" | "https"));
-        (http && unix_ms(now).saturating_add(SESSION_WEBHOOK_MARGIN_MS) < expires)
+        (self.webhook_hosts.allows_url(url)
+            && unix_ms(now).saturating_add(SESSION_WEBHOOK_MARGIN_MS) < expires)
             .then_some(url.as_str())
     }
 
@@ -479,6 +495,52 @@ mod tests {
             calls[0].body,
             r#####"{"msgtype":"markdown","markdown":{"title":"退款","text":"#### 退款\n- 订单页"},"at":{"atUserIds":["manager4711"],"atMobiles":[],"isAtAll":false}}"#####
         );
+    }
+
+    #[test]
+    fn a_webhook_off_the_allowlist_is_never_called() {
+        // A signed callback naming an internal URL (SSRF): the reply goes through the OpenAPI
+        // under the configured api_base instead, never to the named host.
+        let ch = channel("dingrobot1");
+        let now = at(1577262236757);
+        for hook in [
+            "http://127.0.0.1:8080/admin/reingest",
+            "http://169.254.169.254/latest/meta-data/",
+            "https://oapi.dingtalk.com.evil.example/robot/sendBySession",
+            "https://oapi.dingtalk.com@10.0.0.1/robot/sendBySession",
+        ] {
+            let body = SAMPLE_GROUP_TEXT.replace(
+                "https://oapi.dingtalk.com/robot/sendBySession?session=abc",
+                hook,
+            );
+            let m = inbound(&ch, &body);
+            let calls = ch
+                .encode(&answer(&m, "好的"), now, &mut StdRng::seed_from_u64(7))
+                .expect("calls");
+            assert!(
+                calls
+                    .iter()
+                    .all(|c| c.auth == CallAuth::DingTalkToken && c.url.starts_with("/v1.0/")),
+                "{hook}: {calls:?}"
+            );
+        }
+        // Allowed by the operator (tests, private deployments): used as received.
+        let local = ch
+            .clone()
+            .with_webhook_hosts(HostAllowlist::new(&["127.0.0.1"]).expect("pattern"));
+        let body = SAMPLE_GROUP_TEXT.replace(
+            "https://oapi.dingtalk.com/robot/sendBySession?session=abc",
+            "http://127.0.0.1:9/hook",
+        );
+        let m = inbound(&local, &body);
+        let calls = local
+            .encode(&answer(&m, "好的"), now, &mut StdRng::seed_from_u64(7))
+            .expect("calls");
+        assert_eq!(calls[0].url, "http://127.0.0.1:9/hook");
+        assert_eq!(calls[0].auth, CallAuth::None);
+        // ... and the default host is then no longer allowed.
+        let m = inbound(&local, SAMPLE_GROUP_TEXT);
+        assert!(local.live_session_webhook(&answer(&m, "x"), now).is_none());
     }
 
     #[test]

@@ -377,6 +377,37 @@ mod tests {
             let _ = parse_frame(&s).map(|f| f.response());
         }
 
+        /// Well-formed frames with odd values in every field: Ok or Err, never a panic; a
+        /// robot message keeps its data as the text it was sent as.
+        #[test]
+        fn structured_frames_never_panic(
+            kind in prop_oneof![Just(Value::from("SYSTEM")), Just(Value::from("CALLBACK")), Just(Value::from("EVENT")), Just(Value::Null), Just(Value::from(5)), Just(Value::from("")), "\\PC{0,10}".prop_map(Value::from)],
+            topic in prop_oneof![Just(Value::from(ROBOT_TOPIC)), Just(Value::from("ping")), Just(Value::from("disconnect")), Just(Value::Null), Just(Value::from(1)), Just(serde_json::json!({"a": 1}))],
+            id in prop_oneof![Just(Value::Null), "\\PC{0,20}".prop_map(Value::from), Just(Value::from(7)), Just(serde_json::json!([1]))],
+            data in prop_oneof![Just(Value::Null), "\\PC{0,80}".prop_map(Value::from), Just(serde_json::json!({"msgId": 1})), Just(Value::from(2.5))],
+            headers_null in any::<bool>(),
+        ) {
+            let headers = if headers_null { Value::Null } else { serde_json::json!({"topic": topic, "messageId": id}) };
+            let frame = serde_json::json!({"specVersion": "1.0", "type": kind, "headers": headers, "data": data}).to_string();
+            if let Ok(f) = parse_frame(&frame) {
+                let v: Value = serde_json::from_str(&f.response()).expect("the answer is JSON");
+                prop_assert_eq!(v["headers"]["messageId"].as_str(), Some(f.message_id()));
+                if let (StreamFrame::RobotMessage { data: got, .. }, Value::String(sent)) = (&f, &data) {
+                    prop_assert_eq!(got, sent);
+                }
+            }
+        }
+
+        #[test]
+        fn open_connection_answers_never_panic(status in any::<u16>(), body in "\\PC{0,120}", endpoint in "\\PC{0,40}") {
+            let _ = parse_open_connection(status, body.as_bytes());
+            let shaped = serde_json::json!({"endpoint": endpoint, "ticket": "t"}).to_string();
+            if let Ok(ep) = parse_open_connection(status, shaped.as_bytes()) {
+                prop_assert!(ep.endpoint.starts_with("ws"));
+                let _ = ep.websocket_url();
+            }
+        }
+
         #[test]
         fn ack_is_json_with_the_id(id in "\\PC{0,40}") {
             let v: Value = serde_json::from_str(&ack_frame(&id)).expect("json");

@@ -53,12 +53,16 @@ pub struct HistoryMessage {
     pub sources: Vec<SourceRef>,
 }
 
-/// Answer of `GET /api/chat/{session_id}/messages?after=N`.
+/// Answer of `GET /api/chat/{session_id}/messages`: the newest messages (oldest of them
+/// first), `?before=<seq>` for the page before, `?after=<seq>` for what came since.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub session_id: String,
     pub messages: Vec<HistoryMessage>,
     pub handoff: HandoffState,
+    /// Older messages exist before the first one listed (ask with `?before=<its seq>`).
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 /// Server-sent events of a streamed turn (`Accept: text/event-stream`):
@@ -76,3 +80,63 @@ pub const WIDGET_JS: &str = include_str!("widget.js");
 pub const WIDGET_CSS: &str = include_str!("widget.css");
 /// The demo page served at `GET /`.
 pub const DEMO_HTML: &str = include_str!("demo.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn chat_request_refuses_unknown_fields_and_wrong_types() {
+        let ok: ChatRequest =
+            serde_json::from_str(r#"{"session_id":"s","message":"hi","channel":"site"}"#)
+                .expect("valid");
+        assert_eq!(ok.channel.as_deref(), Some("site"));
+        for bad in [
+            r#"{"session_id":"s","message":"hi","colour":1}"#,
+            r#"{"session_id":1,"message":"hi"}"#,
+            r#"{"message":"hi"}"#,
+            "",
+        ] {
+            assert!(serde_json::from_str::<ChatRequest>(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Any bytes: a request or an error, never a panic.
+        #[test]
+        fn chat_request_decode_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = serde_json::from_slice::<ChatRequest>(&body);
+        }
+
+        /// What the widget sends comes back as it was.
+        #[test]
+        fn chat_request_round_trips(session_id in "\\PC{0,40}", message in "\\PC{0,200}", channel in proptest::option::of("[a-z_-]{1,20}")) {
+            let req = ChatRequest { session_id, message, channel };
+            let wire = serde_json::to_string(&req).expect("serialize");
+            prop_assert_eq!(serde_json::from_str::<ChatRequest>(&wire).expect("parse"), req);
+        }
+
+        #[test]
+        fn turn_and_history_round_trip(reply in "\\PC{0,100}", reason in proptest::option::of("\\PC{0,20}"), seq in any::<u64>(), has_more in any::<bool>()) {
+            let turn = ChatTurn {
+                session_id: "s".into(),
+                reply: reply.clone(),
+                intent: "query".into(),
+                confidence: 0.5,
+                sources: vec![SourceRef { title: "t".into(), path: "p#1".into(), score: 0.25 }],
+                handoff: HandoffState { active: reason.is_some(), reason },
+            };
+            let wire = serde_json::to_string(&turn).expect("serialize");
+            prop_assert_eq!(serde_json::from_str::<ChatTurn>(&wire).expect("parse"), turn);
+            let h = History {
+                session_id: "s".into(),
+                messages: vec![HistoryMessage { seq, role: "bot".into(), text: reply, at_ms: 1, sources: vec![] }],
+                handoff: HandoffState { active: false, reason: None },
+                has_more,
+            };
+            let wire = serde_json::to_string(&h).expect("serialize");
+            prop_assert_eq!(serde_json::from_str::<History>(&wire).expect("parse"), h);
+        }
+    }
+}

@@ -25,7 +25,7 @@
       handoff: 'A human agent will reply here', handoffSub: 'Keep this window open, replies appear below.',
       agent: 'Agent', bot: 'Assistant', sources: 'Sources', typing: 'Answering…',
       offline: 'Could not reach the server. Check your connection.',
-      failed: 'Message not sent', retry: 'Retry', unread: 'new messages',
+      failed: 'Message not sent', retry: 'Retry', unread: 'new messages', earlier: 'Earlier messages',
     },
     zh: {
       title: '在线客服', subtitle: '通常即时回复',
@@ -34,7 +34,7 @@
       handoff: '已为您转接人工客服，请稍候', handoffSub: '请保持此窗口打开，客服回复会显示在下方。',
       agent: '人工客服', bot: '智能助手', sources: '参考来源', typing: '正在回答…',
       offline: '无法连接服务器，请检查网络。',
-      failed: '消息未发送', retry: '重试', unread: '条新消息',
+      failed: '消息未发送', retry: '重试', unread: '条新消息', earlier: '查看更早的消息',
     },
   };
 
@@ -84,6 +84,8 @@
       stream: !(o.stream === false || o.stream === 'false'),
       showSources: !(o.showSources === false || o.showSources === 'false'),
       maxLength: +o.maxLength || 4000,
+      // Messages per history page: the newest on load, older ones on request.
+      historyPage: Math.min(Math.max(+o.historyPage || 100, 1), 500),
     };
   }
 
@@ -282,6 +284,7 @@
       this.mode = null;
       this._sentSinceLoad = false;
       this._pollTimer = null;
+      this.hasMore = false; // older messages on the server than the ones restored
     }
 
     /** The inline chat panel (the seed API): append it anywhere. */
@@ -485,7 +488,13 @@
 
     _renderAll() {
       this.log.textContent = '';
-      if (this.options.greeting) {
+      if (this.hasMore) {
+        // The server opened at the newest page: older messages come on request.
+        var more = h('button', 'kefu-earlier', { type: 'button', 'data-role': 'earlier' });
+        more.textContent = this.t.earlier;
+        more.addEventListener('click', () => this._earlier());
+        this.log.appendChild(more);
+      } else if (this.options.greeting) {
         var g = this._node({ role: 'bot', text: this.options.greeting, sources: [] });
         g.setAttribute('data-role', 'greeting');
         this.log.appendChild(g);
@@ -675,10 +684,11 @@
       this._scroll(true);
     }
 
-    _historyUrl() {
+    _historyUrl(query) {
       var base = new URL(this.options.apiEndpoint, location.href);
       base.pathname = base.pathname.replace(/\/+$/, '') + '/' + encodeURIComponent(this.sessionId) + '/messages';
-      base.search = '?after=' + (this._replaceNext ? 0 : this.lastSeq);
+      // No `after`: the newest page (a restore); `after`: what came since (a poll).
+      base.search = query || (this._replaceNext ? '?limit=' + this.options.historyPage : '?after=' + this.lastSeq);
       if (this.options.channel) base.search += '&channel=' + encodeURIComponent(this.options.channel);
       return base.href;
     }
@@ -693,6 +703,7 @@
         if (!res.ok) return;
         var hist = await res.json();
         var list = (hist.messages || []).slice().sort(function (a, b) { return a.seq - b.seq; });
+        if (initial) this.hasMore = !!hist.has_more;
         if (initial && !this._sentSinceLoad && list.length) this._restore(list);
         else this._merge(list);
         if (hist.handoff) this._setHandoff(hist.handoff);
@@ -702,6 +713,31 @@
         this._syncing = false;
         this._replaceNext = false;
         this._schedulePoll();
+      }
+    }
+
+    /** The page of messages before the first one shown (the history opens at the newest). */
+    async _earlier() {
+      var first = this.messages.filter(function (m) { return m.seq; })[0];
+      if (!first || this._loadingEarlier) return;
+      this._loadingEarlier = true;
+      try {
+        var res = await fetch(this._historyUrl('?before=' + first.seq + '&limit=' + this.options.historyPage),
+          { credentials: 'omit', headers: { Accept: 'application/json' } });
+        if (!res.ok) return;
+        var hist = await res.json();
+        var older = (hist.messages || []).filter(function (m) { return m.seq < first.seq; })
+          .sort(function (a, b) { return a.seq - b.seq; })
+          .map(function (m) { return { role: m.role, text: m.text, sources: m.sources || [], seq: m.seq, at: m.at_ms || 0 }; });
+        this.messages = older.concat(this.messages);
+        this.hasMore = !!hist.has_more;
+        var fromBottom = this.log.scrollHeight - this.log.scrollTop;
+        this._renderAll();
+        this.log.scrollTop = this.log.scrollHeight - fromBottom; // keep what was in view in place
+      } catch (e) {
+        // Offline: the button stays for another try.
+      } finally {
+        this._loadingEarlier = false;
       }
     }
 
@@ -757,7 +793,7 @@
     var o = {};
     ['apiEndpoint', 'channel', 'lang', 'title', 'subtitle', 'greeting', 'placeholder', 'primaryColor', 'position',
       'width', 'height', 'zIndex', 'openOnLoad', 'initialQuestion', 'fullscreenOnMobile', 'css', 'storageKey',
-      'pollInterval', 'stream', 'showSources'].forEach(function (k) { if (ds[k] != null) o[k] = ds[k]; });
+      'pollInterval', 'stream', 'showSources', 'historyPage'].forEach(function (k) { if (ds[k] != null) o[k] = ds[k]; });
     return o;
   }
 

@@ -7,7 +7,7 @@
 //! once, then reply asynchronously through `message/send` ([`WeCom::encode`]). A passive
 //! reply ([`WeCom::passive_text_reply`]) exists for completeness, not as the default.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Method;
@@ -73,6 +73,9 @@ pub struct WeCom {
     token: Secret,
     cipher: Cipher,
     markdown: bool,
+    /// Refuse callbacks whose `timestamp` is further than this from `now`; `None` = no check
+    /// (the protocol defines none, wecom.md §2).
+    timestamp_window: Option<Duration>,
 }
 
 impl WeCom {
@@ -97,7 +100,21 @@ impl WeCom {
             token: p.token,
             cipher,
             markdown: false,
+            timestamp_window: None,
         })
+    }
+
+    /// Refuse (as [`DecodeError::StaleTimestamp`], after the signature check) a callback whose
+    /// `timestamp` query parameter is more than `window` away from `now`, either way.
+    ///
+    /// WeCom defines no window and its SDKs check none (wecom.md §2), so the codec's default is
+    /// `None`. The server sets one: a captured callback would otherwise replay once the
+    /// server's dedupe memory of its MsgId has expired (24 h). WeCom signs each delivery when
+    /// it sends it and retries within seconds, so a window of minutes to hours refuses nothing
+    /// genuine unless the server's clock is wrong.
+    pub fn with_timestamp_window(mut self, window: Option<Duration>) -> Self {
+        self.timestamp_window = window;
+        self
     }
 
     /// Send `Outbound`s marked `markdown` as WeCom markdown. Off by default: markdown renders
@@ -134,6 +151,24 @@ impl WeCom {
         }
     }
 
+    /// The timestamp window of [`with_timestamp_window`](Self::with_timestamp_window).
+    /// `timestamp` is in seconds; anything but ASCII digits counts as outside.
+    fn check_timestamp(&self, q: &Query, now: SystemTime) -> Result<(), DecodeError> {
+        let Some(window) = self.timestamp_window else {
+            return Ok(());
+        };
+        let ts = q
+            .get("timestamp")
+            .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or(DecodeError::StaleTimestamp)?;
+        let now_ms = unix_ms(now);
+        if ts.saturating_mul(1000).abs_diff(now_ms) > window.as_millis() as u64 {
+            return Err(DecodeError::StaleTimestamp);
+        }
+        Ok(())
+    }
+
     /// Decrypt, require our CorpID as receive id, require UTF-8.
     fn open(&self, ciphertext: &str) -> Result<String, DecodeError> {
         let msg = self.cipher.open(ciphertext, &self.corp_id)?;
@@ -142,20 +177,22 @@ impl WeCom {
 
     /// GET: URL verification when the admin saves the callback URL (path/90930). The answer
     /// is the bare decrypted `echostr`.
-    fn decode_get(&self, q: &Query) -> Result<Decoded, DecodeError> {
+    fn decode_get(&self, q: &Query, now: SystemTime) -> Result<Decoded, DecodeError> {
         has_signature_params(q)?;
         let echostr = q
             .get("echostr")
             .ok_or_else(|| DecodeError::Malformed("missing echostr".into()))?;
         self.verify(q, echostr)?;
+        self.check_timestamp(q, now)?;
         Ok(Decoded::Challenge(self.open(echostr)?))
     }
 
     /// POST: a message or event callback.
-    fn decode_post(&self, q: &Query, body: &[u8]) -> Result<Decoded, DecodeError> {
+    fn decode_post(&self, q: &Query, body: &[u8], now: SystemTime) -> Result<Decoded, DecodeError> {
         has_signature_params(q)?;
         let envelope = xml::parse_envelope(body)?;
         self.verify(q, &envelope.encrypt)?;
+        self.check_timestamp(q, now)?;
         let inner = self.open(&envelope.encrypt)?;
         let fields = xml::parse_fields(&inner)?;
         xml::to_decoded(&self.name, &fields)
@@ -249,13 +286,14 @@ impl Channel for WeCom {
 
     /// GET → `Challenge` (URL verification); POST → `Message` or `Ignored`. Bad or missing
     /// signature → `BadSignature`; sealed for another corp → `WrongReceiver`; anything
-    /// unreadable → `Malformed`. `now` is unused: WeCom defines no timestamp window and
-    /// its own vectors are years old (wecom.md §2).
-    fn decode(&self, req: &http::Request<Bytes>, _now: SystemTime) -> Result<Decoded, DecodeError> {
+    /// unreadable → `Malformed`. `now` matters only with
+    /// [`with_timestamp_window`](WeCom::with_timestamp_window): WeCom defines no window and its
+    /// own vectors are years old (wecom.md §2).
+    fn decode(&self, req: &http::Request<Bytes>, now: SystemTime) -> Result<Decoded, DecodeError> {
         let q = Query::parse(req.uri().query().unwrap_or(""));
         match *req.method() {
-            Method::GET => self.decode_get(&q),
-            Method::POST => self.decode_post(&q, req.body()),
+            Method::GET => self.decode_get(&q, now),
+            Method::POST => self.decode_post(&q, req.body(), now),
             ref m => Err(DecodeError::Malformed(format!("method {m} not allowed"))),
         }
     }
@@ -386,6 +424,49 @@ mod tests {
             Ok(Decoded::Message(m)) => *m,
             other => panic!("expected a message, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn timestamp_window_refuses_old_and_future_callbacks_after_the_signature() {
+        let inner = format!("<xml><ToUserName>{B_CORP}</ToUserName><FromUserName>u</FromUserName><CreateTime>1700000000</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>9</MsgId></xml>");
+        let plain = channel();
+        let windowed = channel().with_timestamp_window(Some(Duration::from_secs(3600)));
+        let req = signed_post(&plain, &inner, B_CORP); // timestamp=1700000000
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        // No window (the codec's default, wecom.md §2): any age passes.
+        assert!(plain.decode(&req, at(1_800_000_000)).is_ok());
+        // Inside the window, either way.
+        for now in [1_700_000_000 - 3600, 1_700_000_000, 1_700_000_000 + 3600] {
+            assert!(windowed.decode(&req, at(now)).is_ok(), "{now}");
+        }
+        // Outside: refused like a bad signature (401), a day-old replay included.
+        for now in [
+            1_700_000_000 - 3601,
+            1_700_000_000 + 3601,
+            1_700_000_000 + 86_400,
+        ] {
+            assert_eq!(
+                windowed.decode(&req, at(now)),
+                Err(DecodeError::StaleTimestamp),
+                "{now}"
+            );
+        }
+        // A bad signature is still reported as such, whatever the timestamp.
+        let q = "msg_signature=0000&timestamp=1&nonce=2";
+        let body = b"<xml><Encrypt><![CDATA[abc]]></Encrypt></xml>";
+        assert_eq!(
+            windowed.decode(&request("POST", q, body), now()),
+            Err(DecodeError::BadSignature)
+        );
+        // A signed but non-numeric timestamp is outside any window.
+        let encrypt = "YWJj";
+        let sig = signature(B_TOKEN, "soon", "2", encrypt);
+        let q = format!("msg_signature={sig}&timestamp=soon&nonce=2");
+        let body = format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
+        assert_eq!(
+            windowed.decode(&request("POST", &q, body.as_bytes()), now()),
+            Err(DecodeError::StaleTimestamp)
+        );
     }
 
     #[test]
