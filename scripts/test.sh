@@ -31,7 +31,7 @@ cargo fmt --all -- --check
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked --features kefu/local-embeddings --lib --bins --tests 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast --features kefu/local-embeddings --lib --bins --tests 2>&1 | tee "$log" || status=$?
 # One total over every test binary (each prints its own "test result:" line).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

@@ -11,6 +11,7 @@ use crate::config::{ActionKind, Config, IntentMode, ProviderKind, DEFAULT_LOCAL_
 use crate::engine::actions::{BusinessActions, HandoffActions, HttpActions};
 use crate::engine::intent::{BuiltinClassifier, IntentClassifier};
 use crate::engine::llm_intent::LlmClassifier;
+use crate::engine::neighbours::Neighbours;
 use crate::engine::{Engine, EngineParts, KnowledgeRetriever};
 use crate::knowledge::{IngestReport, Knowledge, SearchParams};
 use crate::metrics::Metrics;
@@ -18,7 +19,7 @@ use crate::providers::builtin_embedder::BuiltinEmbedder;
 use crate::providers::openai_chat::OpenAiChat;
 use crate::providers::openai_embed::OpenAiEmbedder;
 use crate::providers::{BuiltinGenerator, Embedder, Generator};
-use crate::store::{SledStore, Store};
+use crate::store::{GroupCommit, SledStore, Store, StoreHealth};
 
 /// Everything a running kefu holds.
 pub struct App {
@@ -26,10 +27,18 @@ pub struct App {
     pub db: sled::Db,
     pub knowledge: Arc<Knowledge>,
     pub store: Arc<dyn Store>,
+    /// "Is it on disk?" for everyone who answers a platform or a customer (group commit),
+    /// and whether writes work at all (`commit.health()`).
+    pub commit: Arc<GroupCommit>,
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub http: reqwest::Client,
+    /// The data directory whose marker records checkpoints (`store::marker`); `None` for a
+    /// database opened by a test.
+    marker_dir: Option<PathBuf>,
+    /// The last write probe (when, and what it found), shared by /healthz callers.
+    last_probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 /// How `App::open` treats the knowledge index.
@@ -44,25 +53,16 @@ pub enum IngestPolicy {
 impl App {
     pub async fn open(config: Config, policy: IngestPolicy) -> anyhow::Result<App> {
         let config = Arc::new(config);
-        std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
-            format!(
-                "server.data_dir: cannot create {}",
-                config.server.data_dir.display()
-            )
-        })?;
+        let dir = config.server.data_dir.clone();
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("server.data_dir: cannot create {}", dir.display()))?;
         // sled's page cache defaults to 1 GB; the working set here is the index (held in
         // memory by `Knowledge` anyway) and recent conversations.
-        let db = sled::Config::new()
-            .path(&config.server.data_dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .open()
-            .with_context(|| {
-                format!(
-                "server.data_dir: cannot open the database in {} (is another kefu running on it?)",
-                config.server.data_dir.display()
-            )
-            })?;
-        Self::with_db(config, db, policy).await
+        let db = crate::store::open_db(&dir, 16 * 1024 * 1024)?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&db)?);
+        // Before anything writes: a database that lost what the marker remembers is refused.
+        crate::store::marker::check(&dir, store.as_ref(), SystemClock.now_ms())?;
+        Self::build(config, db, store, policy, Some(dir)).await
     }
 
     /// Open on an already-open sled database (tests use a temporary one).
@@ -71,14 +71,35 @@ impl App {
         db: sled::Db,
         policy: IngestPolicy,
     ) -> anyhow::Result<App> {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&db)?);
+        Self::build(config, db, store, policy, None).await
+    }
+
+    /// Open with `store` in front of the database (tests put a fault-injecting store there).
+    pub async fn with_store(
+        config: Arc<Config>,
+        db: sled::Db,
+        store: Arc<dyn Store>,
+        policy: IngestPolicy,
+    ) -> anyhow::Result<App> {
+        Self::build(config, db, store, policy, None).await
+    }
+
+    async fn build(
+        config: Arc<Config>,
+        db: sled::Db,
+        app_store: Arc<dyn Store>,
+        policy: IngestPolicy,
+        marker_dir: Option<PathBuf>,
+    ) -> anyhow::Result<App> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("kefu/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()?;
         let (embedder, search_params) = embedder(&config)?;
-        let knowledge = Arc::new(Knowledge::open(&db, embedder)?);
+        let knowledge = Arc::new(Knowledge::open(&db, embedder.clone())?);
         knowledge.set_params(search_params);
-        let app_store: Arc<dyn Store> = Arc::new(SledStore::open(&db)?);
+        let commit = GroupCommit::start(app_store.clone(), StoreHealth::new());
         let metrics = Arc::new(Metrics::new());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         if policy == IngestPolicy::WhenStale && knowledge.is_stale(&config.knowledge.paths)? {
@@ -114,10 +135,21 @@ impl App {
                 token: config.flows.action_token.clone(),
             }),
         };
-        let builtin_classifier = Arc::new(BuiltinClassifier::new(
-            &config.intent.order_pattern,
-            &config.intent.examples,
-        )?);
+        // The intent examples are embedded with the knowledge's embedder; if it cannot (a
+        // model server down at start), the lexicons classify alone and that is logged.
+        let neighbours = match Neighbours::build(embedder.clone(), &config.intent.examples).await {
+            Ok(n) => Some(Arc::new(n)),
+            Err(e) => {
+                tracing::warn!(error = %e, "intent examples not embedded; intent from the lexicons only");
+                None
+            }
+        };
+        let mut builtin_classifier =
+            BuiltinClassifier::new(&config.intent.order_pattern, &config.intent.examples)?;
+        if let Some(n) = neighbours {
+            builtin_classifier = builtin_classifier.with_neighbours(n);
+        }
+        let builtin_classifier = Arc::new(builtin_classifier);
         let intent_mode = config
             .providers
             .chat
@@ -157,11 +189,47 @@ impl App {
             db,
             knowledge,
             store: app_store,
+            commit,
             engine,
             metrics,
             clock,
             http,
+            marker_dir,
+            last_probe: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Record a checkpoint in the database and in the data directory's marker (see
+    /// `store::marker`). Blocking (a flush and a small file write); nothing to do for a
+    /// database opened by a test.
+    pub fn checkpoint(&self) -> anyhow::Result<()> {
+        if let Some(dir) = &self.marker_dir {
+            crate::store::marker::checkpoint(dir, self.store.as_ref(), self.clock.now_ms())?;
+        }
+        Ok(())
+    }
+
+    /// Can the store write? Writes a small key and waits for the flush; the answer is reused
+    /// for `fresh` (so a busy /healthz costs one write a second at most). A probe that
+    /// succeeds declares the store healthy again.
+    pub async fn probe_store(&self, fresh: std::time::Duration) -> Result<(), String> {
+        let mut last = self.last_probe.lock().await;
+        if let Some((at, result)) = last.as_ref() {
+            if at.elapsed() < fresh {
+                return result.clone();
+            }
+        }
+        let now = self.clock.now_ms();
+        let result = match self.store.kv_put("kefu:probe", &now.to_be_bytes()) {
+            Ok(()) => self.commit.durable().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match &result {
+            Ok(()) => self.commit.health().recovered(),
+            Err(e) => self.commit.health().failed(e),
+        }
+        *last = Some((std::time::Instant::now(), result.clone()));
+        result
     }
 }
 

@@ -31,6 +31,9 @@ struct Expect {
     contains: Vec<String>,
     asks_order: Option<bool>,
     silent: Option<bool>,
+    /// The bot answered from the knowledge (a reply with sources, no handoff). Off-topic
+    /// cases expect `false` whatever `intent.other` then does (clarify or hand over).
+    answered: Option<bool>,
 }
 
 const EXPECT_FIELDS: &[&str] = &[
@@ -40,6 +43,7 @@ const EXPECT_FIELDS: &[&str] = &[
     "expect_contains",
     "expect_asks_order",
     "expect_silent",
+    "expect_answered",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +144,7 @@ fn parse_step(obj: &Map<String, Value>) -> Result<Step, String> {
             contains,
             asks_order: boolean("expect_asks_order")?,
             silent: boolean("expect_silent")?,
+            answered: boolean("expect_answered")?,
         },
     })
 }
@@ -211,6 +216,7 @@ pub struct Breakdown {
     pub source_rr: f64,
     pub asks_order: Field,
     pub silent: Field,
+    pub answered: Field,
 }
 
 impl Breakdown {
@@ -249,6 +255,7 @@ impl Breakdown {
             ));
         }
         line(out, "contains", &self.contains);
+        line(out, "answered", &self.answered);
         if self.source_hit1.total > 0 {
             let n = self.source_hit1.total as f64;
             out.push_str(&format!(
@@ -404,6 +411,19 @@ fn check(expect: &Expect, turn: &Turn, b: &mut [&mut Breakdown]) -> Outcome {
             why.push(format!(
                 "handoff {got} (want {want}, reason {:?}, route {})",
                 turn.handoff_reason, turn.route
+            ));
+        }
+        ok &= good;
+    }
+    if let Some(want) = expect.answered {
+        let got = !turn.handoff_active && !turn.sources.is_empty();
+        let good = got == want;
+        each(&mut |x| x.answered.add(good));
+        if !good {
+            why.push(format!(
+                "answered {got} (want {want}, route {}): {:?}",
+                turn.route,
+                shorten(&turn.reply, 120)
             ));
         }
         ok &= good;

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod eval;
 pub mod events;
 pub mod knowledge;
+pub mod lifecycle;
 pub mod metrics;
 pub mod model_import;
 pub mod providers;

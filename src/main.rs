@@ -201,6 +201,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             kefu::app::warn_if_empty(&app.knowledge, &roots);
             app.store.flush()?;
+            app.checkpoint()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { cfg } => {
@@ -309,6 +310,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             app.store.flush()?;
+            app.checkpoint()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

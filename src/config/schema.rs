@@ -19,6 +19,7 @@ pub struct Config {
     pub quality: QualityConfig,
     pub replies: RepliesConfig,
     pub flows: FlowsConfig,
+    pub delivery: DeliveryConfig,
     pub notify: Vec<NotifyConfig>,
     pub channels: Vec<ChannelConfig>,
     pub console: ConsoleConfig,
@@ -43,6 +44,15 @@ pub struct ServerConfig {
     /// `/admin/*` (and `/agent/api/*` while no `[[agents]]` exist) answer only direct loopback
     /// clients, and only same-site JSON requests (guard.rs).
     pub admin_token: Option<Secret>,
+    /// Platform messages waiting in one conversation's queue; one more is answered 503 (the
+    /// platform retries), before anything is written.
+    pub queue_per_conversation: usize,
+    /// On SIGTERM, how long to wait for the turns and deliveries in hand before flushing and
+    /// exiting anyway (what is left stays in the inbox and outbox for the next start).
+    pub shutdown_timeout_secs: u64,
+    /// A store that cannot write for this long stops kefu with a non-zero exit status, so a
+    /// supervisor restarts it; shorter failures answer 503 and recover by themselves.
+    pub store_failure_exit_secs: u64,
     /// The absolute URL people reach kefu at (`https://support.example.com`), when that is not
     /// the listen address (a reverse proxy, a DNS name). Its host is accepted as `Host` and
     /// its origin as `Origin` on the agent and admin routes (the console's own origin behind a
@@ -94,6 +104,33 @@ impl Default for ServerConfig {
                 burst: 8,
             },
             client_ip_header: None,
+            queue_per_conversation: 64,
+            shutdown_timeout_secs: 20,
+            store_failure_exit_secs: 30,
+        }
+    }
+}
+
+/// The outbox: when a reply is given up on (it becomes a dead letter agents can see).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Failed attempts after which a reply becomes a dead letter.
+    pub max_attempts: u32,
+    /// A reply still failing this long after it was queued becomes a dead letter.
+    pub max_age_secs: u64,
+    /// The longest a platform's `Retry-After` (or rate limit) may hold a conversation's
+    /// replies before the next attempt.
+    pub max_retry_after_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            // With the backoff (1 s doubling to 5 min), 15 attempts span about 40 minutes.
+            max_attempts: 15,
+            max_age_secs: 3600,
+            max_retry_after_secs: 300,
         }
     }
 }
@@ -272,9 +309,13 @@ pub struct IntentConfig {
     pub examples: Vec<IntentExample>,
 }
 
-/// LM-YYYYMMDD-NNNN or 8–20 digits, not inside a longer word or number. Group 1 is the number.
+/// The built-in order-number pattern: a run of 6–24 letters, digits, `-` and `_`, not
+/// inside a longer word or number. Group 1 is the number. With this pattern kefu also
+/// requires 6+ digits and rejects phone numbers and dates (see `engine::intent`), so it finds
+/// `QS202411050042`, `LM-20241105-0042`, `12345678901234` and `#A1B2C3-884422`, but not
+/// `13812345678`, `20241105` or `iphone15`. Shops set `intent.order_pattern` to their own.
 pub const ORDER_PATTERN: &str =
-    r"(?i)(?:^|[^A-Za-z0-9-])(LM-\d{8}-\d{4}|\d{8,20})(?:$|[^A-Za-z0-9])";
+    r"(?i)(?:^|[^A-Za-z0-9_-])([A-Za-z0-9][A-Za-z0-9_-]{4,22}[A-Za-z0-9])(?:$|[^A-Za-z0-9_-])";
 
 impl Default for IntentConfig {
     fn default() -> Self {
@@ -410,6 +451,32 @@ pub struct RepliesConfig {
     /// Put before an answer quoted from knowledge written in the other language (a Chinese
     /// customer answered from an English page, or the reverse), in the customer's language.
     pub other_language: LocalizedText,
+    /// Refund / cancel flow. Placeholders: `{what}` (`refund_what` / `cancel_what`),
+    /// `{order}` (the order number), `{hint}` (`order_hint`, may be empty).
+    pub ask_order: LocalizedText,
+    /// Where the customer finds the order number, with an example of the shop's format
+    /// ("It looks like QS202411050042 and is in your confirmation SMS."). Empty by default:
+    /// kefu knows nothing of a shop's order numbers unless told.
+    pub order_hint: LocalizedText,
+    pub confirm: LocalizedText,
+    /// The request was submitted (`flows.action = "http"` answered without a message).
+    pub done: LocalizedText,
+    /// The request was noted for a human to finish (`flows.action = "handoff"`).
+    pub noted: LocalizedText,
+    /// The customer said the order number is not the right one.
+    pub declined: LocalizedText,
+    /// The customer dropped the request ("never mind", "算了").
+    pub dropped: LocalizedText,
+    pub refund_what: LocalizedText,
+    pub cancel_what: LocalizedText,
+    /// A complaint with nothing in the knowledge about it: ask what happened (`{hint}` as
+    /// above when the complaint is about an order).
+    pub complaint_ask: LocalizedText,
+    pub complaint_ask_order: LocalizedText,
+    /// A message too vague to search ("this one?", "hmm", "嗯…"): ask what they need.
+    pub vague: LocalizedText,
+    /// Said before a handoff for a safety problem (smoke, fire, gas, shock, injury).
+    pub safety: LocalizedText,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -477,6 +544,49 @@ impl Default for RepliesConfig {
             other_language: LocalizedText::new(
                 "From our Chinese help pages:",
                 "以下内容摘自我们的英文资料：",
+            ),
+            ask_order: LocalizedText::new(
+                "I can help you with {what}. Could you give me your order number?{hint}",
+                "我可以帮您办理{what}。请提供您的订单号。{hint}",
+            ),
+            order_hint: LocalizedText::new("", ""),
+            confirm: LocalizedText::new(
+                "To confirm: you'd like {what} for order {order}. Is that right? (yes / no)",
+                "请确认：您要为订单 {order} 申请{what}，对吗？（是 / 否）",
+            ),
+            done: LocalizedText::new(
+                "Your {what} request for order {order} has been submitted.",
+                "订单 {order} 的{what}申请已提交。",
+            ),
+            noted: LocalizedText::new(
+                "I've noted your {what} request for order {order}.",
+                "已记录订单 {order} 的{what}申请。",
+            ),
+            declined: LocalizedText::new(
+                "No problem. Which order number should I use?{hint}",
+                "好的，请告诉我正确的订单号。{hint}",
+            ),
+            dropped: LocalizedText::new(
+                "Okay, I've dropped that request. Anything else I can help with?",
+                "好的，已为您取消本次申请。还有其他可以帮您的吗？",
+            ),
+            refund_what: LocalizedText::new("a refund", "退款"),
+            cancel_what: LocalizedText::new("a cancellation", "取消"),
+            complaint_ask: LocalizedText::new(
+                "Could you tell me a bit more about what happened? I'll do my best to sort it out.",
+                "能具体说说发生了什么吗？我会尽力帮您解决。",
+            ),
+            complaint_ask_order: LocalizedText::new(
+                "Could you tell me what happened, and the order number it concerns?{hint}",
+                "能告诉我具体发生了什么，以及相关的订单号吗？{hint}",
+            ),
+            vague: LocalizedText::new(
+                "Sorry, I'm not sure what you mean. Could you tell me which product or order it's about, and what you'd like to know?",
+                "不好意思，我没太明白。您能具体说说是哪个商品或订单，想了解什么吗？",
+            ),
+            safety: LocalizedText::new(
+                "Your safety comes first: please stop using the product, keep away from it and call the emergency services if anyone is in danger.",
+                "您的安全最重要：请立即停止使用该产品并远离它，如有人身危险请立即拨打急救或报警电话。",
             ),
         }
     }
@@ -719,6 +829,7 @@ const SECTIONS: &[&str] = &[
     "quality",
     "replies",
     "flows",
+    "delivery",
     "notify",
     "channels",
     "console",
@@ -997,6 +1108,7 @@ pub(super) fn deserialize(
         quality: section(&mut table, "quality", err),
         replies: section(&mut table, "replies", err),
         flows: section(&mut table, "flows", err),
+        delivery: section(&mut table, "delivery", err),
         notify,
         channels,
         console: section(&mut table, "console", err),

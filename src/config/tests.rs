@@ -616,3 +616,31 @@ text = "{{nope}}"
         );
     }
 }
+
+#[test]
+fn delivery_and_durability_keys_are_checked() {
+    let cfg = parse(
+        "[server]\nqueue_per_conversation = 8\n[delivery]\nmax_attempts = 3\nmax_retry_after_secs = 60\n",
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(cfg.server.queue_per_conversation, 8);
+    assert_eq!(cfg.delivery.max_attempts, 3);
+    assert_eq!(cfg.delivery.max_age_secs, 3600, "default kept");
+    let errs =
+        errors("[server]\nshutdown_timeout_secs = 0\n[delivery]\nmax_attempts = 0\nmax_age = 5\n");
+    let all = errors_joined(&errs);
+    assert!(
+        all.contains("t.toml: delivery.max_age: unknown field `max_age`"),
+        "{all}"
+    );
+    let errs = errors("[server]\nshutdown_timeout_secs = 0\n[delivery]\nmax_attempts = 0\n");
+    let all = errors_joined(&errs);
+    for want in [
+        "server.shutdown_timeout_secs: must be at least 1",
+        "delivery.max_attempts: must be at least 1",
+    ] {
+        assert!(all.contains(want), "{want:?} missing in {all}");
+    }
+}

@@ -26,6 +26,30 @@ pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)>
     if cfg.server.max_message_chars == 0 {
         bad("server.max_message_chars", "must be at least 1".into());
     }
+    for (key, value) in [
+        (
+            "server.queue_per_conversation",
+            cfg.server.queue_per_conversation as u64,
+        ),
+        (
+            "server.shutdown_timeout_secs",
+            cfg.server.shutdown_timeout_secs,
+        ),
+        (
+            "server.store_failure_exit_secs",
+            cfg.server.store_failure_exit_secs,
+        ),
+        ("delivery.max_attempts", cfg.delivery.max_attempts as u64),
+        ("delivery.max_age_secs", cfg.delivery.max_age_secs),
+        (
+            "delivery.max_retry_after_secs",
+            cfg.delivery.max_retry_after_secs,
+        ),
+    ] {
+        if value == 0 {
+            bad(key, "must be at least 1".into());
+        }
+    }
     console(&mut bad, cfg, outline);
     if cfg.knowledge.paths.is_empty() {
         bad("knowledge.paths", "must name at least one directory".into());

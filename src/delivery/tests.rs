@@ -4,7 +4,9 @@ use adapters::CallAuth;
 
 use super::*;
 use crate::clock::FixedClock;
-use crate::store::MemoryStore;
+use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
+use crate::store::{DeadLetter, GroupCommit, MemoryStore, StoreHealth};
 
 /// Answers from a script, records what it was asked to send.
 struct Scripted {
@@ -37,19 +39,32 @@ fn call(body: &str) -> Call {
 fn outbox(
     answers: Vec<Result<(), SendError>>,
 ) -> (Arc<Outbox>, Arc<Scripted>, Arc<FixedClock>, Arc<dyn Store>) {
+    outbox_with(answers, DeliveryConfig::default(), memory())
+}
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+fn outbox_with(
+    answers: Vec<Result<(), SendError>>,
+    policy: DeliveryConfig,
+    store: Arc<dyn Store>,
+) -> (Arc<Outbox>, Arc<Scripted>, Arc<FixedClock>, Arc<dyn Store>) {
     let s = Arc::new(Scripted {
         answers: Mutex::new(answers),
         sent: Mutex::new(vec![]),
     });
     let clock = Arc::new(FixedClock::at_ms(1_000_000));
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
     senders.insert("t".into(), s.clone());
     let o = Arc::new(Outbox::new(
         store.clone(),
+        GroupCommit::start(store.clone(), StoreHealth::new()),
         senders,
         clock.clone(),
         Arc::new(Metrics::new()),
+        policy,
     ));
     (o, s, clock, store)
 }
@@ -82,16 +97,25 @@ async fn a_failure_waits_with_backoff_and_keeps_order() {
 }
 
 #[tokio::test]
-async fn permanent_failure_uses_the_fallback_then_drops() {
+async fn permanent_failure_uses_the_fallback_then_becomes_a_dead_letter() {
     let (o, s, _, store) = outbox(vec![
         Err(SendError::Permanent("webhook expired".into())),
         Err(SendError::Permanent("bad user".into())),
     ]);
     o.enqueue("t", "c1", vec![(call("webhook"), vec![call("openapi")])])
         .unwrap();
+    o.enqueue("t", "c1", vec![(call("next"), vec![])]).unwrap();
     o.drain_target("t").await;
-    assert_eq!(*s.sent.lock().unwrap(), ["webhook", "openapi"]);
+    assert_eq!(
+        *s.sent.lock().unwrap(),
+        ["webhook", "openapi", "next"],
+        "the conversation's next reply goes on"
+    );
     assert_eq!(store.outbox_len().unwrap(), 0);
+    let dead = store.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].item.call.body, "openapi");
+    assert!(dead[0].reason.contains("bad user"), "{}", dead[0].reason);
 }
 
 #[tokio::test]
@@ -150,6 +174,242 @@ async fn a_fallback_in_parts_sends_every_part_in_order() {
     assert_eq!(
         *s.sent.lock().unwrap(),
         ["webhook", "api-1", "api-2", "next"]
+    );
+    assert_eq!(store.outbox_len().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_reply_that_keeps_failing_becomes_a_dead_letter_and_its_queue_goes_on() {
+    let policy = DeliveryConfig {
+        max_attempts: 3,
+        ..DeliveryConfig::default()
+    };
+    let failures = (0..3)
+        .map(|_| Err(SendError::Retry("HTTP 503".into())))
+        .collect();
+    let (o, s, clock, store) = outbox_with(failures, policy, memory());
+    o.enqueue(
+        "t",
+        "c1",
+        vec![(call("stuck"), vec![]), (call("later"), vec![])],
+    )
+    .unwrap();
+    for _ in 0..3 {
+        o.drain_target("t").await;
+        clock.advance(Duration::from_secs(300));
+    }
+    assert_eq!(
+        *s.sent.lock().unwrap(),
+        ["stuck", "stuck", "stuck", "later"]
+    );
+    assert_eq!(store.outbox_len().unwrap(), 0);
+    let dead = store.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].item.attempts, 3);
+    assert!(
+        dead[0].reason.contains("failed 3 times"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(dead[0].reason.contains("HTTP 503"), "{}", dead[0].reason);
+}
+
+#[tokio::test]
+async fn a_reply_older_than_max_age_becomes_a_dead_letter() {
+    let policy = DeliveryConfig {
+        max_age_secs: 60,
+        ..DeliveryConfig::default()
+    };
+    let failures = (0..2)
+        .map(|_| Err(SendError::Retry("timeout".into())))
+        .collect();
+    let (o, _, clock, store) = outbox_with(failures, policy, memory());
+    o.enqueue("t", "c1", vec![(call("slow"), vec![])]).unwrap();
+    o.drain_target("t").await;
+    assert_eq!(store.dead_letter_count().unwrap(), 0, "young: retried");
+    clock.advance(Duration::from_secs(61));
+    o.drain_target("t").await;
+    assert_eq!(store.dead_letter_count().unwrap(), 1);
+    assert!(store.dead_letters(1).unwrap()[0]
+        .reason
+        .contains("after 61 s"));
+}
+
+#[tokio::test]
+async fn retry_after_is_capped() {
+    let policy = DeliveryConfig {
+        max_retry_after_secs: 30,
+        ..DeliveryConfig::default()
+    };
+    let (o, _, clock, store) = outbox_with(
+        vec![Err(SendError::RetryAfter(
+            Duration::from_secs(86_400),
+            "Retry-After: 86400".into(),
+        ))],
+        policy,
+        memory(),
+    );
+    o.enqueue("t", "c1", vec![(call("a"), vec![])]).unwrap();
+    o.drain_target("t").await;
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(o.drain_target("t").await, 1, "waited 30 s, not a day");
+    assert_eq!(store.outbox_len().unwrap(), 0);
+}
+
+/// Sees, during the send, what a crash would leave behind.
+struct Peek {
+    store: Arc<dyn Store>,
+    faulty: Arc<crate::testing::FaultyStore>,
+    seen: Mutex<Vec<(Option<u64>, usize)>>,
+}
+
+#[async_trait]
+impl Sender for Peek {
+    async fn send(&self, _call: &Call) -> Result<(), SendError> {
+        let item = self.store.outbox_items("t", 1).unwrap().remove(0);
+        let flushes = self
+            .faulty
+            .flushes
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.seen
+            .lock()
+            .unwrap()
+            .push((item.sending_since_ms, flushes));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_sending_mark_is_on_disk_before_the_call_goes_out() {
+    let faulty = Arc::new(crate::testing::FaultyStore::new(memory()));
+    let store: Arc<dyn Store> = faulty.clone();
+    let peek = Arc::new(Peek {
+        store: store.clone(),
+        faulty: faulty.clone(),
+        seen: Mutex::new(vec![]),
+    });
+    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
+    senders.insert("t".into(), peek.clone());
+    let o = Outbox::new(
+        store.clone(),
+        GroupCommit::start(store.clone(), StoreHealth::new()),
+        senders,
+        Arc::new(FixedClock::at_ms(5_000)),
+        Arc::new(Metrics::new()),
+        DeliveryConfig::default(),
+    );
+    o.enqueue("t", "c1", vec![(call("a"), vec![])]).unwrap();
+    assert_eq!(o.drain_target("t").await, 1);
+    assert_eq!(*peek.seen.lock().unwrap(), [(Some(5_000), 1)]);
+    assert_eq!(store.outbox_len().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_send_cut_off_by_a_crash_is_not_sent_again_but_dead_lettered() {
+    let store = memory();
+    let (o, _, _, _) = outbox_with(vec![], DeliveryConfig::default(), store.clone());
+    o.enqueue(
+        "t",
+        "c1",
+        vec![(call("maybe"), vec![]), (call("next"), vec![])],
+    )
+    .unwrap();
+    // What a crash mid-send leaves: the first entry still marked.
+    let mut first = store.outbox_items("t", 1).unwrap().remove(0);
+    first.sending_since_ms = Some(999_000);
+    store.outbox_update(&first).unwrap();
+
+    drop(o);
+
+    // The next start, on the same store.
+    let (o2, s2, _, _) = outbox_with(vec![], DeliveryConfig::default(), store.clone());
+    assert_eq!(o2.recover(), 1);
+    o2.drain_target("t").await;
+    assert_eq!(*s2.sent.lock().unwrap(), ["next"]);
+    let dead: Vec<DeadLetter> = store.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].item.call.body, "maybe");
+    assert!(
+        dead[0].reason.starts_with("interrupted"),
+        "{}",
+        dead[0].reason
+    );
+
+    // An agent decides it did not arrive: queued again, sent once.
+    let letter = store.dead_letter_take(dead[0].item.id).unwrap().unwrap();
+    o2.requeue(letter).unwrap();
+    o2.drain_target("t").await;
+    assert_eq!(*s2.sent.lock().unwrap(), ["next", "maybe"]);
+    assert_eq!(store.dead_letter_count().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_mark_sends_nothing_and_recovers() {
+    let faulty = Arc::new(crate::testing::FaultyStore::new(memory()));
+    let (o, s, clock, store) = outbox_with(vec![], DeliveryConfig::default(), faulty.clone());
+    o.enqueue("t", "c1", vec![(call("a"), vec![])]).unwrap();
+    faulty.set_disk_full(true);
+    assert_eq!(o.drain_target("t").await, 0);
+    assert!(
+        s.sent.lock().unwrap().is_empty(),
+        "not sent without its mark"
+    );
+    faulty.set_disk_full(false);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(o.drain_target("t").await, 1);
+    assert_eq!(store.outbox_len().unwrap(), 0);
+}
+
+/// Records each call's body with the number of flushes done before it went out.
+struct Counting {
+    faulty: Arc<crate::testing::FaultyStore>,
+    seen: Mutex<Vec<(String, usize)>>,
+}
+
+#[async_trait]
+impl Sender for Counting {
+    async fn send(&self, call: &Call) -> Result<(), SendError> {
+        let flushes = self
+            .faulty
+            .flushes
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.seen.lock().unwrap().push((call.body.clone(), flushes));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn conversations_are_sent_in_waves_with_one_flush_for_their_marks() {
+    let faulty = Arc::new(crate::testing::FaultyStore::new(memory()));
+    let store: Arc<dyn Store> = faulty.clone();
+    let counting = Arc::new(Counting {
+        faulty: faulty.clone(),
+        seen: Mutex::new(vec![]),
+    });
+    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
+    senders.insert("t".into(), counting.clone());
+    let o = Outbox::new(
+        store.clone(),
+        GroupCommit::start(store.clone(), StoreHealth::new()),
+        senders,
+        Arc::new(FixedClock::at_ms(5_000)),
+        Arc::new(Metrics::new()),
+        DeliveryConfig::default(),
+    );
+    o.enqueue("t", "c1", vec![(call("a1"), vec![]), (call("a2"), vec![])])
+        .unwrap();
+    o.enqueue("t", "c2", vec![(call("b1"), vec![])]).unwrap();
+    o.enqueue("t", "c3", vec![(call("c1"), vec![])]).unwrap();
+    assert_eq!(o.drain_target("t").await, 4);
+    assert_eq!(
+        *counting.seen.lock().unwrap(),
+        [
+            ("a1".to_string(), 1),
+            ("b1".to_string(), 1),
+            ("c1".to_string(), 1),
+            ("a2".to_string(), 2)
+        ],
+        "one flush marks the first wave; a2 waits for a1"
     );
     assert_eq!(store.outbox_len().unwrap(), 0);
 }

@@ -38,12 +38,44 @@ const HUMAN_PHRASES: &[&str] = &[
     "human being",
     "转接人工",
     "找客服",
+    // Asking for someone above the bot, or for anyone but the bot.
+    "your manager",
+    "talk to a manager",
+    "speak to a manager",
+    "speak with a manager",
+    "talk to the manager",
+    "your supervisor",
+    "talk to a supervisor",
+    "speak to a supervisor",
+    "someone in charge",
+    "not a bot",
+    "not a robot",
+    "not the bot",
+    "no more bot",
+    "stop the bot",
+    "get me an agent",
+    "get me a human",
+    "get me a person",
+    "get me someone",
+    "主管",
+    "经理",
+    "领导",
+    "负责人",
+    "不要机器人",
+    "别用机器人",
+    "不跟机器人",
+    "不想跟机器人",
+    "不和机器人",
+    "找个人",
+    "找真人",
 ];
 
 /// Why a conversation went to a human. The strings are stable: metrics and the agent queue
 /// show them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
+    /// Danger to someone's safety (smoke, gas, a shock, an injury): a person, at once.
+    Safety,
     HumanRequested,
     Keyword,
     ComplaintUrgent,
@@ -61,6 +93,7 @@ pub enum Reason {
 impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
+            Reason::Safety => "safety",
             Reason::HumanRequested => "human_requested",
             Reason::Keyword => "keyword",
             Reason::ComplaintUrgent => "complaint_urgent",
@@ -119,6 +152,9 @@ impl HandoffRules {
 
     /// Rules decided by the message alone, before any answer is made.
     pub fn before_answer(&self, text: &str, intent: &Intent) -> Option<Reason> {
+        if intent.hazard {
+            return Some(Reason::Safety);
+        }
         let lower = text.to_lowercase();
         if self.human.is_match(&lower) || is_bare_agent_request(&lower) {
             return Some(Reason::HumanRequested);
@@ -126,9 +162,15 @@ impl HandoffRules {
         if self.keyword(&lower) {
             return Some(Reason::Keyword);
         }
+        // An urgent complaint hands over whatever intent won: "a month and still no refund,
+        // I'm done waiting" is a refund by its words and a complaint by its tone.
         if self.cfg.complaint_high_urgency
-            && intent.intent == IntentKind::Complaint
             && intent.urgency == Urgency::High
+            && (intent.intent == IntentKind::Complaint
+                || matches!(
+                    intent.sentiment,
+                    Sentiment::Negative | Sentiment::VeryNegative
+                ))
         {
             return Some(Reason::ComplaintUrgent);
         }
@@ -243,6 +285,10 @@ mod tests {
             "Can I talk to a human?",
             "agent",
             "AGENT please",
+            "I want to talk to your manager",
+            "get me an agent, not a bot",
+            "叫你们的客服主管来跟我说",
+            "不要机器人，找真人",
         ] {
             assert_eq!(
                 rules().before_answer(t, &classify(t)),
@@ -250,8 +296,27 @@ mod tests {
                 "{t}"
             );
         }
-        let t = "what does the agent app do";
-        assert_eq!(rules().before_answer(t, &classify(t)), None);
+        for t in [
+            "what does the agent app do",
+            "can I make a colleague a manager of the workspace",
+            "人工智能能帮我写回复吗",
+        ] {
+            assert_eq!(rules().before_answer(t, &classify(t)), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn safety_goes_first_in_both_languages() {
+        for t in [
+            "the kettle is smoking and there's a burning smell, how do I get a refund",
+            "I smell gas after installing the burner",
+            "水壶底座冒烟了，有焦味",
+            "孩子被烫伤了，你们这个壶盖有问题",
+        ] {
+            let i = classify(t);
+            assert_eq!(i.urgency, Urgency::High, "{t}");
+            assert_eq!(rules().before_answer(t, &i), Some(Reason::Safety), "{t}");
+        }
     }
 
     #[test]
@@ -281,6 +346,50 @@ mod tests {
         assert!(rules().before_answer(t, &classify(t)).is_some());
         let t = "a little disappointed with the speed";
         assert_eq!(rules().before_answer(t, &classify(t)), None);
+        let t = "太离谱了，赶紧给我解决！！";
+        assert_eq!(
+            rules().before_answer(t, &classify(t)),
+            Some(Reason::ComplaintUrgent)
+        );
+        let t = "你们就是骗子";
+        assert!(rules().before_answer(t, &classify(t)).is_some(), "{t}");
+        let t = "有点慢，不过还行";
+        assert_eq!(rules().before_answer(t, &classify(t)), None);
+    }
+
+    #[test]
+    fn an_urgent_complaint_worded_as_a_refund_still_hands_over() {
+        for t in [
+            "a month and still no refund, this is ridiculous, refund me right now",
+            "等了一个月还没退款，太过分了，马上给我退钱",
+        ] {
+            let i = classify(t);
+            assert_eq!(i.urgency, Urgency::High, "{t}");
+            assert_eq!(
+                rules().before_answer(t, &i),
+                Some(Reason::ComplaintUrgent),
+                "{t}"
+            );
+        }
+        // Urgent without any anger is a request, not a complaint.
+        let t = "please cancel my subscription right away";
+        assert_eq!(rules().before_answer(t, &classify(t)), None);
+    }
+
+    #[test]
+    fn operator_keywords_in_both_languages() {
+        let r = HandoffRules::new(&HandoffConfig {
+            keywords: vec!["lawyer".into(), "律师".into()],
+            ..HandoffConfig::default()
+        })
+        .unwrap();
+        for t in ["my lawyer will hear about this", "我要找律师"] {
+            assert_eq!(
+                r.before_answer(t, &classify(t)),
+                Some(Reason::Keyword),
+                "{t}"
+            );
+        }
     }
 
     #[test]

@@ -6,9 +6,12 @@
 
 use std::collections::HashSet;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::neighbours::Neighbours;
 use crate::config::IntentExample;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,6 +79,16 @@ pub enum Sentiment {
 }
 
 impl Sentiment {
+    /// The number a class stands for (-1..1) when nothing finer is known.
+    pub fn score(self) -> f32 {
+        match self {
+            Sentiment::VeryNegative => -0.9,
+            Sentiment::Negative => -0.5,
+            Sentiment::Neutral => 0.0,
+            Sentiment::Positive => 0.7,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Sentiment::Positive => "positive",
@@ -99,6 +112,13 @@ pub struct Intent {
     /// The message is small talk (hello, thanks, bye): answered briefly, never handed off.
     #[serde(default)]
     pub small_talk: Option<SmallTalk>,
+    /// Sentiment as a number, -1 (furious) .. 1 (delighted), as the seed's analysis has it.
+    #[serde(default)]
+    pub sentiment_score: f32,
+    /// The message reports a danger to someone's safety (smoke, gas, a shock, an injury):
+    /// always high urgency, always a person at once.
+    #[serde(default)]
+    pub hazard: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,28 +531,54 @@ const ORDER_WORDS: &[&str] = &[
 
 pub struct BuiltinClassifier {
     order_re: regex::Regex,
+    /// The built-in order finder is in force: matches must carry 6+ digits and not be a
+    /// phone number or a date (see [`crate::config::ORDER_PATTERN`]).
+    broad_orders: bool,
     examples: Vec<(HashSet<String>, IntentKind)>,
+    neighbours: Option<Arc<Neighbours>>,
 }
+
+/// Nearest-neighbour votes count when the winner holds at least this share of the
+/// neighbours' weight and the nearest example is at least this similar.
+const VOTE_SHARE: f32 = 0.5;
+const VOTE_NEAREST: f32 = 0.25;
 
 impl BuiltinClassifier {
     pub fn new(order_pattern: &str, examples: &[IntentExample]) -> anyhow::Result<Self> {
         Ok(BuiltinClassifier {
             order_re: regex::Regex::new(order_pattern)?,
+            broad_orders: order_pattern == crate::config::ORDER_PATTERN,
             examples: examples
                 .iter()
                 .filter_map(|e| Some((grams(&e.text), IntentKind::parse(&e.intent)?)))
                 .collect(),
+            neighbours: None,
         })
     }
 
+    /// Vote with nearest labelled examples (see `neighbours.rs`) besides the lexicons.
+    pub fn with_neighbours(mut self, n: Arc<Neighbours>) -> Self {
+        self.neighbours = Some(n);
+        self
+    }
+
+    /// The first order number in `text`: capture group 1 of `intent.order_pattern` (else the
+    /// whole match). With the built-in pattern, a candidate needs 6+ digits and must not be a
+    /// phone number or a date.
     pub fn find_order(&self, text: &str) -> Option<String> {
-        let caps = self.order_re.captures(text)?;
-        caps.get(1)
-            .or_else(|| caps.get(0))
-            .map(|m| m.as_str().to_string())
+        self.order_re.captures_iter(text).find_map(|caps| {
+            let m = caps.get(1).or_else(|| caps.get(0))?.as_str();
+            let m = m.trim_matches(|c: char| c == '-' || c == '_');
+            (!self.broad_orders || plausible_order(m)).then(|| m.to_string())
+        })
     }
 
     pub fn classify_sync(&self, text: &str) -> Intent {
+        self.lexicon(text).0
+    }
+
+    /// The lexicons' verdict and the winning intent's lexicon score (2+ = decisive).
+    fn lexicon(&self, text: &str) -> (Intent, u32) {
         let norm = normalize(text);
         // ASCII word runs only ("我要refund" has the word "refund"); Chinese phrases are
         // matched as substrings.
@@ -558,7 +604,7 @@ impl BuiltinClassifier {
                 match scores.iter_mut().find(|(k, _)| *k == kind) {
                     Some(slot) => slot.1 += 3,
                     None => {
-                        return self.finish(text, &norm, &words, kind);
+                        return (self.finish(text, &norm, &words, kind), 3);
                     }
                 }
             }
@@ -603,7 +649,64 @@ impl BuiltinClassifier {
         } else {
             best.0
         };
-        self.finish(text, &norm, &words, kind)
+        (self.finish(text, &norm, &words, kind), best.1)
+    }
+
+    /// Lexicons first (high precision); where they are not decisive, the nearest labelled
+    /// examples decide intent; urgency and sentiment take both into account.
+    pub async fn classify_full(&self, text: &str) -> Intent {
+        let (mut intent, lexicon_score) = self.lexicon(text);
+        let Some(vote) = (match &self.neighbours {
+            Some(n) => n.vote(text).await,
+            None => None,
+        }) else {
+            return intent;
+        };
+        let confident = vote.share >= VOTE_SHARE && vote.nearest >= VOTE_NEAREST;
+        if confident
+            && lexicon_score < 2
+            && intent.small_talk.is_none()
+            && vote.kind != intent.intent
+            // A refund or cancellation is only started, and thanks only said, on words that
+            // ask for one or a clear majority of neighbours: a wrong flow or a "thank you" for
+            // a complaint costs more than a plain answer.
+            && !(matches!(vote.kind, IntentKind::Refund | IntentKind::Cancel | IntentKind::Praise)
+                && lexicon_score == 0
+                && vote.share < 0.7)
+            // A plain question with no word of any intent stays a question unless the
+            // neighbours are near-unanimous ("What are your support hours?" is no complaint).
+            && !(intent.intent == IntentKind::Query
+                && lexicon_score == 0
+                && self.is_question_text(text)
+                && vote.share < 0.9)
+        {
+            let norm = normalize(text);
+            let words: Vec<&str> = norm
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
+                .filter(|w| !w.is_empty())
+                .collect();
+            intent = self.finish(text, &norm, &words, vote.kind);
+        }
+        if confident && vote.kind == intent.intent && vote.urgency == Some(Urgency::High) {
+            intent.urgency = Urgency::High;
+        }
+        // The number: the neighbours' mean, held to what the lexicons are sure of.
+        intent.sentiment_score = match intent.sentiment {
+            Sentiment::VeryNegative => vote.sentiment.min(-0.8),
+            Sentiment::Negative => vote.sentiment.min(-0.3),
+            Sentiment::Positive => vote.sentiment.max(0.5),
+            Sentiment::Neutral => vote.sentiment,
+        };
+        intent
+    }
+
+    fn is_question_text(&self, text: &str) -> bool {
+        let norm = normalize(text);
+        let words: Vec<&str> = norm
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .collect();
+        is_question(&norm, &words)
     }
 
     fn finish(&self, text: &str, norm: &str, words: &[&str], kind: IntentKind) -> Intent {
@@ -613,7 +716,9 @@ impl BuiltinClassifier {
             || (text.chars().filter(|c| c.is_ascii_uppercase()).count() >= 12
                 && text.chars().filter(|c| c.is_ascii_lowercase()).count() * 2
                     < text.chars().filter(|c| c.is_ascii_uppercase()).count());
+        let hazard = super::safety::is_hazard(text);
         let urgency = if urgent
+            || hazard
             || (kind == IntentKind::Complaint && (shouting || sentiment == Sentiment::VeryNegative))
         {
             Urgency::High
@@ -641,14 +746,17 @@ impl BuiltinClassifier {
             (Some(_), IntentKind::Query) => IntentKind::Other,
             (_, k) => k,
         };
+        let sentiment = if kind == IntentKind::Praise && sentiment == Sentiment::Neutral {
+            Sentiment::Positive
+        } else {
+            sentiment
+        };
         Intent {
             intent: kind,
             urgency,
-            sentiment: if kind == IntentKind::Praise && sentiment == Sentiment::Neutral {
-                Sentiment::Positive
-            } else {
-                sentiment
-            },
+            sentiment,
+            sentiment_score: sentiment.score(),
+            hazard,
             needs_order_info,
             order,
             small_talk,
@@ -670,8 +778,34 @@ impl BuiltinClassifier {
 #[async_trait]
 impl IntentClassifier for BuiltinClassifier {
     async fn classify(&self, text: &str) -> Intent {
-        self.classify_sync(text)
+        self.classify_full(text).await
     }
+}
+
+/// Could `m` be an order number? 6+ digits, and not a phone number (mainland mobile, or a
+/// number written with a leading +) or a date (YYYYMMDD, YYYY-MM-DD).
+fn plausible_order(m: &str) -> bool {
+    let digits: String = m.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 6 {
+        return false;
+    }
+    let all_digits = m.chars().all(|c| c.is_ascii_digit());
+    let mobile =
+        all_digits && m.len() == 11 && m.starts_with('1') && matches!(m.as_bytes()[1], b'3'..=b'9');
+    let dashed_date = m.len() == 10
+        && m.as_bytes()[4] == b'-'
+        && m.as_bytes()[7] == b'-'
+        && is_date(&m[..4], &m[5..7], &m[8..]);
+    let compact_date = all_digits && m.len() == 8 && is_date(&m[..4], &m[4..6], &m[6..]);
+    !(mobile || dashed_date || compact_date)
+}
+
+fn is_date(y: &str, mo: &str, d: &str) -> bool {
+    let n = |s: &str| s.parse::<u32>().ok();
+    matches!(
+        (n(y), n(mo), n(d)),
+        (Some(1900..=2099), Some(1..=12), Some(1..=31))
+    )
 }
 
 /// Lower-case, full-width punctuation folded, curly quotes straightened.

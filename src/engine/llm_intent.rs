@@ -103,10 +103,14 @@ impl IntentClassifier for LlmClassifier {
                 } else {
                     (self.builtin.find_order(text), None)
                 };
+                // Safety is never left to the model: the same words hand over on any path.
+                let hazard = super::safety::is_hazard(text);
                 Intent {
                     intent: l.intent,
-                    urgency: l.urgency,
+                    urgency: if hazard { Urgency::High } else { l.urgency },
                     sentiment: l.sentiment,
+                    sentiment_score: l.sentiment.score(),
+                    hazard,
                     needs_order_info: l.needs_order_info,
                     order,
                     small_talk,
@@ -119,13 +123,16 @@ impl IntentClassifier for LlmClassifier {
                 );
                 if self.fallback {
                     tracing::warn!(%error, "LLM intent failed; using the built-in classifier");
-                    self.builtin.classify_sync(text)
+                    self.builtin.classify_full(text).await
                 } else {
                     tracing::warn!(%error, "LLM intent failed; treating the message as `other`");
+                    let hazard = super::safety::is_hazard(text);
                     Intent {
                         intent: IntentKind::Other,
-                        urgency: Urgency::Low,
+                        urgency: if hazard { Urgency::High } else { Urgency::Low },
                         sentiment: Sentiment::Neutral,
+                        sentiment_score: 0.0,
+                        hazard,
                         needs_order_info: false,
                         order: self.builtin.find_order(text),
                         small_talk: None,

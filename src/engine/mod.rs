@@ -13,8 +13,10 @@ pub mod intent;
 mod limit;
 pub mod llm_intent;
 mod locks;
+pub mod neighbours;
 pub mod quality;
 mod retrieve;
+pub mod safety;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -202,6 +204,7 @@ impl Engine {
             }
         };
         let user_seq = conv.take_seq();
+        // Written with the rest of the turn at the end, in one batch (`Store::save_turn`).
         let mut user_msg = Message::new(
             user_seq,
             Role::User,
@@ -213,8 +216,7 @@ impl Engine {
             m.sent_at_ms.max(1).min(now.max(1)),
         );
         user_msg.platform_id = Some(m.id.clone());
-        store.append_message(&m.channel, &m.conversation, &user_msg)?;
-        // Stored whole above; every channel's engine reads at most max_message_chars.
+        // Stored whole (with the turn); every channel's engine reads at most max_message_chars.
         let text = limit::for_engine(
             text,
             self.p.config.server.max_message_chars,
@@ -234,7 +236,9 @@ impl Engine {
         } else {
             None
         };
-        if rule == Some(Reason::HumanRequested) && intent.intent == IntentKind::Query {
+        if rule == Some(Reason::HumanRequested)
+            && matches!(intent.intent, IntentKind::Query | IntentKind::Praise)
+        {
             // "转人工" asks for a person, not for knowledge.
             intent.intent = IntentKind::Other;
         }
@@ -243,7 +247,7 @@ impl Engine {
 
         if conv.handed_off() {
             // A human owns the conversation: store, say nothing, tell the agents.
-            store.save_conversation(&conv)?;
+            store.save_turn(&conv, std::slice::from_ref(&user_msg))?;
             self.events.publish(
                 EventKind::Message,
                 &m.channel,
@@ -306,8 +310,10 @@ impl Engine {
         let mut handoff_started = false;
         if let Some(reason) = draft.handoff {
             handoff_started = true;
-            let recent =
-                store.messages(&m.channel, &m.conversation, user_seq.saturating_sub(8), 8)?;
+            // The last 8 messages, this turn's (not stored yet) included.
+            let mut recent =
+                store.messages(&m.channel, &m.conversation, user_seq.saturating_sub(8), 7)?;
+            recent.push(user_msg.clone());
             let order = conv
                 .flow
                 .as_ref()
@@ -341,6 +347,8 @@ impl Engine {
             } else if draft.route == "flow" && !draft.reply.is_empty() {
                 // A business action handed over: keep what we told the customer about it.
                 format!("{} {}", draft.reply, transfer)
+            } else if reason == Reason::Safety {
+                format!("{} {}", self.p.config.replies.safety.get(zh), transfer)
             } else if draft.route == "empathy" {
                 format!("{} {}", self.p.config.replies.empathy.get(zh), transfer)
             } else {
@@ -356,8 +364,8 @@ impl Engine {
         let mut bot_msg = Message::new(seq, Role::Bot, draft.reply.clone(), now);
         bot_msg.intent = Some(intent.intent.as_str().to_string());
         bot_msg.sources = draft.sources.clone();
-        store.append_message(&m.channel, &m.conversation, &bot_msg)?;
-        store.save_conversation(&conv)?;
+        // Record: both messages and the conversation (its next seq) as one write.
+        store.save_turn(&conv, &[user_msg, bot_msg])?;
         if handoff_started {
             self.events.publish(
                 EventKind::Handoff,
@@ -466,18 +474,36 @@ impl Engine {
             };
             return Draft::say(r.get(zh).to_string(), "small_talk", true);
         }
+        if matches!(intent.intent, IntentKind::Query | IntentKind::Other) && safety::is_vague(text)
+        {
+            // Nothing to search for: ask, and count the turn as unresolved; only repeated
+            // vagueness hands over (handoff.max_unresolved_turns).
+            return Draft::say(replies.vague.get(zh).to_string(), "clarify", false);
+        }
         match intent.intent {
             IntentKind::Praise => Draft::say(replies.thanks.get(zh).to_string(), "thanks", true),
             IntentKind::Refund | IntentKind::Cancel => {
-                let kind = intent.intent.as_str();
+                let kind = if intent.intent == IntentKind::Refund {
+                    flow::FlowKind::Refund
+                } else {
+                    flow::FlowKind::Cancel
+                };
                 let hits = self.retrieve(text).await;
                 let f = flow::start(kind, intent.order.clone(), text);
+                let action = match &f.order {
+                    Some(order) => flow::Action::Confirm {
+                        order: order.clone(),
+                    },
+                    None => flow::Action::AskOrder { declined: false },
+                };
                 let mut reply = String::new();
                 if let Some(first) = hits.first().and_then(|h| first_sentence(&h.text)) {
                     reply.push_str(&first);
                     reply.push(if zh { '\n' } else { ' ' });
                 }
-                reply.push_str(&flow::prompt(&f, zh));
+                reply.push_str(
+                    &flow::prompt(&action, &self.flow_texts(kind, zh)).unwrap_or_default(),
+                );
                 conv.flow = Some(f);
                 let mut d = Draft::say(reply, "flow", true);
                 d.sources = sources(&hits[..hits.len().min(1)]);
@@ -489,15 +515,14 @@ impl Engine {
                 let empathy = replies.empathy.get(zh);
                 if hits.is_empty() {
                     let ask = if intent.needs_order_info {
-                        if zh {
-                            "能告诉我具体发生了什么，以及相关的订单号吗？"
-                        } else {
-                            "Could you tell me what happened, and the order number it concerns?"
-                        }
-                    } else if zh {
-                        "能具体说说发生了什么吗？我会尽力帮您解决。"
+                        flow::fill(
+                            replies.complaint_ask_order.get(zh),
+                            "",
+                            "",
+                            replies.order_hint.get(zh),
+                        )
                     } else {
-                        "Could you tell me a bit more about what happened? I'll do my best to sort it out."
+                        replies.complaint_ask.get(zh).to_string()
                     };
                     return Draft::say(format!("{empathy} {ask}"), "empathy", false);
                 }
@@ -508,16 +533,15 @@ impl Engine {
                 }
                 d
             }
-            IntentKind::Other => match self.p.config.intent.other {
-                OtherRoute::Clarify => {
-                    Draft::say(replies.clarify.get(zh).to_string(), "clarify", false)
+            IntentKind::Other => {
+                // Off-topic is what the knowledge cannot answer; a message the classifier
+                // found no intent in may still be a question the knowledge answers.
+                let hits = self.retrieve(text).await;
+                if !hits.is_empty() {
+                    return self.answer(text, &hits, zh).await;
                 }
-                OtherRoute::Handoff => {
-                    let mut d = Draft::say(String::new(), "handoff", false);
-                    d.handoff = Some(Reason::Other);
-                    d
-                }
-            },
+                self.off_topic(zh)
+            }
             IntentKind::Query => {
                 let hits = self.retrieve(text).await;
                 self.answer(text, &hits, zh).await
@@ -525,7 +549,38 @@ impl Engine {
         }
     }
 
-    /// A refund / cancel flow waiting for this customer's answer.
+    /// What `intent.other` says to do with a message nothing answers.
+    fn off_topic(&self, zh: bool) -> Draft {
+        let replies = &self.p.config.replies;
+        match self.p.config.intent.other {
+            OtherRoute::Clarify => {
+                Draft::say(replies.clarify.get(zh).to_string(), "clarify", false)
+            }
+            OtherRoute::Handoff => {
+                let mut d = Draft::say(String::new(), "handoff", false);
+                d.handoff = Some(Reason::Other);
+                d
+            }
+        }
+    }
+
+    /// The flow's sentences from `[replies]`, for `kind` in the customer's language.
+    fn flow_texts(&self, kind: flow::FlowKind, zh: bool) -> flow::Texts<'_> {
+        let r = &self.p.config.replies;
+        flow::Texts {
+            ask_order: r.ask_order.get(zh),
+            hint: r.order_hint.get(zh),
+            confirm: r.confirm.get(zh),
+            declined: r.declined.get(zh),
+            what: match kind {
+                flow::FlowKind::Refund => r.refund_what.get(zh),
+                flow::FlowKind::Cancel => r.cancel_what.get(zh),
+            },
+        }
+    }
+
+    /// A refund / cancel flow waiting for this customer's answer: one step of the state
+    /// machine in `flow.rs`, its action turned into a reply (or the business action run).
     async fn continue_flow(
         &self,
         m: &Inbound,
@@ -533,121 +588,74 @@ impl Engine {
         intent: &Intent,
         conv: &mut Conversation,
     ) -> Option<Draft> {
-        let mut f = conv.flow.clone()?;
+        let state = conv.flow.clone()?;
         let zh = conv.zh;
-        let answer = flow::read_answer(text);
-        if answer == flow::Answer::Abandon {
-            conv.flow = None;
-            let msg = if zh {
-                "好的，已为您取消本次申请。还有其他可以帮您的吗？"
-            } else {
-                "Okay, I've dropped that request. Anything else I can help with?"
-            };
-            return Some(Draft::say(msg.into(), "flow", true));
-        }
-        match f.stage {
-            FlowStage::AwaitingOrder => {
-                if let Some(order) = intent.order.clone() {
-                    f.order = Some(order);
-                    f.stage = FlowStage::AwaitingConfirmation;
-                    let reply = flow::prompt(&f, zh);
-                    conv.flow = Some(f);
-                    return Some(Draft::say(reply, "flow", true));
-                }
-                if matches!(intent.intent, IntentKind::Query | IntentKind::Other)
-                    && intent.small_talk.is_none()
-                    && text.chars().count() > 12
-                {
-                    // Looks like a new question: answer it, keep the flow for later.
-                    return None;
-                }
-                let reply = flow::prompt(&f, zh);
-                conv.flow = Some(f);
-                Some(Draft::say(reply, "flow", false))
+        let kind = flow::FlowKind::parse(&state.kind).unwrap_or(flow::FlowKind::Refund);
+        let reason = state.reason.clone();
+        let reply = flow::Reply {
+            answer: flow::read_answer(text),
+            order: intent.order.clone(),
+            // A question of its own (not "yes", "no" or a number): answer it, keep the flow.
+            new_question: matches!(intent.intent, IntentKind::Query | IntentKind::Other)
+                && intent.small_talk.is_none()
+                && text.chars().count() > 12,
+        };
+        let (next, action) = flow::step(state, &reply);
+        let replies = &self.p.config.replies;
+        match action {
+            flow::Action::PassThrough => None,
+            flow::Action::Dropped => {
+                conv.flow = None;
+                Some(Draft::say(
+                    replies.dropped.get(zh).to_string(),
+                    "flow",
+                    true,
+                ))
             }
-            FlowStage::AwaitingConfirmation => {
-                match answer {
-                    flow::Answer::Yes => {
-                        let order = f.order.clone().unwrap_or_default();
-                        let req = ActionRequest {
-                            kind: f.kind.clone(),
-                            order: order.clone(),
-                            channel: m.channel.clone(),
-                            conversation: m.conversation.clone(),
-                            user: m.user.id.clone(),
-                            reason: f.reason.clone(),
-                        };
-                        let outcome = self.p.actions.run(&req).await;
-                        conv.flow = None;
-                        let what = if f.kind == "refund" {
-                            if zh {
-                                "退款"
-                            } else {
-                                "refund"
-                            }
-                        } else if zh {
-                            "取消"
+            flow::Action::AskOrder { .. } | flow::Action::Confirm { .. } => {
+                let text = flow::prompt(&action, &self.flow_texts(kind, zh)).unwrap_or_default();
+                // Giving the order number moves the request on; anything else does not.
+                let progressed =
+                    matches!(action, flow::Action::Confirm { .. }) && reply.order.is_some();
+                conv.flow = next;
+                Some(Draft::say(text, "flow", progressed))
+            }
+            flow::Action::Execute { kind, order } => {
+                conv.flow = None;
+                let what = self.flow_texts(kind, zh).what;
+                let req = ActionRequest {
+                    kind: kind.as_str().to_string(),
+                    order: order.clone(),
+                    channel: m.channel.clone(),
+                    conversation: m.conversation.clone(),
+                    user: m.user.id.clone(),
+                    reason,
+                };
+                Some(match self.p.actions.run(&req).await {
+                    ActionOutcome::Done { message } => {
+                        let reply = if message.is_empty() {
+                            flow::fill(replies.done.get(zh), what, &order, "")
                         } else {
-                            "cancellation"
+                            message
                         };
-                        Some(match outcome {
-                            ActionOutcome::Done { message } => {
-                                let reply = if message.is_empty() {
-                                    if zh {
-                                        format!("订单 {order} 的{what}申请已提交。")
-                                    } else {
-                                        format!("Your {what} request for order {order} has been submitted.")
-                                    }
-                                } else {
-                                    message
-                                };
-                                Draft::say(reply, "flow", true)
-                            }
-                            ActionOutcome::Handoff => {
-                                let mut d = Draft::say(
-                                    if zh {
-                                        format!("已记录订单 {order} 的{what}申请。")
-                                    } else {
-                                        format!("I've noted your {what} request for order {order}.")
-                                    },
-                                    "flow",
-                                    true,
-                                );
-                                d.handoff = Some(Reason::BusinessAction);
-                                d
-                            }
-                            ActionOutcome::Failed { error } => {
-                                warn!(%error, "business action failed");
-                                let mut d = Draft::say(String::new(), "flow", false);
-                                d.handoff = Some(Reason::BusinessAction);
-                                d
-                            }
-                        })
+                        Draft::say(reply, "flow", true)
                     }
-                    flow::Answer::No => {
-                        if let Some(order) = intent.order.clone() {
-                            f.order = Some(order);
-                        } else {
-                            f.order = None;
-                            f.stage = FlowStage::AwaitingOrder;
-                        }
-                        let reply = flow::prompt(&f, zh);
-                        conv.flow = Some(f);
-                        Some(Draft::say(reply, "flow", false))
+                    ActionOutcome::Handoff => {
+                        let mut d = Draft::say(
+                            flow::fill(replies.noted.get(zh), what, &order, ""),
+                            "flow",
+                            true,
+                        );
+                        d.handoff = Some(Reason::BusinessAction);
+                        d
                     }
-                    _ => {
-                        if let Some(order) = intent.order.clone() {
-                            f.order = Some(order);
-                        } else if matches!(intent.intent, IntentKind::Query | IntentKind::Other)
-                            && text.chars().count() > 12
-                        {
-                            return None;
-                        }
-                        let reply = flow::prompt(&f, zh);
-                        conv.flow = Some(f);
-                        Some(Draft::say(reply, "flow", false))
+                    ActionOutcome::Failed { error } => {
+                        warn!(%error, "business action failed");
+                        let mut d = Draft::say(String::new(), "flow", false);
+                        d.handoff = Some(Reason::BusinessAction);
+                        d
                     }
-                }
+                })
             }
         }
     }
@@ -736,6 +744,8 @@ fn neutral_intent() -> Intent {
         needs_order_info: false,
         order: None,
         small_talk: None,
+        sentiment_score: 0.0,
+        hazard: false,
     }
 }
 
@@ -752,7 +762,11 @@ fn sources(hits: &[Hit]) -> Vec<SourceRecord> {
 fn first_sentence(text: &str) -> Option<String> {
     crate::text::split_sentences(text)
         .into_iter()
-        .find(|s| !s.starts_with('#') && !s.starts_with('|'))
+        // Prose only: headings, table rows and list items say little on their own.
+        .find(|s| {
+            let s = s.trim_start();
+            !s.starts_with(['#', '|', '-', '*', '+', '>']) && s.chars().count() >= 8
+        })
 }
 
 #[cfg(test)]

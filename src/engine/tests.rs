@@ -541,3 +541,39 @@ async fn transcribed_voice_is_answered_like_text() {
     m.content = adapters::ContentKind::Voice;
     assert_eq!(e.engine.handle(m).await.unwrap().route, "non_text");
 }
+
+#[tokio::test]
+async fn a_turn_that_cannot_be_recorded_leaves_nothing_and_reuses_no_seq() {
+    let faulty = Arc::new(FaultyStore::new(memory_store()));
+    let e = engine_with(Config::default(), retriever(), faulty.clone());
+    say(&e, "s1", "How do I reset my password?").await;
+    faulty.set_disk_full(true);
+    let err = e
+        .engine
+        .handle(web_message("s1", "m-full", "What is the refund policy?"))
+        .await;
+    assert!(matches!(err, Err(EngineError::Store(_))), "{err:?}");
+    assert_eq!(
+        e.store.messages("site", "s1", 0, 10).unwrap().len(),
+        2,
+        "no half turn"
+    );
+    faulty.set_disk_full(false);
+    say(&e, "s1", "What is the refund policy?").await;
+    let seqs: Vec<u64> = e
+        .store
+        .messages("site", "s1", 0, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(
+        e.store
+            .conversation("site", "s1")
+            .unwrap()
+            .unwrap()
+            .next_seq,
+        5
+    );
+}

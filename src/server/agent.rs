@@ -232,6 +232,7 @@ pub async fn claim(
         ApiError::BadRequest("name the agent who claims it: {\"agent\": \"<id>\"}".into())
     })?;
     let conv = s.app.engine.claim(&channel, &conversation, &agent).await?;
+    s.app.commit.durable().await?;
     Ok(Json(json!({ "conversation": view(&s, &conv) })).into_response())
 }
 
@@ -268,7 +269,9 @@ pub async fn reply(
         .engine
         .agent_reply(&channel, &conversation, text, agent.as_deref())
         .await?;
-    s.deliver_agent_message(&conv, &msg);
+    s.deliver_agent_message(&conv, &msg)?;
+    // The agent's "sent" means stored, like every acknowledgement.
+    s.app.commit.durable().await?;
     Ok(Json(json!({ "seq": msg.seq, "message": msg })).into_response())
 }
 
@@ -285,6 +288,7 @@ pub async fn release(
         .engine
         .release(&channel, &conversation, agent.as_deref())
         .await?;
+    s.app.commit.durable().await?;
     Ok(Json(json!({ "released": true })).into_response())
 }
 
@@ -312,5 +316,6 @@ pub async fn close(
         .engine
         .close(&channel, &conversation, agent.as_deref(), note)
         .await?;
+    s.app.commit.durable().await?;
     Ok(Json(json!({ "closed": true })).into_response())
 }

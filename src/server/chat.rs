@@ -67,6 +67,9 @@ pub async fn post_chat(
     if turn.handoff_started {
         super::platform::notify_agents(&s, &channel, &req.session_id);
     }
+    // The widget's reply is its acknowledgement: only once the turn is on disk. A failed
+    // flush is a 503; the widget (or the customer) sends again.
+    s.app.commit.durable().await?;
     let wire = chat_turn(&req.session_id, &turn);
     if !streaming {
         return Ok(Json(wire).into_response());
@@ -211,6 +214,9 @@ pub fn chat_turn(session_id: &str, t: &Turn) -> ChatTurn {
         session_id: session_id.to_string(),
         reply: t.reply.clone(),
         intent: t.intent.intent.as_str().to_string(),
+        urgency: t.intent.urgency.as_str().to_string(),
+        sentiment: (t.intent.sentiment_score * 100.0).round() / 100.0,
+        needs_order_info: t.intent.needs_order_info,
         confidence: (t.confidence * 1000.0).round() / 1000.0,
         sources: source_refs(&t.sources),
         handoff: HandoffState {

@@ -6,8 +6,9 @@
 //! 1. `POST {api_base}/v1.0/gateway/connections/open` → endpoint + single-use ticket;
 //! 2. connect `endpoint?ticket=…`;
 //! 3. per frame: a robot message is decoded and handed to [`platform::accept`] (the same
-//!    dedupe, inbox and per-conversation queue as an HTTP callback), *then* acked, so an
-//!    acked message is always stored; SYSTEM pings are echoed; `disconnect` means reconnect;
+//!    dedupe, inbox and per-conversation queue as an HTTP callback), and acked only once it
+//!    is on disk: a message that could not be stored gets no ack, so DingTalk delivers it
+//!    again; SYSTEM pings are echoed; `disconnect` means reconnect;
 //! 4. a connection silent for [`Timing::idle`] gets a WebSocket ping; no answer within
 //!    [`Timing::pong_wait`] means it is dead;
 //! 5. after any failure: back to 1 with a jittered backoff, 1 s doubling to 60 s;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use adapters::dingtalk::stream::{self, StreamFrame};
 use adapters::dingtalk::{DingTalk, DingTalkParams};
 use adapters::Decoded;
+use futures::future::BoxFuture;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use rand::Rng;
 use tokio::sync::watch;
@@ -61,8 +63,13 @@ impl Default for Timing {
     }
 }
 
-/// Start one Stream client per `mode = "stream"` DingTalk channel.
-pub fn spawn_all(s: &AppState, stop: watch::Receiver<bool>) {
+/// What `pump` does with a robot message's `data` before acking it: `true` = stored, ack it;
+/// `false` = not stored, no ack (DingTalk delivers it again).
+pub type OnRobot<'a> = dyn Fn(String) -> BoxFuture<'a, bool> + Send + Sync + 'a;
+
+/// Start one Stream client per `mode = "stream"` DingTalk channel, each holding `task` (the
+/// intake group) until it has closed its connection.
+pub fn spawn_all(s: &AppState, task: crate::lifecycle::TaskHandle) {
     for c in &s.app.config.channels {
         let ChannelConfig::DingTalk(d) = c else {
             continue;
@@ -100,7 +107,12 @@ pub fn spawn_all(s: &AppState, stop: watch::Receiver<bool>) {
             codec,
             endpoint_hosts,
         };
-        tokio::spawn(client.run(stop.clone()));
+        let task = task.clone();
+        tokio::spawn(async move {
+            let stop = task.stop.clone();
+            client.run(stop).await;
+            drop(task);
+        });
     }
 }
 
@@ -194,7 +206,7 @@ impl Client {
             _ = stop.changed() => return Ok(End::Stopped),
         };
         tracing::info!(channel = %self.name, endpoint = %endpoint_host(&endpoint.endpoint), "dingtalk stream connected");
-        let on_robot = |data: &str| self.robot_message(data);
+        let on_robot = |data: String| -> BoxFuture<'_, bool> { Box::pin(self.robot_message(data)) };
         Ok(pump(&mut ws, stop, Timing::default(), &on_robot).await)
     }
 
@@ -221,14 +233,19 @@ impl Client {
     }
 
     /// A robot message: stored and queued like an HTTP callback, before the ack goes out.
-    fn robot_message(&self, data: &str) {
-        match self.codec.decode_stream(data, self.state.app.clock.now()) {
+    /// False when it could not be stored (then it is not acked).
+    async fn robot_message(&self, data: String) -> bool {
+        match self.codec.decode_stream(&data, self.state.app.clock.now()) {
             Ok(decoded) => {
                 if let Decoded::Message(m) = &decoded {
                     tracing::debug!(channel = %self.name, id = %m.id, "dingtalk stream message");
                 }
                 super::replay::warn_foreign_webhook(&self.state, &self.name, &decoded);
-                let _ = platform::accept(&self.state, &self.name, decoded);
+                let ticket = self.state.app.commit.ticket();
+                platform::accept(&self.state, &self.name, decoded, ticket)
+                    .await
+                    .status()
+                    .is_success()
             }
             Err(e) => {
                 // Acked anyway: DingTalk would only send the same bytes again.
@@ -237,18 +254,20 @@ impl Client {
                     &[("channel", &self.name), ("outcome", "malformed")],
                 );
                 tracing::warn!(channel = %self.name, error = %e, "dingtalk stream message unreadable");
+                true
             }
         }
     }
 }
 
 /// Serve one open connection until it ends: answer every frame, keep it alive, close it on
-/// `stop`. `on_robot` gets each robot message's `data` before its ack is sent.
+/// `stop`. `on_robot` gets each robot message's `data` before its ack is sent (and may
+/// withhold the ack).
 pub async fn pump<S>(
     ws: &mut S,
     stop: &mut watch::Receiver<bool>,
     timing: Timing,
-    on_robot: &(dyn Fn(&str) + Send + Sync),
+    on_robot: &OnRobot<'_>,
 ) -> End
 where
     S: Stream<Item = Result<Message, tungstenite::Error>>
@@ -298,7 +317,10 @@ where
                             }
                         };
                         if let StreamFrame::RobotMessage { data, .. } = &frame {
-                            on_robot(data);
+                            if !on_robot(data.clone()).await {
+                                tracing::warn!("dingtalk stream message not stored; not acked, so DingTalk delivers it again");
+                                continue;
+                            }
                         }
                         if let Err(e) = ws.send(Message::text(frame.response())).await {
                             return End::Lost(ws_error(&e));
@@ -423,7 +445,10 @@ mod tests {
         let (_tx, mut stop) = watch::channel(false);
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let end = pump(&mut client, &mut stop, timing(), &|_| {}).await;
+            let end = pump(&mut client, &mut stop, timing(), &|_| {
+                Box::pin(async { true })
+            })
+            .await;
             (end, started.elapsed())
         });
         // The gateway reads the ping but is otherwise dead: never polled again, it never
@@ -442,7 +467,10 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
-            let on_robot = move |d: &str| seen2.lock().unwrap().push(d.to_string());
+            let on_robot = move |d: String| -> BoxFuture<'static, bool> {
+                seen2.lock().unwrap().push(d);
+                Box::pin(async { true })
+            };
             pump(&mut client, &mut stop, timing(), &on_robot).await
         });
         let ping = r#"{"specVersion":"1.0","type":"SYSTEM","headers":{"messageId":"p1","topic":"ping"},"data":"{\"opaque\":\"x\"}"}"#;
@@ -507,8 +535,12 @@ mod tests {
     async fn disconnect_is_acked_then_closed() {
         let (mut client, mut gateway) = pair().await;
         let (_tx, mut stop) = watch::channel(false);
-        let task =
-            tokio::spawn(async move { pump(&mut client, &mut stop, timing(), &|_| {}).await });
+        let task = tokio::spawn(async move {
+            pump(&mut client, &mut stop, timing(), &|_| {
+                Box::pin(async { true })
+            })
+            .await
+        });
         let disc =
             r#"{"type":"SYSTEM","headers":{"messageId":"d1","topic":"disconnect"},"data":"{}"}"#;
         gateway.send(Message::text(disc)).await.unwrap();
@@ -524,6 +556,39 @@ mod tests {
             started.elapsed() < CLOSE_WAIT,
             "done at the gateway's Close"
         );
+        reader.abort();
+    }
+
+    #[tokio::test]
+    async fn a_message_that_was_not_stored_is_not_acked() {
+        let (mut client, mut gateway) = pair().await;
+        let (tx, mut stop) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            // The store refuses the first message, takes the second.
+            let calls = AtomicUsize::new(0);
+            let on_robot = move |_: String| -> BoxFuture<'static, bool> {
+                let stored = calls.fetch_add(1, Ordering::SeqCst) > 0;
+                Box::pin(async move { stored })
+            };
+            pump(&mut client, &mut stop, timing(), &on_robot).await
+        });
+        for id in ["refused", "stored"] {
+            let cb = serde_json::json!({
+                "specVersion": "1.0", "type": "CALLBACK",
+                "headers": {"messageId": id, "topic": stream::ROBOT_TOPIC},
+                "data": "{}",
+            });
+            gateway.send(Message::text(cb.to_string())).await.unwrap();
+        }
+        let ack = within(gateway.next()).await.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(ack.to_text().unwrap()).unwrap();
+        assert_eq!(
+            v["headers"]["messageId"], "stored",
+            "no ack for the refused one: DingTalk delivers it again"
+        );
+        tx.send(true).unwrap();
+        let reader = tokio::spawn(async move { while let Some(Ok(_)) = gateway.next().await {} });
+        assert_eq!(within(task).await.unwrap(), End::Stopped);
         reader.abort();
     }
 

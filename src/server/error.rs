@@ -21,6 +21,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Not now, try again shortly (503 + `Retry-After`): the store cannot write, the
+    /// conversation's queue is full, or kefu is stopping. Platforms retry on their own.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Conflict(String),
     /// Another agent owns the conversation (their id; the answer names them).
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) | ApiError::ClaimedBy(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -64,6 +69,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Internal(e) => tracing::error!(error = ?e, "internal error"),
             ApiError::BadSignature => tracing::warn!("callback refused: bad signature"),
+            ApiError::Unavailable(why) => tracing::warn!(why, "answered 503"),
             other => tracing::debug!(error = %other, "request refused"),
         }
         let mut body = serde_json::json!({ "error": self.to_string() });
@@ -71,6 +77,12 @@ impl IntoResponse for ApiError {
             body["agent"] = serde_json::json!(agent);
         }
         let mut resp = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Unavailable(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if let ApiError::TooManyRequests { retry_after_s, .. } = self {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
@@ -92,9 +104,18 @@ impl From<adapters::DecodeError> for ApiError {
     }
 }
 
+/// What a customer or platform reads when the store failed (the cause is logged).
+pub const STORE_UNAVAILABLE: &str = "storage is unavailable; nothing was kept, try again shortly";
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::Internal(e.into())
+        match e {
+            crate::store::StoreError::Backend(why) => {
+                tracing::error!(error = %why, "store failed");
+                ApiError::Unavailable(STORE_UNAVAILABLE.into())
+            }
+            corrupt => ApiError::Internal(corrupt.into()),
+        }
     }
 }
 
@@ -104,11 +125,11 @@ impl From<crate::engine::EngineError> for ApiError {
             crate::engine::EngineError::UnknownConversation => {
                 ApiError::NotFound("unknown conversation".into())
             }
+            crate::engine::EngineError::Store(e) => e.into(),
             crate::engine::EngineError::ClaimedBy(agent) => ApiError::ClaimedBy(agent),
             crate::engine::EngineError::NotHandedOff => {
                 ApiError::Conflict("the conversation is not handed off: the bot answers it".into())
             }
-            other => ApiError::Internal(other.into()),
         }
     }
 }

@@ -1,13 +1,17 @@
-//! WeCom and DingTalk callbacks: verify and decode through the channel's codec, answer at
-//! once, then handle the turn in the background and deliver through the outbox.
+//! WeCom and DingTalk callbacks: verify and decode through the channel's codec, store, answer,
+//! then handle the turn in the background and deliver through the outbox.
 //!
-//! A message is written to the inbox before the 200 goes out and removed after its reply is
-//! queued, so a crash in between loses nothing (`serve` replays the inbox on start). The
-//! dedupe key is remembered for a day, also across restarts: a platform retry after a
-//! restart is still recognized.
+//! Acknowledged means durable: a message's dedupe key and inbox entry are written in one
+//! step and flushed (group commit) before the 200 goes out; a write or flush that fails
+//! answers 503 and the platform retries. The inbox entry goes in the same write that queues
+//! the reply, so a crash anywhere loses nothing and answers nothing twice: `serve` replays
+//! the inbox on start, and a replayed message whose turn was already recorded gets that
+//! turn's reply instead of a second turn. The dedupe key is remembered for a day, across
+//! restarts too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::{Channel, ChannelKind, Decoded, Inbound, Outbound};
@@ -16,21 +20,26 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use tokio::sync::mpsc;
-
-use super::error::read_body;
+use super::error::{read_body, STORE_UNAVAILABLE};
+use super::queues::{Queued, Queues, Refused, WorkerParts};
 use super::{ApiError, AppState};
 use crate::config::{ChannelConfig, Config};
 use crate::delivery::Outbox;
-use crate::engine::Turn;
-use crate::store::Conversation;
+use crate::lifecycle::TaskHandle;
+use crate::store::{Conversation, OutboxItem, Role, Ticket};
 
 /// Largest callback body accepted (WeCom and DingTalk send a few KB).
 const MAX_CALLBACK_BYTES: usize = 256 * 1024;
 /// How long a message id is remembered for dedupe.
-const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
+pub(super) const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
 /// A conversation's worker exits after this long without messages.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// A turn or a reply that could not be stored is tried again after this, doubling to
+/// `STORE_RETRY_MAX`, until it works or kefu stops (the message stays in the inbox).
+const STORE_RETRY: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How far back a replayed message's recorded turn is looked for.
+const REPLAY_LOOKBACK: u64 = 64;
 
 /// The platform channels, their outbox and the per-conversation queues.
 pub struct Platforms {
@@ -40,13 +49,8 @@ pub struct Platforms {
     /// WeCom channels with `greet_on_enter = false`.
     no_greeting: std::collections::HashSet<String>,
     pub outbox: Arc<Outbox>,
-    queues: Mutex<HashMap<ConversationKey, Queue>>,
+    pub queues: Queues,
 }
-
-/// `(channel, conversation)`.
-type ConversationKey = (String, String);
-/// A conversation's waiting messages, each with its dedupe/inbox key.
-type Queue = mpsc::UnboundedSender<(String, Inbound)>;
 
 impl Platforms {
     pub fn new(config: &Config, outbox: Arc<Outbox>) -> anyhow::Result<Self> {
@@ -107,7 +111,7 @@ impl Platforms {
             markdown,
             no_greeting,
             outbox,
-            queues: Mutex::new(HashMap::new()),
+            queues: Queues::new(config.server.queue_per_conversation),
         })
     }
 
@@ -144,6 +148,8 @@ async fn callback(
     let ch = s.platforms.channel(&name, kind)?.clone();
     let (parts, body) = req.into_parts();
     let bytes = read_body(body, MAX_CALLBACK_BYTES).await?;
+    // From here to its 200 this callback takes microseconds: a flush may wait for it.
+    let ticket = s.app.commit.ticket();
     let req = http::Request::from_parts(parts, bytes);
     let decoded = match ch.decode(&req, s.app.clock.now()) {
         Ok(d) => d,
@@ -164,11 +170,12 @@ async fn callback(
         super::replay::dingtalk_signature_once(&s, &name, req.headers(), &decoded)?;
         super::replay::warn_foreign_webhook(&s, &name, &decoded);
     }
-    Ok(accept(&s, &name, decoded))
+    Ok(accept(&s, &name, decoded, ticket).await)
 }
 
-/// After a successful decode: always a 2xx, whatever happens next.
-pub fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
+/// After a successful decode: 200 once the message is on disk, whatever happens next;
+/// 503 when it could not be stored (or its queue is full): the platform retries.
+pub async fn accept(s: &AppState, name: &str, decoded: Decoded, ticket: Ticket) -> Response {
     let count = |outcome: &str| {
         s.app.metrics.inc(
             "kefu_callbacks_total",
@@ -192,117 +199,253 @@ pub fn accept(s: &AppState, name: &str, decoded: Decoded) -> Response {
             count("ignored");
             StatusCode::OK.into_response()
         }
-        Decoded::Message(m) => {
-            let key = format!("{name}:{}", m.id);
-            match s
-                .app
-                .store
-                .check_and_remember(&key, s.app.clock.now_ms(), DEDUPE_TTL_MS)
-            {
-                Ok(true) => {
-                    count("duplicate");
-                    return StatusCode::OK.into_response();
-                }
-                Ok(false) => {}
-                // Can't tell: handle it; a rare double answer beats a lost question.
-                Err(e) => tracing::error!(error = %e, "dedupe store failed"),
+        Decoded::Message(m) => match take_in(s, name, *m, ticket).await {
+            Ok(outcome) => {
+                count(outcome);
+                StatusCode::OK.into_response()
             }
-            if let Err(e) = s.app.store.inbox_put(&key, &m) {
-                tracing::error!(error = %e, "inbox write failed; handling from memory");
+            Err((outcome, e)) => {
+                count(outcome);
+                e.into_response()
             }
-            count("accepted");
-            enqueue(s, key, *m);
-            StatusCode::OK.into_response()
-        }
+        },
     }
 }
 
-/// Hand a message to its conversation's worker: one customer in order, customers in parallel.
-pub fn enqueue(s: &AppState, key: String, m: Inbound) {
+/// Store a platform message (dedupe key + inbox entry, flushed) and queue it. `Ok` names
+/// the outcome (`accepted` / `duplicate`); `Err` a 503 for the platform to retry, with its
+/// outcome (`busy`: the queue is full; `unavailable`: the store failed or kefu is stopping).
+async fn take_in(
+    s: &AppState,
+    name: &str,
+    m: Inbound,
+    ticket: Ticket,
+) -> Result<&'static str, (&'static str, ApiError)> {
+    let unavailable = |why: &str| ("unavailable", ApiError::Unavailable(why.to_string()));
+    if s.lifecycle.conversations.is_stopping() {
+        return Err(unavailable("kefu is stopping"));
+    }
+    let key = format!("{name}:{}", m.id);
     let conv = (m.channel.clone(), m.conversation.clone());
-    let mut queues = s.platforms.queues.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = queues.get(&conv) {
-        match tx.send((key, m)) {
-            Ok(()) => return,
-            Err(mpsc::error::SendError(back)) => {
-                // The worker just exited; start a new one below.
-                queues.remove(&conv);
-                let (tx, rx) = mpsc::unbounded_channel();
-                let _ = tx.send(back);
-                queues.insert(conv.clone(), tx);
-                tokio::spawn(worker(s.clone(), conv, rx));
-                return;
-            }
+    // Room first: a full queue is refused before anything is written.
+    let slot = s
+        .platforms
+        .queues
+        .reserve(&conv, true, |parts| spawn_worker(s, parts))
+        .map_err(|r| refusal(s, r))?;
+    let health = s.app.commit.health();
+    let accepted = crate::store::watch(
+        health,
+        s.app
+            .store
+            .inbox_accept(&key, &m, s.app.clock.now_ms(), DEDUPE_TTL_MS),
+    )
+    .map_err(|e| ("unavailable", e.into()))?;
+    // A duplicate waits for the flush too: the first copy may not be on disk yet.
+    let durable = s.app.commit.durable_with(ticket).await;
+    let outcome = match accepted {
+        None => "duplicate",
+        Some(inbox_id) => {
+            // Handled even if the flush failed: it is written, and the platform's retry of
+            // our 503 will be a duplicate of it.
+            slot.send(Queued {
+                inbox_id,
+                message: m,
+                replayed: false,
+            });
+            "accepted"
         }
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let _ = tx.send((key, m));
-    queues.insert(conv.clone(), tx);
-    tokio::spawn(worker(s.clone(), conv, rx));
+    };
+    durable.map_err(|e| {
+        tracing::error!(error = %e, "flush failed; the platform will retry");
+        unavailable(STORE_UNAVAILABLE)
+    })?;
+    Ok(outcome)
 }
 
-async fn worker(
-    s: AppState,
-    conv: ConversationKey,
-    mut rx: mpsc::UnboundedReceiver<(String, Inbound)>,
-) {
+/// The 503 for a message its queue has no room for, with its outcome.
+pub(super) fn refusal(s: &AppState, refused: Refused) -> (&'static str, ApiError) {
+    match refused {
+        Refused::Full => (
+            "busy",
+            ApiError::Unavailable(format!(
+                "this conversation's queue is full ({} messages waiting); try again shortly",
+                s.app.config.server.queue_per_conversation
+            )),
+        ),
+        Refused::Stopping => (
+            "unavailable",
+            ApiError::Unavailable("kefu is stopping".into()),
+        ),
+    }
+}
+
+/// Start the worker of a new conversation queue; false when kefu is stopping.
+pub(super) fn spawn_worker(s: &AppState, parts: WorkerParts) -> bool {
+    let Some(task) = s.lifecycle.conversations.handle() else {
+        return false;
+    };
+    tokio::spawn(worker(s.clone(), parts, task));
+    true
+}
+
+/// Hand a stored message to its conversation's worker, whatever the queue's length.
+fn enqueue_stored(s: &AppState, q: Queued) {
+    let conv = (q.message.channel.clone(), q.message.conversation.clone());
+    match s
+        .platforms
+        .queues
+        .reserve(&conv, false, |parts| spawn_worker(s, parts))
+    {
+        Ok(slot) => {
+            slot.send(q);
+        }
+        Err(_) => tracing::debug!("stopping; the message stays in the inbox"),
+    }
+}
+
+/// One conversation's worker: its messages in order; gone when idle, or when kefu stops
+/// (after the turn in hand; what is still queued stays in the inbox for the next start).
+async fn worker(s: AppState, mut parts: WorkerParts, mut task: TaskHandle) {
     loop {
-        let next = match tokio::time::timeout(WORKER_IDLE, rx.recv()).await {
-            Ok(Some(next)) => next,
+        let next = tokio::select! {
+            biased;
+            _ = task.stopped() => return,
+            next = tokio::time::timeout(WORKER_IDLE, parts.rx.recv()) => next,
+        };
+        match next {
+            Ok(Some(q)) => {
+                handle(&s, q, &task).await;
+                parts.depth.fetch_sub(1, Ordering::SeqCst);
+            }
             Ok(None) => return,
             Err(_idle) => {
-                // Leave only if nothing arrived meanwhile; senders hold this lock to send.
-                let mut queues = s.platforms.queues.lock().unwrap_or_else(|p| p.into_inner());
-                match rx.try_recv() {
-                    Ok(next) => next,
-                    Err(_) => {
-                        queues.remove(&conv);
-                        return;
-                    }
+                if s.platforms.queues.retire_if_idle(&parts.conv, &parts.depth) {
+                    return;
                 }
             }
-        };
-        handle(&s, next.0, next.1).await;
+        }
     }
 }
 
-async fn handle(s: &AppState, key: String, m: Inbound) {
-    match s.app.engine.handle(m.clone()).await {
-        Ok(turn) => {
-            deliver_turn(s, &m, &turn);
-            if let Err(e) = s.app.store.inbox_remove(&key) {
-                tracing::error!(error = %e, "inbox delete failed");
+async fn handle(s: &AppState, q: Queued, task: &TaskHandle) {
+    if q.replayed {
+        if let Some(items) = recorded_reply(s, &q.message) {
+            // The turn was recorded before the last stop; only its reply was not queued.
+            tracing::info!(channel = %q.message.channel, id = %q.message.id, "replayed message already answered; queueing the recorded reply");
+            store_reply(s, &items, q.inbox_id, task).await;
+            return;
+        }
+    }
+    let mut wait = STORE_RETRY;
+    let turn = loop {
+        match s.app.engine.handle(q.message.clone()).await {
+            Ok(turn) => break turn,
+            // Nothing of the turn was stored (it is one write): try again, unless stopping;
+            // then the message stays in the inbox for the next start.
+            Err(e) => {
+                tracing::error!(error = %e, channel = %q.message.channel, "turn failed; trying again");
+                s.app.commit.health().failed(&e.to_string());
+                if !pause(task, &mut wait).await {
+                    return;
+                }
             }
         }
-        // The message stays in the inbox and is handled again after a restart.
-        Err(e) => {
-            tracing::error!(error = %e, channel = %m.channel, "turn failed; message kept in the inbox")
+    };
+    let items = reply_items(s, &q.message, &turn.reply, turn.handoff_started);
+    store_reply(s, &items, q.inbox_id, task).await;
+}
+
+/// Queue `items` and drop the inbox entry in one write, trying again while the store fails.
+async fn store_reply(s: &AppState, items: &[OutboxItem], inbox_id: u64, task: &TaskHandle) {
+    let mut wait = STORE_RETRY;
+    loop {
+        match s.platforms.outbox.push(items, Some(inbox_id)) {
+            Ok(()) => return,
+            Err(e) => {
+                // Not handled again: the turn is recorded, and after a restart the replay
+                // finds it (`recorded_reply`).
+                tracing::error!(error = %e, "outbox write failed; trying again");
+                s.app.commit.health().failed(&e.to_string());
+                if !pause(task, &mut wait).await {
+                    return;
+                }
+            }
         }
     }
 }
 
-/// Queue the turn's reply on the customer's channel, and alert agents on a new handoff.
-pub fn deliver_turn(s: &AppState, m: &Inbound, turn: &Turn) {
-    if !turn.reply.is_empty() {
-        // Failures are logged where they happen; the customer's message stays stored.
-        let _ = send_text(
+/// Sleep `wait` (doubling it for next time); false when kefu is stopping.
+async fn pause(task: &TaskHandle, wait: &mut Duration) -> bool {
+    let mut task = task.clone();
+    tokio::select! {
+        _ = task.stopped() => return false,
+        _ = tokio::time::sleep(*wait) => {}
+    }
+    *wait = (*wait * 2).min(STORE_RETRY_MAX);
+    true
+}
+
+/// A replayed message's turn, if it was recorded before the stop: the outbox entries of
+/// its reply (and of the handoff alert it started).
+fn recorded_reply(s: &AppState, m: &Inbound) -> Option<Vec<OutboxItem>> {
+    let store = &s.app.store;
+    let conv = store.conversation(&m.channel, &m.conversation).ok()??;
+    let after = conv.next_seq.saturating_sub(REPLAY_LOOKBACK + 1);
+    let recent = store
+        .messages(
+            &m.channel,
+            &m.conversation,
+            after,
+            REPLAY_LOOKBACK as usize + 1,
+        )
+        .ok()?;
+    let at = recent
+        .iter()
+        .position(|x| x.role == Role::User && x.platform_id.as_deref() == Some(m.id.as_str()))?;
+    // The bot's answer is the next message of the same turn; none means the bot stayed
+    // silent (a human owns the conversation).
+    let answer = recent
+        .get(at + 1)
+        .filter(|x| x.role == Role::Bot && x.seq == recent[at].seq + 1);
+    let (reply, handoff_started) = match answer {
+        Some(bot) => (
+            bot.text.clone(),
+            conv.handoff
+                .as_ref()
+                .is_some_and(|h| h.active && h.since_ms == bot.at_ms),
+        ),
+        None => (String::new(), false),
+    };
+    Some(reply_items(s, m, &reply, handoff_started))
+}
+
+/// The outbox entries of a turn's reply on the customer's channel, and of the agents'
+/// alert when the turn started a handoff.
+fn reply_items(s: &AppState, m: &Inbound, reply: &str, handoff_started: bool) -> Vec<OutboxItem> {
+    let mut items = Vec::new();
+    if !reply.is_empty() {
+        // An encoding failure is logged where it happens; the customer's message is stored.
+        items = text_items(
             s,
             &m.channel,
             &m.conversation,
             &m.user,
             &m.route,
-            &turn.reply,
+            reply,
             None,
-        );
+        )
+        .unwrap_or_default();
     }
-    if turn.handoff_started {
-        notify_agents(s, &m.channel, &m.conversation);
+    if handoff_started {
+        items.extend(notify_items(s, &m.channel, &m.conversation));
     }
+    items
 }
 
-/// Queue `text` for the customer on their channel; `message` is the agent message it
-/// delivers, if any. `Err` says why it cannot go out.
-fn send_text(
+/// The outbox entries that deliver `text` to the customer on their channel; `message` is the
+/// agent message they deliver, if any. `Err` says why it cannot go out.
+fn text_items(
     s: &AppState,
     channel: &str,
     conversation: &str,
@@ -310,7 +453,7 @@ fn send_text(
     route: &std::collections::BTreeMap<String, String>,
     text: &str,
     message: Option<u64>,
-) -> Result<(), String> {
+) -> Result<Vec<OutboxItem>, String> {
     let Some(ch) = s.platforms.channels.get(channel) else {
         return Err(format!("channel {channel} has no way to send messages"));
     };
@@ -332,13 +475,9 @@ fn send_text(
                     (c, fb)
                 })
                 .collect();
-            s.platforms
+            Ok(s.platforms
                 .outbox
-                .enqueue_message(channel, conversation, message, calls)
-                .map_err(|e| {
-                    tracing::error!(error = %e, "outbox write failed; reply lost");
-                    "the outbox could not store it".to_string()
-                })
+                .items(channel, conversation, message, calls))
         }
         Err(e) => {
             tracing::error!(error = %e, channel, "reply cannot be encoded");
@@ -347,19 +486,18 @@ fn send_text(
     }
 }
 
-/// Post the handoff summary to every `handoff.notify` target, with a link that opens the
-/// conversation in the agent console when `server.public_url` is set.
-pub fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
+/// The handoff summary for every `handoff.notify` target.
+fn notify_items(s: &AppState, channel: &str, conversation: &str) -> Vec<OutboxItem> {
     let targets = &s.app.config.handoff.notify;
     if targets.is_empty() {
-        return;
+        return Vec::new();
     }
     let conv = match s.app.store.conversation(channel, conversation) {
         Ok(Some(c)) => c,
-        _ => return,
+        _ => return Vec::new(),
     };
     let Some(h) = conv.handoff.as_ref() else {
-        return;
+        return Vec::new();
     };
     let mut text = format!(
         "[kefu] conversation {channel}/{conversation} needs a human ({})\n{}",
@@ -368,15 +506,30 @@ pub fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
     if let Some(link) = console_link(s, channel, conversation) {
         text.push_str(&format!("\n{link}"));
     }
-    for t in targets {
-        let calls = crate::delivery::notify_calls(&text);
-        if let Err(e) = s.platforms.outbox.enqueue(
-            t,
-            "notify",
-            calls.into_iter().map(|c| (c, vec![])).collect(),
-        ) {
-            tracing::error!(error = %e, target = %t, "notify write failed");
-        }
+    targets
+        .iter()
+        .flat_map(|t| {
+            let calls = crate::delivery::notify_calls(&text);
+            s.platforms.outbox.items(
+                t,
+                "notify",
+                None,
+                calls.into_iter().map(|c| (c, vec![])).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Post the handoff summary to every `handoff.notify` target (a web handoff: the widget's
+/// turn has no inbox entry to answer), with a link that opens the conversation in the agent
+/// console when `server.public_url` is set.
+pub fn notify_agents(s: &AppState, channel: &str, conversation: &str) {
+    let items = notify_items(s, channel, conversation);
+    if items.is_empty() {
+        return;
+    }
+    if let Err(e) = s.platforms.outbox.push(&items, None) {
+        tracing::error!(error = %e, "notify write failed");
     }
 }
 
@@ -407,12 +560,17 @@ fn percent_encode(s: &str) -> String {
 
 /// An agent's message goes to the customer through the conversation's channel: the outbox
 /// for platforms (its delivery state follows the outbox); the web widget fetches it (it is
-/// `queued` until the widget has). A message that cannot go out is marked failed.
-pub fn deliver_agent_message(s: &AppState, conv: &Conversation, msg: &crate::store::Message) {
+/// `queued` until the widget has). A message that cannot go out is marked failed; `Err` is
+/// a store failure (the caller answers 503).
+pub fn deliver_agent_message(
+    s: &AppState,
+    conv: &Conversation,
+    msg: &crate::store::Message,
+) -> crate::store::StoreResult<()> {
     if conv.kind == adapters::ChannelKind::Web {
-        return;
+        return Ok(());
     }
-    let sent = send_text(
+    let items = text_items(
         s,
         &conv.channel,
         &conv.conversation,
@@ -421,32 +579,43 @@ pub fn deliver_agent_message(s: &AppState, conv: &Conversation, msg: &crate::sto
         &msg.text,
         Some(msg.seq),
     );
-    if let Err(why) = sent {
-        crate::delivery::record_delivery(
-            s.app.store.as_ref(),
-            s.app.engine.events(),
-            &conv.channel,
-            &conv.conversation,
-            msg.seq,
-            crate::store::Delivery {
-                state: crate::store::DeliveryState::Failed,
-                error: Some(why),
-                attempts: 0,
-                at_ms: s.app.clock.now_ms(),
-            },
-        );
+    match items {
+        Ok(items) => s.platforms.outbox.push(&items, None),
+        Err(why) => {
+            crate::delivery::record_delivery(
+                s.app.store.as_ref(),
+                s.app.engine.events(),
+                &conv.channel,
+                &conv.conversation,
+                msg.seq,
+                crate::store::Delivery {
+                    state: crate::store::DeliveryState::Failed,
+                    error: Some(why),
+                    attempts: 0,
+                    at_ms: s.app.clock.now_ms(),
+                },
+            );
+            Ok(())
+        }
     }
 }
 
 /// Messages acknowledged before the last stop but never answered.
 pub fn replay_inbox(s: &AppState) {
     match s.app.store.inbox_all() {
-        Ok(items) => {
-            if !items.is_empty() {
-                tracing::info!(count = items.len(), "replaying unanswered messages");
+        Ok(entries) => {
+            if !entries.is_empty() {
+                tracing::info!(count = entries.len(), "replaying unanswered messages");
             }
-            for (key, m) in items {
-                enqueue(s, key, m);
+            for e in entries {
+                enqueue_stored(
+                    s,
+                    Queued {
+                        inbox_id: e.id,
+                        message: e.message,
+                        replayed: true,
+                    },
+                );
             }
         }
         Err(e) => tracing::error!(error = %e, "inbox unreadable"),

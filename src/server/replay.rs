@@ -40,21 +40,20 @@ pub fn dingtalk_signature_once(
     else {
         return Ok(()); // the codec refused it already
     };
-    let store = &s.app.store;
     let now = s.app.clock.now_ms();
-    let first_use = !store.check_and_remember(
-        &format!("dingtalk-sign:{channel}:{ts}"),
-        now,
-        BINDING_TTL_MS,
-    )?;
+    // A failed write is a 503 (the platform retries) and marks the store failing, as the
+    // message's own writes do.
+    let remember = |key: String| {
+        crate::store::watch(
+            s.app.commit.health(),
+            s.app.store.check_and_remember(&key, now, BINDING_TTL_MS),
+        )
+    };
+    let first_use = !remember(format!("dingtalk-sign:{channel}:{ts}"))?;
     let Decoded::Message(m) = decoded else {
         return Ok(());
     };
-    let same_message = store.check_and_remember(
-        &format!("dingtalk-sign:{channel}:{ts}:{}", m.id),
-        now,
-        BINDING_TTL_MS,
-    )?;
+    let same_message = remember(format!("dingtalk-sign:{channel}:{ts}:{}", m.id))?;
     let fresh = ts
         .parse::<u64>()
         .is_ok_and(|t| t.abs_diff(now) <= REUSE_WINDOW_MS);

@@ -1,4 +1,5 @@
 //! In-memory store for tests and `kefu eval`: the same contract as sled, nothing on disk.
+//! One lock around everything makes every method atomic, the multi-record writes included.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,9 +18,10 @@ struct Inner {
     messages: BTreeMap<(Vec<u8>, u64), Message>,
     dedupe: BTreeMap<String, u64>,
     outbox: BTreeMap<u64, OutboxItem>,
+    dead_letters: BTreeMap<u64, DeadLetter>,
     next_id: u64,
     kv: BTreeMap<String, Vec<u8>>,
-    inbox: Vec<(String, adapters::Inbound)>,
+    inbox: BTreeMap<u64, (String, adapters::Inbound)>,
 }
 
 impl MemoryStore {
@@ -31,6 +33,13 @@ impl MemoryStore {
         // A panic while holding the lock can't leave these maps half-updated in a way that
         // matters for tests; keep going rather than poisoning every later call.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
     }
 }
 
@@ -69,6 +78,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn save_turn(&self, c: &Conversation, messages: &[Message]) -> StoreResult<()> {
+        let k = conv_key(&c.channel, &c.conversation);
+        let mut g = self.lock();
+        for m in messages {
+            g.messages.insert((k.clone(), m.seq), m.clone());
+        }
+        g.conversations.insert(k, c.clone());
+        Ok(())
+    }
+
     fn messages(
         &self,
         channel: &str,
@@ -77,10 +96,12 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> StoreResult<Vec<Message>> {
         let k = conv_key(channel, conversation);
-        Ok(self
-            .lock()
-            .messages
+        let g = self.lock();
+        // Only what the conversation record has committed, as in sled.
+        let end = g.conversations.get(&k).map_or(u64::MAX, |c| c.next_seq);
+        Ok(g.messages
             .range((k.clone(), after.saturating_add(1))..=(k, u64::MAX))
+            .take_while(|((_, seq), _)| *seq < end)
             .take(limit)
             .map(|(_, m)| m.clone())
             .collect())
@@ -94,8 +115,10 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> StoreResult<Vec<Message>> {
         let k = conv_key(channel, conversation);
-        let mut out: Vec<Message> = self
-            .lock()
+        let g = self.lock();
+        // Only what the conversation record has committed, as in sled.
+        let before = before.min(g.conversations.get(&k).map_or(u64::MAX, |c| c.next_seq));
+        let mut out: Vec<Message> = g
             .messages
             .range((k.clone(), 0)..(k, before))
             .rev()
@@ -117,14 +140,61 @@ impl Store for MemoryStore {
         Ok(false)
     }
 
-    fn outbox_push(&self, item: &OutboxItem) -> StoreResult<u64> {
+    fn inbox_accept(
+        &self,
+        key: &str,
+        m: &adapters::Inbound,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> StoreResult<Option<u64>> {
         let mut g = self.lock();
-        g.next_id += 1;
-        let id = g.next_id;
-        let mut item = item.clone();
-        item.id = id;
-        g.outbox.insert(id, item);
-        Ok(id)
+        if g.dedupe.get(key).is_some_and(|&until| until > now_ms) {
+            return Ok(None);
+        }
+        g.dedupe.retain(|_, until| *until > now_ms);
+        g.dedupe
+            .insert(key.to_string(), now_ms.saturating_add(ttl_ms));
+        let id = g.id();
+        g.inbox.insert(id, (key.to_string(), m.clone()));
+        Ok(Some(id))
+    }
+
+    fn inbox_remove(&self, id: u64) -> StoreResult<()> {
+        self.lock().inbox.remove(&id);
+        Ok(())
+    }
+
+    fn inbox_all(&self) -> StoreResult<Vec<InboxEntry>> {
+        Ok(self
+            .lock()
+            .inbox
+            .iter()
+            .map(|(id, (key, m))| InboxEntry {
+                id: *id,
+                key: key.clone(),
+                message: m.clone(),
+            })
+            .collect())
+    }
+
+    fn inbox_len(&self) -> StoreResult<usize> {
+        Ok(self.lock().inbox.len())
+    }
+
+    fn outbox_push(&self, items: &[OutboxItem], answered: Option<u64>) -> StoreResult<Vec<u64>> {
+        let mut g = self.lock();
+        let mut ids = Vec::with_capacity(items.len());
+        for item in items {
+            let id = g.id();
+            let mut item = item.clone();
+            item.id = id;
+            g.outbox.insert(id, item);
+            ids.push(id);
+        }
+        if let Some(done) = answered {
+            g.inbox.remove(&done);
+        }
+        Ok(ids)
     }
 
     fn outbox_items(&self, target: &str, limit: usize) -> StoreResult<Vec<OutboxItem>> {
@@ -155,18 +225,30 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn inbox_put(&self, key: &str, m: &adapters::Inbound) -> StoreResult<()> {
-        self.lock().inbox.push((key.to_string(), m.clone()));
+    fn dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
+        let mut g = self.lock();
+        g.outbox.remove(&letter.item.id);
+        g.dead_letters.insert(letter.item.id, letter.clone());
         Ok(())
     }
 
-    fn inbox_remove(&self, key: &str) -> StoreResult<()> {
-        self.lock().inbox.retain(|(k, _)| k != key);
-        Ok(())
+    fn dead_letters(&self, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        Ok(self
+            .lock()
+            .dead_letters
+            .values()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
-    fn inbox_all(&self) -> StoreResult<Vec<(String, adapters::Inbound)>> {
-        Ok(self.lock().inbox.clone())
+    fn dead_letter_count(&self) -> StoreResult<usize> {
+        Ok(self.lock().dead_letters.len())
+    }
+
+    fn dead_letter_take(&self, id: u64) -> StoreResult<Option<DeadLetter>> {
+        Ok(self.lock().dead_letters.remove(&id))
     }
 
     fn kv_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {

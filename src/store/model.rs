@@ -291,8 +291,36 @@ pub struct OutboxItem {
     pub created_ms: u64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Set (and flushed) just before `call` is sent, cleared with its outcome. Still set at
+    /// start means kefu died mid-send: the platform may or may not have the message, so it
+    /// is not sent again blindly but becomes a dead letter an agent can look at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_since_ms: Option<u64>,
+    /// The inbox entry this reply answers, set when it is queued: until that entry is
+    /// removed (which commits the reply, see `sled_store`), the entry is not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<u64>,
     /// The agent message (its seq in conversation `queue` of channel `target`) this call
     /// delivers: its delivery state follows the outcome.
     #[serde(default)]
     pub message: Option<u64>,
+}
+
+/// An outbox entry given up on: the platform refused it for good, it failed too long, or
+/// kefu stopped while sending it. Kept for agents (`/agent/api/dead-letters`) and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The entry as it was, its outbox id included.
+    pub item: OutboxItem,
+    pub reason: String,
+    pub dead_ms: u64,
+}
+
+/// A platform message acknowledged and not answered yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxEntry {
+    pub id: u64,
+    /// Its dedupe key (`channel:message id`).
+    pub key: String,
+    pub message: adapters::Inbound,
 }

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ pub struct FakeWeCom {
     robot: Mutex<Vec<Value>>,
     cues: Mutex<VecDeque<Cue>>,
     down: AtomicBool,
+    /// Each message/send takes this long (ms) before it is recorded and answered.
+    delay_ms: AtomicU64,
 }
 
 impl FakeWeCom {
@@ -67,6 +69,7 @@ impl FakeWeCom {
             robot: Mutex::default(),
             cues: Mutex::default(),
             down: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/cgi-bin/gettoken", get(gettoken))
@@ -87,6 +90,11 @@ impl FakeWeCom {
     /// Answer 503 to everything (`true`) or serve again (`false`).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Make every message/send take `d` (a slow platform).
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// WeCom retires every token early: the next call with one gets 42001.
@@ -166,6 +174,10 @@ async fn message_send(
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     f.send_attempts.fetch_add(1, Ordering::SeqCst);
+    let delay = f.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let Some(token) = q.get("access_token") else {
         return errcode(41001, "access_token missing");
     };

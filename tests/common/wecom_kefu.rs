@@ -106,7 +106,6 @@ pub struct Kefu {
     pub base: String,
     pub state: AppState,
     pub http: reqwest::Client,
-    stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -120,8 +119,7 @@ impl Kefu {
             .await
             .expect("bind kefu");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        state.start_background(stop_rx);
+        state.start_background();
         let router =
             kefu::server::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
@@ -131,14 +129,13 @@ impl Kefu {
             base,
             state,
             http: reqwest::Client::new(),
-            stop,
             server,
         }
     }
 
-    /// Stop the outbox workers and the listener.
+    /// Stop the background work and the listener.
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.state.stop_background();
         self.server.abort();
     }
 

@@ -486,7 +486,13 @@ markdown = {markdown}
                 })
                 .await;
         });
-        state.start_background(stop_rx);
+        state.start_background();
+        let background = state.clone();
+        let mut stopped = stop_rx;
+        tokio::spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            background.stop_background();
+        });
         Kefu {
             base: format!("http://{addr}"),
             state,

@@ -35,6 +35,15 @@ pub struct ChatTurn {
     /// The bot's answer; empty while a human agent owns the conversation.
     pub reply: String,
     pub intent: String,
+    /// `low`, `medium` or `high`: how soon the customer needs help.
+    #[serde(default)]
+    pub urgency: String,
+    /// -1 (angry) … 1 (delighted).
+    #[serde(default)]
+    pub sentiment: f32,
+    /// The customer wants something done to an order and has not said which one.
+    #[serde(default)]
+    pub needs_order_info: bool,
     pub confidence: f32,
     pub sources: Vec<SourceRef>,
     pub handoff: HandoffState,
@@ -123,6 +132,9 @@ mod tests {
                 session_id: "s".into(),
                 reply: reply.clone(),
                 intent: "query".into(),
+                urgency: "low".into(),
+                sentiment: -0.25,
+                needs_order_info: has_more,
                 confidence: 0.5,
                 sources: vec![SourceRef { title: "t".into(), path: "p#1".into(), score: 0.25 }],
                 handoff: HandoffState { active: reason.is_some(), reason },
