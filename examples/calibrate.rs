@@ -401,7 +401,7 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => local_model(Path::new(&dir))?,
     };
     // `--set name=value,...`: try other knobs (alpha, sentence, faq_body, section_body, pool,
-    // stop, bigram, unigram).
+    // stop, bigram, unigram, question, concept, language_offset).
     if let Some(sets) = arg(&args, "--set") {
         for kv in sets.split(',') {
             let (k, v) = kv
@@ -419,6 +419,7 @@ async fn main() -> anyhow::Result<()> {
                 "unigram" => shipped.terms.unigram = v,
                 "question" => shipped.terms.question = v,
                 "concept" => shipped.terms.concept = v,
+                "language_offset" => shipped.language_offset = v,
                 _ => anyhow::bail!("unknown knob {k}"),
             }
         }
@@ -427,7 +428,12 @@ async fn main() -> anyhow::Result<()> {
 
     let mut obs = Vec::new();
     let mut kbs: BTreeMap<PathBuf, (tempfile::TempDir, Knowledge)> = BTreeMap::new();
-    for set in sets(&data, &repo) {
+    // A `--data` directory without some of the public sets (only qingshan, say) checks the
+    // others alone: the language offset, for one, only acts on the bilingual help centres.
+    for set in sets(&data, &repo)
+        .into_iter()
+        .filter(|s| s.knowledge.exists())
+    {
         if !kbs.contains_key(&set.knowledge) {
             let dir = tempfile::tempdir()?;
             let db = sled::open(dir.path())?;
