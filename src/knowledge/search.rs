@@ -238,10 +238,10 @@ impl Default for SearchParams {
     }
 }
 
-/// Curves of [`SearchParams::multilingual_model`] for hybrid and vector retrieval, fitted
-/// with multilingual-e5-small by `cargo run --release --features local-embeddings --example
-/// calibrate -- --local DIR --half odd --fit --mode <mode>` (order: zh FAQ, zh section,
-/// en FAQ, en section); lexical retrieval does not involve the model and keeps the
+/// Curves of [`SearchParams::multilingual_model`] for hybrid retrieval, fitted with
+/// multilingual-e5-small at α 0.5 by `cargo run --release --features local-embeddings
+/// --example calibrate -- --local DIR --half odd --fit --mode hybrid` (order: zh FAQ, zh
+/// section, en FAQ, en section); lexical retrieval does not involve the model and keeps the
 /// built-in embedder's curves.
 const MULTILINGUAL_HYBRID: Calibration = Calibration {
     curves: [
@@ -251,6 +251,8 @@ const MULTILINGUAL_HYBRID: Calibration = Calibration {
         curve(15.86, 0.342, 0.95, 0.74),
     ],
 };
+/// Vector retrieval: not fitted yet, a copy of the hybrid curves (run the command above
+/// with `--mode vector` to fit them).
 const MULTILINGUAL_VECTOR: Calibration = Calibration {
     curves: [
         curve(13.76, 0.352, 0.67, 1.10),
