@@ -864,7 +864,20 @@ fn info_question(norm: &str, words: &[&str]) -> bool {
     const ZH: &[&str] = &[
         "多久", "怎么", "如何", "什么", "几天", "哪", "规则", "政策", "吗", "多少",
     ];
-    words.first().is_some_and(|w| OPENERS.contains(w)) || ZH.iter().any(|p| norm.contains(p))
+    const WH: &[&str] = &[
+        "how", "what", "what's", "whats", "when", "where", "why", "which",
+    ];
+    // A question word anywhere ("if i delete my account what happens to my points"), or an
+    // opener at the start of any clause ("ordering RM800 of tea to KL, will customs charge
+    // me anything?").
+    let clause_opener = norm
+        .split([',', ';', '，', '；', '.', '。'])
+        .filter_map(|c| {
+            c.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '\''))
+                .find(|w| !w.is_empty())
+        })
+        .any(|w| OPENERS.contains(&w));
+    clause_opener || words.iter().any(|w| WH.contains(w)) || ZH.iter().any(|p| norm.contains(p))
 }
 
 /// Too short and too vague to search for: "ok", "hmm", "asdf", "嗯".
