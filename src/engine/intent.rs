@@ -679,6 +679,13 @@ impl BuiltinClassifier {
                 && lexicon_score == 0
                 && self.is_question_text(text)
                 && vote.share < 0.9)
+            // Asking about refunds or cancelling is not asking for one: without a word that
+            // asks and without an order number, an information question stays a question
+            // however sure the neighbours are.
+            && !(matches!(vote.kind, IntentKind::Refund | IntentKind::Cancel)
+                && lexicon_score == 0
+                && intent.order.is_none()
+                && self.is_info_question_text(text))
         {
             let norm = normalize(text);
             let words: Vec<&str> = norm
@@ -702,11 +709,16 @@ impl BuiltinClassifier {
 
     fn is_question_text(&self, text: &str) -> bool {
         let norm = normalize(text);
-        let words: Vec<&str> = norm
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
-            .filter(|w| !w.is_empty())
-            .collect();
-        is_question(&norm, &words)
+        is_question(&norm, &words_of(&norm))
+    }
+
+    fn is_info_question_text(&self, text: &str) -> bool {
+        let norm = normalize(text);
+        let words = words_of(&norm);
+        info_question(&norm, &words)
+            && !REQUEST_MARKERS
+                .iter()
+                .any(|p| matches_phrase(&norm, &words, p))
     }
 
     fn finish(&self, text: &str, norm: &str, words: &[&str], kind: IntentKind) -> Intent {
@@ -856,6 +868,12 @@ fn is_question(norm: &str, words: &[&str]) -> bool {
 
 /// A question asking for information ("how long does a refund take", "退款多久到账"),
 /// as opposed to "can I get my money back?", which asks for the money.
+fn words_of(norm: &str) -> Vec<&str> {
+    norm.split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 fn info_question(norm: &str, words: &[&str]) -> bool {
     const OPENERS: &[&str] = &[
         "how", "what", "what's", "whats", "when", "where", "why", "which", "is", "are", "does",
