@@ -1,5 +1,6 @@
 //! WeCom kf sync throughput: a backlog of 1,000 customer messages (250 customers, 4 each:
-//! within the 5 replies WeCom allows after a customer's last message)
+//! within the 5 replies WeCom allows after a customer's last message; new customers in every
+//! sample, see `backlog`)
 //! waits in a fake kf API as 10 pages of 100 with `has_more`; one notification, then timed
 //! until every message is stored (the cursor at the end: pages pulled, each item's dedupe
 //! key and inbox entry written, each page flushed before its cursor) and until every
@@ -34,13 +35,37 @@ const QUESTIONS: [&str; 3] = [
     "can I get my money back",
 ];
 
-/// Poll until `done`, at most a minute.
-async fn until(mut done: impl FnMut() -> bool) {
+/// Poll until `done`, at most a minute; a stall panics with `state()` (what kefu and the
+/// fake saw) so the cause shows.
+async fn until(mut done: impl FnMut() -> bool, state: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
-        assert!(Instant::now() < deadline, "kf sync bench stalled");
+        assert!(
+            Instant::now() < deadline,
+            "kf sync bench stalled:\n{}",
+            state()
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// The kf counters, the cursor and the fake's sends and refusals.
+fn state(kefu: &Kefu, fake: &FakeKf, cursor_key: &str) -> String {
+    let metrics = kefu.state.app.metrics.render(&[]);
+    let kf: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kefu_") && !l.starts_with("kefu_turn"))
+        .collect();
+    let cursor = kefu.state.app.store.kv_get(cursor_key).ok().flatten();
+    let refusals = fake.send_refusals();
+    format!(
+        "cursor {:?}\nsent {} refused {} (first {:?})\n{}",
+        cursor.map(|c| String::from_utf8_lossy(&c).into_owned()),
+        fake.sent_count(),
+        refusals.len(),
+        refusals.first(),
+        kf.join("\n")
+    )
 }
 
 fn kf_sync(c: &mut Criterion) {
@@ -59,9 +84,15 @@ fn kf_sync(c: &mut Criterion) {
         (fake, kefu)
     });
     let mut pulled = 0usize;
+    // Each sample's customers are new. kf `send_time` has whole seconds, so kefu counts a
+    // send made in the same second as a customer message against that message's allowance
+    // (it cannot tell which came first; `Quota::reopen`). Samples follow each other within
+    // milliseconds, so the same customers writing again would find up to 4 of the previous
+    // sample's replies counted and their 4th reply cut: a stall, not a throughput figure.
     let mut backlog = |fake: &FakeKf| {
+        let sample = pulled / BACKLOG;
         for i in 0..BACKLOG {
-            let user = format!("wmBench{:03}", i % CUSTOMERS);
+            let user = format!("wmBench{sample:03}x{:03}", i % CUSTOMERS);
             fake.customer_writes(KFID, &user, QUESTIONS[i % QUESTIONS.len()]);
         }
         pulled += BACKLOG;
@@ -83,13 +114,21 @@ fn kf_sync(c: &mut Criterion) {
                     let store = kefu.state.app.store.clone();
                     let started = Instant::now();
                     notify(&kefu, &fake, &seal).await;
-                    until(|| {
-                        store.kv_get(&cursor_key).ok().flatten().as_deref() == Some(end.as_bytes())
-                    })
+                    until(
+                        || {
+                            store.kv_get(&cursor_key).ok().flatten().as_deref()
+                                == Some(end.as_bytes())
+                        },
+                        || state(&kefu, &fake, &cursor_key),
+                    )
                     .await;
                     let took = started.elapsed();
                     // Let the answers drain before the next sample.
-                    until(|| fake.sent_count() >= answered).await;
+                    until(
+                        || fake.sent_count() >= answered,
+                        || state(&kefu, &fake, &cursor_key),
+                    )
+                    .await;
                     took
                 });
             }
@@ -105,7 +144,11 @@ fn kf_sync(c: &mut Criterion) {
                 total += rt.block_on(async {
                     let started = Instant::now();
                     notify(&kefu, &fake, &seal).await;
-                    until(|| fake.sent_count() >= answered).await;
+                    until(
+                        || fake.sent_count() >= answered,
+                        || state(&kefu, &fake, &cursor_key),
+                    )
+                    .await;
                     started.elapsed()
                 });
             }
