@@ -378,3 +378,42 @@ impl Quota {
         want.min(limit.saturating_sub(self.used))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Quota;
+
+    const H48: u64 = 48 * 3600 * 1000;
+
+    /// A customer writes `n` messages within one second (`send_time` 1_000 s) while kefu
+    /// answers each after pulling it; returns how many single-message replies were granted.
+    fn burst(q: &mut Quota, second_ms: u64, n: u64) -> u32 {
+        (0..n)
+            .map(|k| {
+                q.reopen(second_ms);
+                q.take(second_ms + 100 * (k + 1), 1, 5, H48)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_burst_within_one_second_gets_its_replies() {
+        // The replies to the earlier messages of the second are counted (kefu cannot order
+        // them against the later messages), yet 4 messages still get 4 replies.
+        let mut q = Quota::default();
+        assert_eq!(burst(&mut q, 1_000_000, 4), 4);
+    }
+
+    #[test]
+    fn same_second_sends_count_against_a_later_burst() {
+        // The same customer writes 4 more within the second of kefu's last 4 replies: those
+        // may have been sent after the new messages, so they count (the safe side) and the
+        // 4th new reply does not fit. One second later, nothing earlier counts.
+        let mut q = Quota::default();
+        assert_eq!(burst(&mut q, 1_000_000, 4), 4);
+        assert_eq!(burst(&mut q, 1_000_000, 4), 1);
+        let mut q = Quota::default();
+        assert_eq!(burst(&mut q, 1_000_000, 4), 4);
+        assert_eq!(burst(&mut q, 1_001_000, 4), 4);
+    }
+}
