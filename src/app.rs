@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ActionKind, Config, IntentMode, ProviderKind};
+use crate::config::{ActionKind, Config, IntentMode, ProviderKind, DEFAULT_LOCAL_BUILTIN_WEIGHT};
 use crate::engine::actions::{BusinessActions, HandoffActions, HttpActions};
 use crate::engine::intent::{BuiltinClassifier, IntentClassifier};
 use crate::engine::llm_intent::LlmClassifier;
@@ -241,15 +241,42 @@ fn embedder(config: &Config) -> anyhow::Result<(Arc<dyn Embedder>, SearchParams)
     let Some(e) = config.providers.embedding.as_ref() else {
         return Ok(builtin());
     };
-    let blend = e.effective_builtin_weight();
-    let (model, params): (Arc<dyn Embedder>, SearchParams) = match e.kind {
+    let (model, blend, params): (Arc<dyn Embedder>, f32, SearchParams) = match e.kind {
         ProviderKind::Builtin => return Ok(builtin()),
         // Not fitted for hosted models yet: the built-in knobs (see the notes on search.rs).
-        ProviderKind::Openai => (Arc::new(OpenAiEmbedder::new(e)?), SearchParams::default()),
-        ProviderKind::Local => (
-            local_embedder(e)?,
-            SearchParams::sentence_model(blend > 0.0),
+        ProviderKind::Openai => (
+            Arc::new(OpenAiEmbedder::new(e)?),
+            e.builtin_weight.unwrap_or(0.0),
+            SearchParams::default(),
         ),
+        ProviderKind::Local => {
+            let (model, profile) = local_embedder(e)?;
+            // A model that reads both scripts needs no help from the built-in embedder
+            // (measured: blending lowers multilingual-e5's hit@1); an English one does.
+            let blend = e.builtin_weight.unwrap_or(if profile.multilingual {
+                0.0
+            } else {
+                DEFAULT_LOCAL_BUILTIN_WEIGHT
+            });
+            // The blended cosine is (1 − w)·model + w·built-in, and so is its background.
+            let mut background = profile.background;
+            for (b, probes) in background.iter_mut().zip(crate::providers::PROBES) {
+                let builtin: Vec<Vec<f32>> = probes
+                    .iter()
+                    .map(|p| BuiltinEmbedder::new().embed_one(p))
+                    .collect();
+                *b = (1.0 - blend) * *b + blend * crate::providers::mean_pairwise_cosine(&builtin);
+            }
+            let profile = crate::providers::SimilarityProfile {
+                background,
+                ..profile
+            };
+            (
+                model,
+                blend,
+                SearchParams::sentence_model(blend > 0.0, &profile),
+            )
+        }
     };
     let model = match blend {
         w if w > 0.0 => Arc::new(crate::providers::blend::BlendedEmbedder::new(model, w)),
@@ -259,11 +286,28 @@ fn embedder(config: &Config) -> anyhow::Result<(Arc<dyn Embedder>, SearchParams)
 }
 
 #[cfg(feature = "local-embeddings")]
-fn local_embedder(e: &crate::config::EmbeddingConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+fn local_embedder(
+    e: &crate::config::EmbeddingConfig,
+) -> anyhow::Result<(Arc<dyn Embedder>, crate::providers::SimilarityProfile)> {
     let Some(dir) = e.model_dir.as_deref() else {
         anyhow::bail!("providers.embedding.model_dir is required for kind = \"local\"")
     };
-    let local = crate::providers::local_embed::LocalEmbedder::open(dir, e.batch_size)?;
+    let prefixes = crate::providers::local_embed::Prefixes {
+        query: e.query_prefix.clone(),
+        passage: e.passage_prefix.clone(),
+    };
+    let local = crate::providers::local_embed::LocalEmbedder::open(dir, e.batch_size, &prefixes)?;
+    let profile = local.profile();
+    tracing::info!(
+        model = local.model(),
+        weights_mb = local.weight_bytes() / 1_000_000,
+        query_prefix = local.prefixes().0,
+        passage_prefix = local.prefixes().1,
+        multilingual = profile.multilingual,
+        background_en = profile.background[0],
+        background_zh = profile.background[1],
+        "local embedding model loaded"
+    );
     if let Some(dim) = e.dim.filter(|d| *d != local.dim()) {
         anyhow::bail!(
             "providers.embedding.dim = {dim}, but the model in {} returns {} dimensions",
@@ -271,11 +315,13 @@ fn local_embedder(e: &crate::config::EmbeddingConfig) -> anyhow::Result<Arc<dyn 
             local.dim()
         );
     }
-    Ok(Arc::new(local))
+    Ok((Arc::new(local), profile))
 }
 
 #[cfg(not(feature = "local-embeddings"))]
-fn local_embedder(_: &crate::config::EmbeddingConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+fn local_embedder(
+    _: &crate::config::EmbeddingConfig,
+) -> anyhow::Result<(Arc<dyn Embedder>, crate::providers::SimilarityProfile)> {
     anyhow::bail!(
         "providers.embedding.kind = \"local\" needs a build with the `local-embeddings` feature (cargo build --release --features local-embeddings), which this build does not have"
     )

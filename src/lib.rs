@@ -14,6 +14,7 @@ pub mod events;
 pub mod knowledge;
 pub mod lifecycle;
 pub mod metrics;
+pub mod model_import;
 pub mod providers;
 pub mod server;
 pub mod store;

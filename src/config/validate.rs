@@ -100,6 +100,18 @@ pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)>
                 );
             }
         }
+        for (key, set) in [
+            ("query_prefix", e.query_prefix.is_some()),
+            ("passage_prefix", e.passage_prefix.is_some()),
+        ] {
+            if set && e.kind != ProviderKind::Local {
+                bad(
+                    &format!("providers.embedding.{key}"),
+                    "only for kind = \"local\" (the prefixes a local model was trained with)"
+                        .into(),
+                );
+            }
+        }
         if e.batch_size == 0 {
             bad(
                 "providers.embedding.batch_size",

@@ -300,6 +300,7 @@ impl Trees {
                     snap.unit_faq.push(rec.kind == ChunkKind::Faq);
                     unit_terms.add_unit(terms);
                 }
+                snap.chunk_lang.push(crate::text::Lang::of(&rec.text));
                 snap.chunks.push(rec);
             }
         }

@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use crate::providers::Embedder;
+use crate::providers::{Embedder, TextRole};
 
 pub mod analyze;
 pub mod bm25;
@@ -117,6 +117,11 @@ impl Knowledge {
             );
         }
         trees.load(m, matches.then_some(e.dim()), Bm25Params::default())
+    }
+
+    /// The embedding model the index is built with (`Embedder::model`).
+    pub fn embedding_model(&self) -> &str {
+        self.embedder.model()
     }
 
     pub fn chunk_count(&self) -> usize {
@@ -279,6 +284,37 @@ impl Knowledge {
         Ok(report)
     }
 
+    /// Embed texts each in its role (one call per role), in the given order.
+    async fn embed_roles(
+        &self,
+        texts: &[(TextRole, String)],
+    ) -> Result<Vec<Vec<f32>>, crate::providers::ProviderError> {
+        let mut out = vec![Vec::new(); texts.len()];
+        for role in [TextRole::Query, TextRole::Passage] {
+            let (at, group): (Vec<usize>, Vec<String>) = texts
+                .iter()
+                .enumerate()
+                .filter(|(_, (r, _))| *r == role)
+                .map(|(i, (_, t))| (i, t.clone()))
+                .unzip();
+            if group.is_empty() {
+                continue;
+            }
+            let vecs = self.embedder.embed_as(&group, role).await?;
+            if vecs.len() != group.len() {
+                return Err(crate::providers::ProviderError::BadAnswer(format!(
+                    "{} vectors for {} texts",
+                    vecs.len(),
+                    group.len()
+                )));
+            }
+            for (i, v) in at.into_iter().zip(vecs) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
     /// Embed one loaded file's units and shape its records.
     async fn prepare(&self, entry: FileEntry, loaded: load::LoadedFile) -> anyhow::Result<NewDoc> {
         let dim = self.embedder.dim();
@@ -306,14 +342,13 @@ impl Knowledge {
                 units
                     .into_iter()
                     .filter(|(k, _)| k.has_vector())
-                    .map(|(_, t)| t),
+                    .map(|(k, t)| (search::unit_role(k), t)),
             );
         }
         let mut encoded = Vec::with_capacity(texts.len());
         for batch in texts.chunks(EMBED_BATCH) {
             let vecs = self
-                .embedder
-                .embed(batch)
+                .embed_roles(batch)
                 .await
                 .map_err(|e| anyhow::anyhow!("embedding {}: {e}", entry.source))?;
             if vecs.len() != batch.len() || vecs.iter().any(|v| v.len() != dim) {
@@ -383,7 +418,11 @@ impl Knowledge {
         let qvec = if mode == RetrievalMode::Lexical || snap.vectors.is_none() {
             None
         } else {
-            match self.embedder.embed(&[query.to_string()]).await {
+            match self
+                .embedder
+                .embed_as(&[query.to_string()], TextRole::Query)
+                .await
+            {
                 // All zeros: the model cannot represent the query (see `Embedder`).
                 Ok(mut v) if v.len() == 1 && v[0].iter().any(|x| *x != 0.0) => Some(v.remove(0)),
                 Ok(_) => None,

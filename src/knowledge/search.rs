@@ -88,6 +88,19 @@ pub struct SearchParams {
 
     /// The calibration curves: per retrieval mode, query language and chunk kind.
     pub calibration: [Calibration; 3],
+    /// Cosine an embedder gives unrelated texts (its floor), by the query's language
+    /// (`[English and other scripts, Chinese]`): vector similarities are read as
+    /// `(cos − floor) / (1 − floor)`, so a model whose cosines all sit high
+    /// (multilingual-e5: unrelated texts ≈ 0.77 in English, 0.84 in Chinese) spreads its
+    /// signal over 0..1 like the others, the same in both languages.
+    pub vector_floor: [f32; 2],
+    /// Multilingual models score any text in the question's language above an equally
+    /// relevant one in the other. With chunks in both languages, each unit's similarity is
+    /// moved by this share of the gap between the mean similarity of the question's language
+    /// and of the unit's (`sim + λ·(mean_q − mean_u)`), so an English page can answer a
+    /// Chinese question. 0 = off (an embedder with no shared space across languages, such as
+    /// the built-in one, must keep it off).
+    pub language_offset: f32,
 }
 
 /// What calibration knows of a query besides a hit's raw similarity.
@@ -190,6 +203,8 @@ impl Default for SearchParams {
             pool_weight: 0.7,
             sentence_weight: 1.0,
             terms: TermWeights::default(),
+            vector_floor: [0.0; 2],
+            language_offset: 0.0,
             // Fitted by `cargo run --release --example calibrate -- --half odd --fit
             // --mode <mode>` (see docs/calibration.md); order: zh FAQ, zh section, en FAQ,
             // en section; curve(k, c, u, l).
@@ -223,18 +238,48 @@ impl Default for SearchParams {
     }
 }
 
+/// Curves of [`SearchParams::multilingual_model`] for hybrid retrieval, fitted with
+/// multilingual-e5-small at α 0.5 by `cargo run --release --features local-embeddings
+/// --example calibrate -- --local DIR --half odd --fit --mode hybrid` (order: zh FAQ, zh
+/// section, en FAQ, en section); lexical retrieval does not involve the model and keeps the
+/// built-in embedder's curves.
+const MULTILINGUAL_HYBRID: Calibration = Calibration {
+    curves: [
+        curve(13.76, 0.352, 0.67, 1.10),
+        curve(17.28, 0.219, 1.35, 0.61),
+        curve(24.01, 0.340, 0.03, 0.64),
+        curve(15.86, 0.342, 0.95, 0.74),
+    ],
+};
+/// Vector retrieval: not fitted yet, a copy of the hybrid curves (run the command above
+/// with `--mode vector` to fit them).
+const MULTILINGUAL_VECTOR: Calibration = Calibration {
+    curves: [
+        curve(13.76, 0.352, 0.67, 1.10),
+        curve(17.28, 0.219, 1.35, 0.61),
+        curve(24.01, 0.340, 0.03, 0.64),
+        curve(15.86, 0.342, 0.95, 0.74),
+    ],
+};
+
 impl SearchParams {
-    /// The knobs fitted the same way for `providers.embedding.kind = "local"` with
-    /// all-MiniLM-L6-v2 (examples/embedder_sweep.rs on the four dev sets): a sentence model's
-    /// cosine carries more of the signal than the hashed built-in one, so the hybrid leans
-    /// on it (α 0.6), and its cosines sit on another scale, so the vector and hybrid curves
-    /// are refitted; lexical is unchanged. `blended`: the model is blended with the built-in
-    /// embedder (`builtin_weight` > 0, fitted at the default 0.3), which moves the scale again.
+    /// The knobs for `providers.embedding.kind = "local"`, chosen by how the model's
+    /// similarities behave (`profile`, measured on probe sentences when it loads).
     ///
-    /// Hit@1 (banking77 / clinc150 / bitext / stackfaq), hybrid: model alone
-    /// 0.826 / 0.890 / 0.931 / 0.955; blended 0.3: 0.819 / 0.885 / 0.937 / 0.936; the
-    /// built-in embedder 0.704 / 0.798 / 0.881 / 0.776.
-    pub fn sentence_model(blended: bool) -> Self {
+    /// English-only models (all-MiniLM-L6-v2; fitted with examples/embedder_sweep.rs on
+    /// the four English dev sets): a sentence model's cosine carries more of the signal than
+    /// the hashed built-in one, so the hybrid leans on it (α 0.6), and its cosines sit on
+    /// another scale, so the vector and hybrid curves are refitted; lexical is unchanged.
+    /// `blended`: the model is blended with the built-in embedder (`builtin_weight` > 0,
+    /// fitted at the default 0.3), which moves the scale again. Hit@1 (banking77 / clinc150 /
+    /// bitext / stackfaq), hybrid: model alone 0.826 / 0.890 / 0.931 / 0.955; blended 0.3:
+    /// 0.819 / 0.885 / 0.937 / 0.936; the built-in embedder 0.704 / 0.798 / 0.881 / 0.776.
+    ///
+    /// Multilingual models: see [`SearchParams::multilingual_model`].
+    pub fn sentence_model(blended: bool, profile: &crate::providers::SimilarityProfile) -> Self {
+        if profile.multilingual {
+            return Self::multilingual_model(profile.background);
+        }
         // One curve for FAQ entries and sections: with a sentence model a section's cosine
         // sits on the FAQ scale (a 1.8× section curve put sections over the right FAQ
         // entry: bundled hit@1 0.58 → 0.81 with one curve).
@@ -248,6 +293,26 @@ impl SearchParams {
         Self {
             alpha: 0.6,
             calibration,
+            ..Self::default()
+        }
+    }
+
+    /// Knobs for a model that reads Chinese and English in one space (fitted with
+    /// multilingual-e5-small on the odd lines of the dev sets' cases, checked on the even
+    /// ones; numbers in docs/providers.md). Its cosines all sit high (unrelated texts
+    /// ≈ 0.77 in English, 0.84 in Chinese), so similarities are read above the measured
+    /// `background` of the question's language; it scores texts in the question's language
+    /// above equally relevant ones in the other, which the language offset cancels.
+    pub fn multilingual_model(background: [f32; 2]) -> Self {
+        Self {
+            alpha: 0.5,
+            vector_floor: background.map(|b| b.clamp(0.0, 0.95)),
+            language_offset: 0.9,
+            calibration: [
+                MULTILINGUAL_HYBRID,
+                MULTILINGUAL_VECTOR,
+                Self::default().calibration[2],
+            ],
             ..Self::default()
         }
     }
@@ -285,6 +350,8 @@ pub struct Snapshot {
     pub unit_kind: Vec<UnitKind>,
     /// Whether the unit's chunk is an FAQ entry (its body weighs [`SearchParams::faq_body_weight`]).
     pub unit_faq: Vec<bool>,
+    /// Per chunk: the language of its text (see [`SearchParams::language_offset`]).
+    pub chunk_lang: Vec<Lang>,
     /// `None` when the stored vectors belong to another model (lexical only until re-ingest).
     pub vectors: Option<Matrix>,
     /// Per matrix row: the unit it embeds (units without a vector have no row).
@@ -346,6 +413,16 @@ impl Snapshot {
             if mode != RetrievalMode::Lexical {
                 if let Some((m, q)) = vectors {
                     m.cosines_into(q, units);
+                    let floor = p.vector_floor[usize::from(lang == Lang::Zh)];
+                    if floor != 0.0 {
+                        let spread = 1.0 / (1.0 - floor);
+                        for cos in units.iter_mut() {
+                            *cos = (*cos - floor) * spread;
+                        }
+                    }
+                    if p.language_offset != 0.0 {
+                        self.offset_languages(units, lang, p.language_offset);
+                    }
                     for (row, cos) in units.iter().enumerate() {
                         let u = self.vector_unit[row] as usize;
                         let s = weight(u) * cos.max(0.0);
@@ -416,6 +493,28 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// See [`SearchParams::language_offset`]: `sims` are the similarities of the matrix rows.
+    fn offset_languages(&self, sims: &mut [f32], query: Lang, lambda: f32) {
+        let lang_of = |row: usize| {
+            let u = self.vector_unit[row] as usize;
+            usize::from(self.chunk_lang[self.unit_chunk[u] as usize] == Lang::Zh)
+        };
+        let (mut sum, mut n) = ([0f32; 2], [0usize; 2]);
+        for (row, s) in sims.iter().enumerate() {
+            sum[lang_of(row)] += s;
+            n[lang_of(row)] += 1;
+        }
+        if n[0] == 0 || n[1] == 0 {
+            return;
+        }
+        let mean = [sum[0] / n[0] as f32, sum[1] / n[1] as f32];
+        let q = mean[usize::from(query == Lang::Zh)];
+        let shift = [lambda * (q - mean[0]), lambda * (q - mean[1])];
+        for (row, s) in sims.iter_mut().enumerate() {
+            *s += shift[lang_of(row)];
+        }
+    }
+
     /// Weighted share (0..1) of the query's distinct terms that appear nowhere in the
     /// knowledge (neither in a unit nor in a sentence).
     pub fn unknown_share(&self, qterms: &[String], w: &TermWeights) -> f32 {
@@ -491,6 +590,17 @@ impl Signal {
             (1.0 - beta) * best + beta * pool
         };
         m.max(self.body[c])
+    }
+}
+
+/// How a unit is put to an embedder with roles (multilingual-e5's `query: ` / `passage: `):
+/// questions and heading lines are matched against questions, a symmetric comparison the
+/// model is trained to make between two queries; bodies are the documents a question is
+/// asked about (sentences are not embedded).
+pub fn unit_role(kind: UnitKind) -> crate::providers::TextRole {
+    match kind {
+        UnitKind::Match | UnitKind::Pool => crate::providers::TextRole::Query,
+        UnitKind::Body | UnitKind::Sentence => crate::providers::TextRole::Passage,
     }
 }
 

@@ -16,7 +16,7 @@
 use async_trait::async_trait;
 
 use super::builtin_embedder::BuiltinEmbedder;
-use super::{Embedder, ProviderError};
+use super::{Embedder, ProviderError, TextRole};
 
 pub struct BlendedEmbedder {
     model: std::sync::Arc<dyn Embedder>,
@@ -56,8 +56,24 @@ impl Embedder for BlendedEmbedder {
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
         let from_model = self.model.embed(texts).await?;
+        Ok(self.blend(texts, from_model))
+    }
+
+    async fn embed_as(
+        &self,
+        texts: &[String],
+        role: TextRole,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let from_model = self.model.embed_as(texts, role).await?;
+        Ok(self.blend(texts, from_model))
+    }
+}
+
+impl BlendedEmbedder {
+    /// The model's vectors side by side with the built-in ones (see the module docs).
+    fn blend(&self, texts: &[String], from_model: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
         let (wm, wb) = ((1.0 - self.weight).sqrt(), self.weight.sqrt());
-        Ok(from_model
+        from_model
             .iter()
             .zip(texts)
             .map(|(m, t)| {
@@ -75,7 +91,7 @@ impl Embedder for BlendedEmbedder {
                 }
                 out
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -1,43 +1,47 @@
-//! `Embedder` running a BERT-family sentence-embedding model in-process on the CPU (candle),
-//! from a model directory the operator names. Built only with the `local-embeddings` cargo
-//! feature, so the default binary stays lean.
+//! `Embedder` running a BERT-family sentence-embedding model in-process on the CPU (the
+//! forward pass in the `kefu-bert` crate), from a model directory the operator names. Built only
+//! with the `local-embeddings` cargo feature, so the default binary stays lean.
 //!
-//! The directory is a sentence-transformers export as Hugging Face ships it:
-//! `config.json` (BERT config), `tokenizer.json`, `model.safetensors`, and optionally
-//! `1_Pooling/config.json` (mean or CLS pooling; mean when absent) and
-//! `sentence_bert_config.json` (`max_seq_length`; 256 when absent). Nothing is downloaded:
-//! a missing file is an error naming it.
+//! The directory is a sentence-transformers export as Hugging Face ships it, or as
+//! `kefu model import` writes it: `config.json` (BERT / XLM-R config), `tokenizer.json`,
+//! `model.safetensors`, and optionally `1_Pooling/config.json` (mean or CLS pooling; mean
+//! when absent), `sentence_bert_config.json` (`max_seq_length`; 256 when absent) and
+//! `config_sentence_transformers.json` (`prompts.query` / `prompts.passage`: the prefixes
+//! a model such as multilingual-e5 was trained with). Nothing is downloaded: a missing file
+//! is an error naming it.
 //!
-//! Two traps, both covered by tests against an independent numpy forward pass:
+//! Traps, covered by tests against independent reference outputs:
 //! - `tokenizer.json` may carry its own padding (all-MiniLM-L6-v2 pads every text to 128
 //!   tokens) and a shorter truncation than the model was trained with. Both are replaced:
-//!   no padding from the tokenizer (batches are padded here, and pooling honours the mask),
-//!   truncation at `max_seq_length`.
+//!   no padding at all (a batch runs end to end, see `kefu_bert::Bert`), truncation at `max_seq_length`.
 //! - Vectors are L2-normalized whatever `modules.json` says: the index compares by cosine.
+//! - Prefixes: e5 expects `query: ` before questions and `passage: ` before documents;
+//!   without them its cosines are flatter. `embed_as` applies them by [`TextRole`].
 //!
-//! A text the vocabulary cannot spell (more than half its word pieces `[UNK]`, as Chinese is
-//! for the English MiniLM) gets an all-zero vector: the model would map every such text to
-//! nearly the same point, so "怎么开发票" would look close to any Chinese chunk. Zero
+//! A text the vocabulary cannot spell (more than half its word pieces unknown, as Chinese
+//! is for the English MiniLM) gets an all-zero vector: the model would map every such text
+//! to nearly the same point, so "怎么开发票" would look close to any Chinese chunk. Zero
 //! tells the search to rank the query on words alone (see `Embedder`).
 //!
-//! Texts are embedded on the blocking pool (a batch is tens of milliseconds of matrix work),
-//! sorted by length within a call so each padded batch wastes little.
+//! Texts are embedded on the blocking pool; the forward pass spreads over the CPU cores.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use sha2::{Digest, Sha256};
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, TruncationParams};
 
-use super::{Embedder, ProviderError};
+use super::unigram::LocalTokenizer;
+use super::{mean_pairwise_cosine, Embedder, ProviderError, SimilarityProfile, TextRole, PROBES};
+use kefu_bert::{Bert, BertConfig};
 
 /// Used when the directory has no `sentence_bert_config.json` (sentence-transformers' own default).
 const DEFAULT_MAX_SEQ_LEN: usize = 256;
+/// Tokens per forward pass at most (bounds the activations: ~25 MB for a 384-wide model).
+const MAX_BATCH_TOKENS: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pooling {
@@ -45,14 +49,21 @@ enum Pooling {
     Cls,
 }
 
+/// The prefix put before a text of each role (operator's config, else the directory's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prefixes {
+    pub query: Option<String>,
+    pub passage: Option<String>,
+}
+
 struct Model {
-    bert: BertModel,
-    tokenizer: Tokenizer,
+    bert: Bert,
+    tokenizer: LocalTokenizer,
     pooling: Pooling,
-    pad_id: u32,
-    /// `[UNK]`, when the vocabulary has one.
+    /// The unknown-word piece (`[UNK]`, `<unk>`), when the vocabulary has one.
     unk_id: Option<u32>,
-    device: Device,
+    query_prefix: String,
+    passage_prefix: String,
 }
 
 /// A sentence-embedding model loaded from a directory; cheap to clone and share.
@@ -62,6 +73,7 @@ pub struct LocalEmbedder {
     name: String,
     dim: usize,
     batch_size: usize,
+    profile: SimilarityProfile,
 }
 
 impl std::fmt::Debug for LocalEmbedder {
@@ -73,14 +85,16 @@ impl std::fmt::Debug for LocalEmbedder {
     }
 }
 
+fn missing(path: &Path) -> String {
+    format!(
+        "providers.embedding.model_dir: cannot read {} (a sentence-transformers model directory needs config.json, tokenizer.json and model.safetensors)",
+        path.display()
+    )
+}
+
 fn read(dir: &Path, file: &str) -> anyhow::Result<Vec<u8>> {
     let path = dir.join(file);
-    std::fs::read(&path).with_context(|| {
-        format!(
-            "providers.embedding.model_dir: cannot read {} (a sentence-transformers model directory needs config.json, tokenizer.json and model.safetensors)",
-            path.display()
-        )
-    })
+    std::fs::read(&path).with_context(|| missing(&path))
 }
 
 fn optional_json(dir: &Path, file: &str) -> anyhow::Result<Option<serde_json::Value>> {
@@ -109,34 +123,59 @@ fn pooling(dir: &Path) -> anyhow::Result<Pooling> {
     }
 }
 
-impl LocalEmbedder {
-    /// Load the model in `dir`. `batch_size` texts go through the model at a time.
-    pub fn open(dir: &Path, batch_size: usize) -> anyhow::Result<Self> {
-        let config_bytes = read(dir, "config.json")?;
-        let config: BertConfig = serde_json::from_slice(&config_bytes).with_context(|| {
-            format!(
-                "{}: not a BERT config this build can run",
-                dir.join("config.json").display()
-            )
-        })?;
-        // RoBERTa-family models (XLM-R multilingual ones among them) load into the same
-        // shapes but count positions from another offset: their vectors would be quietly
-        // wrong, so only BERT itself is accepted.
-        if let Some(other) = config.model_type.as_deref().filter(|t| *t != "bert") {
-            anyhow::bail!(
-                "{}: model_type \"{other}\" is not supported; kind = \"local\" runs BERT models (all-MiniLM-L6-v2, bge-small-zh-v1.5, text2vec-base-chinese, …)",
-                dir.join("config.json").display()
-            );
+/// The prompts the directory names (sentence-transformers' `config_sentence_transformers.json`).
+fn directory_prefixes(dir: &Path) -> anyhow::Result<(String, String)> {
+    let cfg = optional_json(dir, "config_sentence_transformers.json")?;
+    let prompt = |role: &str| {
+        cfg.as_ref()
+            .and_then(|c| c.get("prompts"))
+            .and_then(|p| p.get(role))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok((prompt("query"), prompt("passage")))
+}
+
+/// sha256 of a file, streamed.
+fn file_digest(path: &Path) -> anyhow::Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| missing(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
         }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+impl LocalEmbedder {
+    /// Load the model in `dir`. At most `batch_size` texts go through the model at a time.
+    pub fn open(dir: &Path, batch_size: usize, prefixes: &Prefixes) -> anyhow::Result<Self> {
+        let config_path = dir.join("config.json");
+        let config: BertConfig =
+            serde_json::from_slice(&read(dir, "config.json")?).with_context(|| {
+                format!(
+                    "{}: not a BERT config this build can run",
+                    config_path.display()
+                )
+            })?;
+        config
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
         let max_seq_len = optional_json(dir, "sentence_bert_config.json")?
             .and_then(|v| v.get("max_seq_length").and_then(|n| n.as_u64()))
             .map_or(DEFAULT_MAX_SEQ_LEN, |n| n as usize)
-            .min(config.max_position_embeddings);
+            .min(config.max_tokens());
 
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer_bytes = read(dir, "tokenizer.json")?;
-        let mut tokenizer = Tokenizer::from_bytes(&tokenizer_bytes)
+        let mut tokenizer: LocalTokenizer = serde_json::from_slice(&tokenizer_bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", tokenizer_path.display()))?;
+        drop(tokenizer_bytes);
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -144,137 +183,207 @@ impl LocalEmbedder {
                 ..Default::default()
             }))
             .map_err(|e| anyhow::anyhow!("{}: {e}", tokenizer_path.display()))?;
-        let pad_id = tokenizer
-            .token_to_id("[PAD]")
-            .or(config.pad_token_id.try_into().ok())
-            .unwrap_or(0);
+        let unk_id = ["[UNK]", "<unk>"]
+            .iter()
+            .find_map(|t| tokenizer.token_to_id(t));
 
-        let weights = read(dir, "model.safetensors")?;
+        let weights = dir.join("model.safetensors");
         // The name the index records: a different file is a different model even when the
         // directory keeps its name, so a swapped model forces a re-ingest.
-        let digest = hex::encode(&Sha256::digest(&weights)[..6]);
+        let digest = file_digest(&weights)?;
+        let bert = Bert::load(config.clone(), &weights)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
+        let (dir_query, dir_passage) = directory_prefixes(dir)?;
+        let query_prefix = prefixes.query.clone().unwrap_or(dir_query);
+        let passage_prefix = prefixes.passage.clone().unwrap_or(dir_passage);
         let dir_name = dir
             .canonicalize()
             .unwrap_or_else(|_| PathBuf::from(dir))
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
-        let device = Device::Cpu;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
-            .with_context(|| format!("{}: not readable safetensors", dir.display()))?;
-        let bert = BertModel::load(vb, &config).with_context(|| {
-            format!(
-                "{}: the weights do not fit a BERT model (is this a BERT-family model?)",
-                dir.join("model.safetensors").display()
-            )
-        })?;
+        let mut name = format!("local:{dir_name}@{}", &digest[..12]);
+        // Stored vectors carry the prefixes too: changing one re-embeds the knowledge.
+        if !(query_prefix.is_empty() && passage_prefix.is_empty()) {
+            let h = Sha256::digest(format!("{query_prefix}\u{0}{passage_prefix}"));
+            name.push_str(&format!("~{}", &hex::encode(h)[..8]));
+        }
         let model = Model {
             bert,
-            unk_id: tokenizer.token_to_id("[UNK]"),
             tokenizer,
             pooling: pooling(dir)?,
-            pad_id,
-            device,
+            unk_id,
+            query_prefix,
+            passage_prefix,
         };
-        Ok(LocalEmbedder {
+        let mut embedder = LocalEmbedder {
             model: Arc::new(model),
-            name: format!("local:{dir_name}@{digest}"),
+            name,
             dim: config.hidden_size,
             batch_size: batch_size.max(1),
-        })
+            profile: SimilarityProfile {
+                multilingual: false,
+                background: [0.0; 2],
+            },
+        };
+        let mut multilingual = true;
+        let mut background = [0.0; 2];
+        for (lang, probes) in PROBES.iter().enumerate() {
+            let probes: Vec<String> = probes.iter().map(|p| p.to_string()).collect();
+            let vectors = embedder
+                .embed_now(&probes, Some(TextRole::Query))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: the model fails on a probe sentence: {e}",
+                        dir.display()
+                    )
+                })?;
+            multilingual &= vectors.iter().all(|v| v.iter().any(|x| *x != 0.0));
+            background[lang] = mean_pairwise_cosine(&vectors);
+        }
+        embedder.profile = SimilarityProfile {
+            multilingual,
+            background,
+        };
+        Ok(embedder)
+    }
+
+    /// How this model's similarities behave (measured on [`PROBES`] at load).
+    pub fn profile(&self) -> SimilarityProfile {
+        self.profile
+    }
+
+    /// The prefixes in use (query, passage).
+    pub fn prefixes(&self) -> (&str, &str) {
+        (&self.model.query_prefix, &self.model.passage_prefix)
+    }
+
+    /// Bytes of model weights held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        self.model.bert.weight_bytes()
+    }
+
+    /// The token ids of `text` as the model sees it in `role` (prefix and special tokens
+    /// included); `None` = no prefix.
+    pub fn token_ids(&self, text: &str, role: Option<TextRole>) -> Result<Vec<u32>, ProviderError> {
+        let text = format!("{}{text}", self.model.prefix(role));
+        let e = self
+            .model
+            .tokenizer
+            .encode(text.as_str(), true)
+            .map_err(|e| ProviderError::Unavailable(format!("local model: {e}")))?;
+        Ok(e.get_ids().to_vec())
     }
 
     /// Embed on the calling thread (the async `embed` moves this to the blocking pool).
-    pub fn embed_now(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+    /// `role` picks the prefix; `None` embeds the texts as they are.
+    pub fn embed_now(
+        &self,
+        texts: &[String],
+        role: Option<TextRole>,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
         let bad =
             |e: &dyn std::fmt::Display| ProviderError::Unavailable(format!("local model: {e}"));
+        let m = &self.model;
+        let prefix = m.prefix(role);
+        let prefix_len = if prefix.is_empty() {
+            0
+        } else {
+            m.tokenizer
+                .encode(prefix, false)
+                .map_err(|e| bad(&e))?
+                .len()
+        };
         let mut encodings = Vec::with_capacity(texts.len());
         for t in texts {
+            let input = format!("{prefix}{t}");
             encodings.push(
-                self.model
-                    .tokenizer
-                    .encode(t.as_str(), true)
+                m.tokenizer
+                    .encode(input.as_str(), true)
                     .map_err(|e| bad(&e))?,
             );
         }
         // Texts the vocabulary cannot spell get zeros; the rest go through the model.
         let mut out = vec![vec![0.0; self.dim]; texts.len()];
         let spelled: Vec<usize> = (0..texts.len())
-            .filter(|&i| self.model.spells(&encodings[i]))
+            .filter(|&i| m.spells(&encodings[i], prefix_len))
             .collect();
-        let lengths: Vec<usize> = spelled.iter().map(|&i| encodings[i].len()).collect();
-        for batch in length_buckets(&lengths, self.batch_size) {
-            let batch: Vec<usize> = batch.into_iter().map(|b| spelled[b]).collect();
+        let mut from = 0;
+        while from < spelled.len() {
+            let mut to = from;
+            let mut tokens = 0;
+            while to < spelled.len()
+                && to - from < self.batch_size
+                && (to == from || tokens + encodings[spelled[to]].len() <= MAX_BATCH_TOKENS)
+            {
+                tokens += encodings[spelled[to]].len();
+                to += 1;
+            }
+            let batch = &spelled[from..to];
             let ids: Vec<&[u32]> = batch.iter().map(|&i| encodings[i].get_ids()).collect();
-            let vectors = self.model.forward(&ids).map_err(|e| bad(&e))?;
+            let vectors = m.embed_ids(&ids).map_err(|e| bad(&e))?;
             for (&i, v) in batch.iter().zip(vectors) {
                 out[i] = v;
             }
+            from = to;
         }
         Ok(out)
     }
 }
 
-/// Indexes of the sequences grouped into batches of similar length (shortest first), at most
-/// `max` a batch. A batch is padded to its longest sequence and the model's cost is per
-/// padded token, so one 150-token text in a batch of 12-token questions would make the
-/// batch cost ten times its worth (seen on FAQ files: each entry's pooled alternates).
-fn length_buckets(lengths: &[usize], max: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.sort_by_key(|&i| lengths[i]);
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    for i in order {
-        match batches.last_mut() {
-            // Up to a quarter (plus a few tokens) longer than the batch's shortest.
-            Some(b) if b.len() < max && lengths[i] <= lengths[b[0]] * 5 / 4 + 4 => b.push(i),
-            _ => batches.push(vec![i]),
+impl Model {
+    fn prefix(&self, role: Option<TextRole>) -> &str {
+        match role {
+            None => "",
+            Some(TextRole::Query) => &self.query_prefix,
+            Some(TextRole::Passage) => &self.passage_prefix,
         }
     }
-    batches
-}
 
-impl Model {
-    /// At most half of the text's word pieces are `[UNK]`.
-    fn spells(&self, e: &Encoding) -> bool {
+    /// At most half of the text's word pieces (after the prefix's) are unknown.
+    fn spells(&self, e: &Encoding, prefix_len: usize) -> bool {
         let (mut words, mut unknown) = (0usize, 0usize);
-        for (id, special) in e.get_ids().iter().zip(e.get_special_tokens_mask()) {
-            if *special == 0 {
-                words += 1;
-                unknown += usize::from(Some(*id) == self.unk_id);
-            }
+        let pieces = e
+            .get_ids()
+            .iter()
+            .zip(e.get_special_tokens_mask())
+            .filter(|(_, special)| **special == 0)
+            .skip(prefix_len);
+        for (id, _) in pieces {
+            words += 1;
+            unknown += usize::from(Some(*id) == self.unk_id);
         }
         unknown * 2 <= words
     }
 
-    /// One padded batch → one normalized vector per sequence.
-    fn forward(&self, seqs: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-        let mut ids = Vec::with_capacity(seqs.len() * len);
-        let mut mask = Vec::with_capacity(seqs.len() * len);
+    /// Token id sequences → one pooled, L2-normalized vector each.
+    fn embed_ids(&self, seqs: &[&[u32]]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let h = self.bert.config.hidden_size;
+        let hidden = self.bert.forward(seqs)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut start = 0;
         for s in seqs {
-            ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat_n(self.pad_id, len - s.len()));
-            mask.extend(std::iter::repeat_n(1u32, s.len()));
-            mask.extend(std::iter::repeat_n(0u32, len - s.len()));
+            let rows = &hidden[start * h..(start + s.len()) * h];
+            start += s.len();
+            let mut v = match self.pooling {
+                Pooling::Cls => rows[..h].to_vec(),
+                Pooling::Mean => {
+                    let mut sum = vec![0.0f32; h];
+                    for row in rows.chunks_exact(h) {
+                        for (a, b) in sum.iter_mut().zip(row) {
+                            *a += b;
+                        }
+                    }
+                    let n = s.len().max(1) as f32;
+                    sum.iter_mut().for_each(|x| *x /= n);
+                    sum
+                }
+            };
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+            out.push(v);
         }
-        let ids = Tensor::from_vec(ids, (seqs.len(), len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (seqs.len(), len), &self.device)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?;
-        let pooled = match self.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => {
-                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                let summed = hidden.broadcast_mul(&m)?.sum(1)?;
-                summed.broadcast_div(&m.sum(1)?.clamp(1e-9, f32::MAX)?)?
-            }
-        };
-        let norm = pooled
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12, f32::MAX)?;
-        pooled.broadcast_div(&norm)?.to_vec2::<f32>()
+        Ok(out)
     }
 }
 
@@ -289,26 +398,28 @@ impl Embedder for LocalEmbedder {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        let this = self.clone();
-        let texts = texts.to_vec();
-        tokio::task::spawn_blocking(move || this.embed_now(&texts))
-            .await
-            .map_err(|e| ProviderError::Unavailable(format!("local model: {e}")))?
+        self.embed_role(texts, None).await
+    }
+
+    async fn embed_as(
+        &self,
+        texts: &[String],
+        role: TextRole,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        self.embed_role(texts, Some(role)).await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::length_buckets;
-
-    #[test]
-    fn buckets_keep_similar_lengths_together_and_every_index_once() {
-        let lengths = [12, 150, 11, 13, 148, 40, 12];
-        let b = length_buckets(&lengths, 3);
-        assert_eq!(b, vec![vec![2, 0, 6], vec![3], vec![5], vec![4, 1]]);
-        let mut all: Vec<usize> = b.concat();
-        all.sort_unstable();
-        assert_eq!(all, (0..lengths.len()).collect::<Vec<_>>());
-        assert!(length_buckets(&[], 8).is_empty());
+impl LocalEmbedder {
+    async fn embed_role(
+        &self,
+        texts: &[String],
+        role: Option<TextRole>,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let this = self.clone();
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || this.embed_now(&texts, role))
+            .await
+            .map_err(|e| ProviderError::Unavailable(format!("local model: {e}")))?
     }
 }
