@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example calibrate -- [--data ../shared/data] [--half odd|even|all]
-//!     [--fit] [--min-score 0.6] [--mode hybrid|vector|lexical]
+//!     [--fit] [--min-score 0.55] [--mode hybrid|vector|lexical]
 //!     [--local DIR]   # with --features local-embeddings: a local model and its knobs
 //! ```
 //!
@@ -376,7 +376,8 @@ async fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo.join("../shared/data"));
     let half = arg(&args, "--half").unwrap_or_else(|| "all".into());
-    let min: f32 = arg(&args, "--min-score").map_or(Ok(0.6), |s| s.parse())?;
+    let min: f32 = arg(&args, "--min-score")
+        .map_or(Ok(kefu::knowledge::RECOMMENDED_MIN_SCORE), |s| s.parse())?;
     let mode = match arg(&args, "--mode").as_deref() {
         None | Some("hybrid") => RetrievalMode::Hybrid,
         Some("vector") => RetrievalMode::Vector,

@@ -46,7 +46,7 @@ fn intents_on_an_unseen_help_centre() {
 #[test]
 fn handoffs_on_an_unseen_help_centre() {
     let r = eval("handoff.jsonl");
-    // Measured 0.967+ (precision ≥ 0.93, recall ≥ 0.93).
+    // Measured 1.000 (precision 1.0, recall 1.0) on both halves.
     assert!(
         r.handoff.accuracy() >= 0.9,
         "handoff {:.3}",
@@ -67,7 +67,7 @@ fn answers_and_conversations_on_an_unseen_help_centre() {
         r.contains.accuracy()
     );
     assert!(
-        r.source_hit1.accuracy() >= 0.65,
+        r.source_hit1.accuracy() >= 0.7,
         "hit@1 {:.3}",
         r.source_hit1.accuracy()
     );

@@ -158,7 +158,7 @@ impl Default for KnowledgeConfig {
             paths: vec![PathBuf::from("knowledge")],
             top_k: 5,
             // The calibrated probability that a hit answers the question (knowledge/search.rs);
-            // 0.6 was measured best on the public dev sets.
+            // See RECOMMENDED_MIN_SCORE for how 0.55 was chosen.
             min_score: crate::knowledge::RECOMMENDED_MIN_SCORE,
             retrieval: RetrievalMode::Hybrid,
         }
@@ -366,7 +366,8 @@ pub struct HandoffConfig {
 impl Default for HandoffConfig {
     fn default() -> Self {
         HandoffConfig {
-            min_confidence: 0.6,
+            // The answer's confidence is its best hit's calibrated score: the same threshold.
+            min_confidence: crate::knowledge::RECOMMENDED_MIN_SCORE,
             max_unresolved_turns: 5,
             keywords: [
                 "lawsuit",

@@ -294,6 +294,32 @@ const COMPLAINT: &[(&str, u8)] = &[
     ("烂", 1),
     ("什么破", 2),
     ("破玩意", 2),
+    // What arrives wrong, in any shop: damaged, missing, spoiled, the wrong item.
+    ("damaged", 1),
+    ("dented", 1),
+    ("crushed", 1),
+    ("cracked", 1),
+    ("missing", 1),
+    ("leaking", 1),
+    ("wrong item", 2),
+    ("expired", 1),
+    ("moldy", 2),
+    ("mouldy", 2),
+    ("压坏", 2),
+    ("压扁", 2),
+    ("摔坏", 2),
+    ("碎了", 1),
+    ("裂了", 1),
+    ("破了", 1),
+    ("漏了", 1),
+    ("少了", 1),
+    ("缺了", 1),
+    ("发错", 2),
+    ("过期", 1),
+    ("发霉", 2),
+    ("霉味", 2),
+    ("变质", 2),
+    ("受潮", 1),
     ("态度差", 2),
     ("扣了两次", 2),
     ("多扣", 2),
@@ -335,6 +361,17 @@ const PRAISE: &[(&str, u8)] = &[
     ("点赞", 2),
     ("给力", 2),
     ("满意", 1),
+    // A shop's praise: it tastes good, they buy again, they recommend it.
+    ("好喝", 1),
+    ("好吃", 1),
+    ("回购", 1),
+    ("还会再买", 2),
+    ("推荐给朋友", 2),
+    ("delicious", 1),
+    ("tasty", 1),
+    ("will buy again", 2),
+    ("buy again", 1),
+    ("best purchase", 2),
     ("不错", 1),
     ("很有帮助", 2),
     ("厉害", 2),
@@ -679,6 +716,13 @@ impl BuiltinClassifier {
                 && lexicon_score == 0
                 && self.is_question_text(text)
                 && vote.share < 0.9)
+            // Asking about refunds or cancelling is not asking for one: without a word that
+            // asks and without an order number, an information question stays a question
+            // however sure the neighbours are.
+            && !(matches!(vote.kind, IntentKind::Refund | IntentKind::Cancel)
+                && lexicon_score == 0
+                && intent.order.is_none()
+                && self.is_info_question_text(text))
         {
             let norm = normalize(text);
             let words: Vec<&str> = norm
@@ -702,11 +746,16 @@ impl BuiltinClassifier {
 
     fn is_question_text(&self, text: &str) -> bool {
         let norm = normalize(text);
-        let words: Vec<&str> = norm
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
-            .filter(|w| !w.is_empty())
-            .collect();
-        is_question(&norm, &words)
+        is_question(&norm, &words_of(&norm))
+    }
+
+    fn is_info_question_text(&self, text: &str) -> bool {
+        let norm = normalize(text);
+        let words = words_of(&norm);
+        info_question(&norm, &words)
+            && !REQUEST_MARKERS
+                .iter()
+                .any(|p| matches_phrase(&norm, &words, p))
     }
 
     fn finish(&self, text: &str, norm: &str, words: &[&str], kind: IntentKind) -> Intent {
@@ -856,6 +905,12 @@ fn is_question(norm: &str, words: &[&str]) -> bool {
 
 /// A question asking for information ("how long does a refund take", "退款多久到账"),
 /// as opposed to "can I get my money back?", which asks for the money.
+fn words_of(norm: &str) -> Vec<&str> {
+    norm.split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 fn info_question(norm: &str, words: &[&str]) -> bool {
     const OPENERS: &[&str] = &[
         "how", "what", "what's", "whats", "when", "where", "why", "which", "is", "are", "does",
@@ -864,7 +919,20 @@ fn info_question(norm: &str, words: &[&str]) -> bool {
     const ZH: &[&str] = &[
         "多久", "怎么", "如何", "什么", "几天", "哪", "规则", "政策", "吗", "多少",
     ];
-    words.first().is_some_and(|w| OPENERS.contains(w)) || ZH.iter().any(|p| norm.contains(p))
+    const WH: &[&str] = &[
+        "how", "what", "what's", "whats", "when", "where", "why", "which",
+    ];
+    // A question word anywhere ("if i delete my account what happens to my points"), or an
+    // opener at the start of any clause ("ordering RM800 of tea to KL, will customs charge
+    // me anything?").
+    let clause_opener = norm
+        .split([',', ';', '，', '；', '.', '。'])
+        .filter_map(|c| {
+            c.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '\''))
+                .find(|w| !w.is_empty())
+        })
+        .any(|w| OPENERS.contains(&w));
+    clause_opener || words.iter().any(|w| WH.contains(w)) || ZH.iter().any(|p| norm.contains(p))
 }
 
 /// Too short and too vague to search for: "ok", "hmm", "asdf", "嗯".

@@ -308,7 +308,12 @@ pub async fn login(State(s): State<AppState>, req: Request) -> Result<Response, 
         Ok(who) => {
             metric("ok");
             tracing::info!(agent = %who.id, "agent logged in");
-            let max_age = who.session.expires_ms.saturating_sub(s.app.clock.now_ms()) / 1000;
+            // Rounded up: a cookie cut a second short of its session read as flaky under load.
+            let max_age = who
+                .session
+                .expires_ms
+                .saturating_sub(s.app.clock.now_ms())
+                .div_ceil(1000);
             let mut resp = Json(serde_json::json!({
                 "agent": {"id": who.id, "name": who.name},
                 "csrf": who.session.csrf,
