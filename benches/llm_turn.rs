@@ -3,6 +3,14 @@
 //! to that fake with the same request (what kefu waits on). The difference is what kefu adds:
 //! intent, retrieval, prompt building, JSON / SSE parsing, the grounding check, quality,
 //! storage. The built-in generator's turn is measured too, for scale. Figures for the notes.
+//!
+//! Streaming: time to first delta of `Engine::handle_streaming` (what the widget waits for
+//! before text shows) with a fake model that streams at a set pace (`tests/paced_model`),
+//! against the bare client's time to the model's first complete sentence; and the built-in
+//! generator's time to first delta (it has no model to wait for).
+
+#[path = "../tests/paced_model/mod.rs"]
+mod paced_model;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,10 +88,13 @@ fn setup() -> Setup {
 }
 
 fn engine(s: &Setup, chat: Option<bool>) -> Arc<Engine> {
+    engine_at(s, &s.base, chat)
+}
+
+fn engine_at(s: &Setup, base: &str, chat: Option<bool>) -> Arc<Engine> {
     let providers = match chat {
         Some(stream) => format!(
-            "[providers.chat]\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\napi_key = \"${{KEY}}\"\nstream = {stream}\n",
-            s.base
+            "[providers.chat]\nkind = \"openai\"\nbase_url = \"{base}\"\nmodel = \"m\"\napi_key = \"${{KEY}}\"\nstream = {stream}\n",
         ),
         None => String::new(),
     };
@@ -235,10 +246,99 @@ fn bench(c: &mut Criterion) {
         )
     };
     let (rt_json, rt_sse) = (rt_of(false), rt_of(true));
+    time_to_first_delta(&s, &builtin);
     println!(
         "llm_turn medians over {n}: builtin turn {h_builtin:?}; openai json turn {h_json:?} (model round trip {rt_json:?}, kefu side {:?}); openai sse turn {h_sse:?} (model round trip {rt_sse:?}, kefu side {:?})",
         h_json.saturating_sub(rt_json),
         h_sse.saturating_sub(rt_sse)
+    );
+}
+
+/// The paced model's answer: the first sentence is complete after 4 pieces.
+const PACED: [&str; 7] = [
+    "Open Settings, ",
+    "choose Security ",
+    "and click ",
+    "Reset password [1]. ",
+    "The link ",
+    "arrives by e-mail ",
+    "soon [1].",
+];
+const PACE_MS: u64 = 20;
+
+/// Time to the first `delta` of a streamed turn, paced model and built-in generator, against
+/// the bare client's wait for the model's first complete sentence.
+fn time_to_first_delta(s: &Setup, builtin: &Arc<Engine>) {
+    let rt = &s.rt;
+    let (model, base) = rt.block_on(paced_model::start());
+    model.set_default(paced_model::Script::new(&PACED, PACE_MS));
+    let llm = engine_at(s, &base, Some(true));
+    let first_delta = |e: &Arc<Engine>, i: usize| -> Duration {
+        rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let t = Instant::now();
+            let e2 = e.clone();
+            let turn = tokio::spawn(async move { e2.handle_streaming(inbound(i), tx).await });
+            let first = loop {
+                match rx.recv().await {
+                    Some(kefu::engine::StreamEvent::Delta(_)) => break t.elapsed(),
+                    Some(_) => continue,
+                    None => panic!("no delta"),
+                }
+            };
+            turn.await.expect("join").expect("turn");
+            first
+        })
+    };
+    let client = reqwest::Client::new();
+    let url = format!("{base}/chat/completions");
+    let model_first_sentence = || -> Duration {
+        rt.block_on(async {
+            let t = Instant::now();
+            let mut body = client
+                .post(&url)
+                .json(&model_body(true))
+                .send()
+                .await
+                .expect("send")
+                .bytes_stream();
+            let mut seen = String::new();
+            while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+                seen.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+                if seen.contains("[1]. ") {
+                    return t.elapsed();
+                }
+            }
+            panic!("no first sentence");
+        })
+    };
+    let n = 40;
+    let mut k = 1_999_998usize;
+    let median_of = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    // Questions 0, 3, 6 … ask for the password reset, which the paced answer cites.
+    let llm_ttfd = median_of(
+        &mut (0..n)
+            .map(|_| {
+                k += 3;
+                first_delta(&llm, k)
+            })
+            .collect(),
+    );
+    let model_ttfs = median_of(&mut (0..n).map(|_| model_first_sentence()).collect());
+    let builtin_ttfd = median_of(
+        &mut (0..n)
+            .map(|_| {
+                k += 3;
+                first_delta(builtin, k)
+            })
+            .collect(),
+    );
+    println!(
+        "llm_turn time to first delta (medians over {n}, model pace {PACE_MS} ms/piece): openai sse {llm_ttfd:?} (model's first sentence at {model_ttfs:?}, kefu adds {:?}); builtin {builtin_ttfd:?}",
+        llm_ttfd.saturating_sub(model_ttfs)
     );
 }
 

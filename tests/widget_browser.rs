@@ -48,6 +48,7 @@ paths = ["{kb}"]
 name = "site"
 kind = "web"
 allowed_origins = {origins}
+link_hosts = ["example.com"]
 "#,
             data = dir.join("data").display(),
             kb = dir.join("kb").display(),
@@ -261,7 +262,7 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
     let shot = page.screenshot(&artifacts.join("2-handoff.png")).await?;
     println!("screenshot: {}", shot.display());
 
-    let agent_text = "Hi, this is Dana from support. I've sent you a new link, see [your account](https://example.com/account).";
+    let agent_text = "Hi, this is Dana from support. I've sent you a new link, see [your account](https://example.com/account). Not [this one](https://evil.example/pay).";
     let resp = reqwest::Client::new()
         .post(format!(
             "{base}/agent/api/conversations/site/{session}/reply"
@@ -282,7 +283,7 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
                 const m = last('agent');
                 if (!m || !m.textContent.includes('Dana from support')) return null;
                 const a = m.querySelector('a');
-                return { cls: m.className, link: a && [a.getAttribute('href'), a.rel, a.target] };
+                return { cls: m.className, links: m.querySelectorAll('a').length, link: a && [a.getAttribute('href'), a.rel, a.target] };
             })()"#),
             WAIT_POLL,
         )
@@ -302,6 +303,10 @@ async fn widget_answers_streams_restores_escapes_and_hands_off() -> Result<()> {
                 "_blank"
             ]),
         "agent link: {agent}"
+    );
+    ensure!(
+        agent["links"] == json!(1),
+        "a link to a host neither in the knowledge nor in link_hosts stays text: {agent}"
     );
     settle(&page).await?;
     let shot = page

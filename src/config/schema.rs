@@ -748,6 +748,11 @@ pub struct WebChannelConfig {
     /// Same-origin requests are always allowed.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Hosts the widget may render links to besides those in the knowledge
+    /// (`help.example.com`, or `*.example.com` for its subdomains). A link to any other host
+    /// in an answer or an agent's message is shown as plain text.
+    #[serde(default)]
+    pub link_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -135,6 +135,7 @@ encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2"
 name = "support"
 kind = "web"
 allowed_origins = ["https://ok.example.com", "example.com/path"]
+link_hosts = ["help.example.com", "*.example.org", "https://bad.example.com/x"]
 "#,
     );
     let joined = errors_joined(&errs);
@@ -146,10 +147,11 @@ allowed_origins = ["https://ok.example.com", "example.com/path"]
         "channels[0].encoding_aes_key: must be 43 characters, got 42",
         "channels[1].name: duplicate channel name `support`",
         "channels[1].allowed_origins[1]: must be `*` or an origin",
+        "channels[1].link_hosts[2]: must be a host name",
     ] {
         assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
     }
-    assert_eq!(errs.len(), 7, "{joined}");
+    assert_eq!(errs.len(), 8, "{joined}");
 }
 
 fn errors_joined(errs: &[String]) -> String {

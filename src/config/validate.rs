@@ -225,6 +225,22 @@ pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)>
                 for (j, o) in c.allowed_origins.iter().enumerate() {
                     origin_check(&mut bad, &format!("{path}.allowed_origins[{j}]"), o);
                 }
+                for (j, h) in c.link_hosts.iter().enumerate() {
+                    let host = h.strip_prefix("*.").unwrap_or(h);
+                    let ok = !host.is_empty()
+                        && host.contains('.')
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+                    if !ok {
+                        bad(
+                            &format!("{path}.link_hosts[{j}]"),
+                            format!(
+                                "must be a host name like `help.example.com` or `*.example.com` (no scheme, port or path), got `{h}`"
+                            ),
+                        );
+                    }
+                }
             }
             ChannelConfig::WeCom(c) => {
                 if c.agent_id <= 0 {

@@ -18,6 +18,7 @@ pub mod quality;
 mod records;
 mod retrieve;
 pub mod safety;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,11 +27,13 @@ use adapters::{ContentKind, Inbound};
 use tracing::{debug, info_span, warn, Instrument};
 
 pub use retrieve::{KnowledgeRetriever, Retriever};
+pub use stream::StreamEvent;
 
 use self::actions::{ActionOutcome, ActionRequest, BusinessActions};
 use self::handoff::{HandoffRules, Reason};
 use self::intent::{Intent, IntentClassifier, IntentKind, Sentiment, SmallTalk, Urgency};
 use self::quality::{Quality, Verdict};
+use self::stream::{Generated, InFlight, Outlet};
 use crate::clock::Clock;
 use crate::config::{Config, OtherRoute};
 use crate::events::{EventKind, Events};
@@ -89,6 +92,8 @@ pub struct Engine {
     quality: Quality,
     locks: locks::ConversationLocks,
     events: Arc<Events>,
+    /// Streamed turns in progress (a newer message of the conversation stops the older one).
+    inflight: InFlight,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +146,7 @@ impl Engine {
             quality: Quality::new(&p.config.quality)?,
             locks: locks::ConversationLocks::default(),
             events: Arc::new(Events::new()),
+            inflight: InFlight::default(),
             p,
         })
     }
@@ -166,10 +172,34 @@ impl Engine {
     /// (a model down, a failed action) still produces a turn the customer can read.
     pub async fn handle(&self, m: Inbound) -> Result<Turn, EngineError> {
         let span = info_span!("message", channel = %m.channel, conv = %m.conversation, id = %m.id);
-        self.handle_inner(m).instrument(span).await
+        // A newer message stops the conversation's answer still being streamed.
+        self.inflight.cancel(&m.channel, &m.conversation);
+        self.handle_inner(m, Outlet::none()).instrument(span).await
     }
 
-    async fn handle_inner(&self, m: Inbound) -> Result<Turn, EngineError> {
+    /// `handle`, with the answer released to `tx` piece by piece as the model writes it, each
+    /// piece checked first (`stream.rs`). The returned turn is authoritative: it may differ
+    /// from what was released (a `Retract` then says so, or the caller compares). The turn
+    /// stops generating when `tx`'s receiver is dropped or a newer message of the
+    /// conversation arrives (`route` is then `cancelled`, its reply what had been released);
+    /// it is stored once either way.
+    pub async fn handle_streaming(
+        &self,
+        m: Inbound,
+        tx: tokio::sync::mpsc::UnboundedSender<StreamEvent>,
+    ) -> Result<Turn, EngineError> {
+        let span = info_span!("message", channel = %m.channel, conv = %m.conversation, id = %m.id, stream = true);
+        let (channel, conversation) = (m.channel.clone(), m.conversation.clone());
+        let (id, cancel) = self.inflight.start(&channel, &conversation);
+        let turn = self
+            .handle_inner(m, Outlet::new(tx, cancel))
+            .instrument(span)
+            .await;
+        self.inflight.finish(&channel, &conversation, id);
+        turn
+    }
+
+    async fn handle_inner(&self, m: Inbound, mut out: Outlet) -> Result<Turn, EngineError> {
         let started = Instant::now();
         let lock = self.locks.get(&m.channel, &m.conversation);
         let _guard = lock.lock().await;
@@ -282,12 +312,14 @@ impl Engine {
             d.handoff = Some(Reason::Sensitive);
             d
         } else {
-            self.route(&m, &text, &intent, rule, last_seen_ms, &mut conv)
+            self.route(&m, &text, &intent, rule, last_seen_ms, &mut conv, &mut out)
                 .await
         };
+        // Stopped mid-answer: what the customer saw (each piece checked) is the reply.
+        let cancelled = draft.route == "cancelled";
 
         // Quality check before anything leaves.
-        if draft.handoff.is_none() && !draft.reply.is_empty() {
+        if !cancelled && draft.handoff.is_none() && !draft.reply.is_empty() {
             match self.quality.check_outbound(&draft.reply) {
                 Verdict::Pass { text, masked } => {
                     if masked {
@@ -305,7 +337,10 @@ impl Engine {
 
         if draft.resolved {
             conv.unresolved_turns = 0;
-        } else if !matches!(draft.route, "small_talk" | "thanks" | "non_text") {
+        } else if !matches!(
+            draft.route,
+            "small_talk" | "thanks" | "non_text" | "cancelled"
+        ) {
             conv.unresolved_turns += 1;
             if draft.handoff.is_none() {
                 draft.handoff = self.rules.too_many_unresolved(conv.unresolved_turns);
@@ -365,12 +400,19 @@ impl Engine {
                 .inc("kefu_handoffs_total", &[("reason", reason.as_str())]);
         }
 
-        let seq = conv.take_seq();
-        let mut bot_msg = Message::new(seq, Role::Bot, draft.reply.clone(), now);
-        bot_msg.intent = Some(intent.intent.as_str().to_string());
-        bot_msg.sources = draft.sources.clone();
-        // Record: both messages and the conversation (its next seq) as one write.
-        store.save_turn(&conv, &[user_msg, bot_msg])?;
+        // Record: both messages and the conversation (its next seq) as one write. A turn
+        // cancelled before anything was shown stores the customer's message alone.
+        let seq = if cancelled && draft.reply.is_empty() {
+            store.save_turn(&conv, std::slice::from_ref(&user_msg))?;
+            0
+        } else {
+            let seq = conv.take_seq();
+            let mut bot_msg = Message::new(seq, Role::Bot, draft.reply.clone(), now);
+            bot_msg.intent = Some(intent.intent.as_str().to_string());
+            bot_msg.sources = draft.sources.clone();
+            store.save_turn(&conv, &[user_msg, bot_msg])?;
+            seq
+        };
         if handoff_started {
             self.events.publish(
                 EventKind::Handoff,
@@ -425,6 +467,7 @@ impl Engine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn route(
         &self,
         m: &Inbound,
@@ -433,6 +476,7 @@ impl Engine {
         rule: Option<Reason>,
         last_seen_ms: u64,
         conv: &mut Conversation,
+        out: &mut Outlet,
     ) -> Draft {
         let zh = conv.zh;
         let replies = &self.p.config.replies;
@@ -537,8 +581,9 @@ impl Engine {
                     };
                     return Draft::say(format!("{empathy} {ask}"), "empathy", false);
                 }
-                let mut d = self.answer(text, &hits, zh).await;
-                if d.handoff.is_none() {
+                out.release(&format!("{empathy} "));
+                let mut d = self.answer(text, &hits, zh, out).await;
+                if d.handoff.is_none() && d.route != "cancelled" {
                     d.reply = format!("{empathy} {}", d.reply);
                     d.route = "empathy";
                 }
@@ -549,13 +594,13 @@ impl Engine {
                 // found no intent in may still be a question the knowledge answers.
                 let hits = self.retrieve(text).await;
                 if !hits.is_empty() {
-                    return self.answer(text, &hits, zh).await;
+                    return self.answer(text, &hits, zh, out).await;
                 }
                 self.off_topic(zh)
             }
             IntentKind::Query => {
                 let hits = self.retrieve(text).await;
-                self.answer(text, &hits, zh).await
+                self.answer(text, &hits, zh, out).await
             }
         }
     }
@@ -686,8 +731,9 @@ impl Engine {
         }
     }
 
-    /// Knowledge answer with the confidence and no-knowledge rules applied.
-    async fn answer(&self, question: &str, hits: &[Hit], zh: bool) -> Draft {
+    /// Knowledge answer with the confidence and no-knowledge rules applied. Streamed through
+    /// `out` when it streams.
+    async fn answer(&self, question: &str, hits: &[Hit], zh: bool, out: &mut Outlet) -> Draft {
         if hits.is_empty() {
             let mut d = Draft::say(String::new(), "handoff", false);
             d.confidence = 0.0;
@@ -701,7 +747,12 @@ impl Engine {
             transfer_message: self.transfer_message(zh),
             other_language_note: self.p.config.replies.other_language.get(zh),
         };
-        let answer = match self.p.generator.generate(&req).await {
+        let first = match self.generate(self.p.generator.as_ref(), &req, out).await {
+            Generated::Answer(a) => Ok(a),
+            Generated::Failed(e) => Err(e),
+            stop => return stop.into_draft(out),
+        };
+        let answer = match first {
             Ok(a) => a,
             Err(e) => {
                 warn!(generator = self.p.generator.name(), error = %e, "generator failed; using the built-in one");
@@ -709,13 +760,24 @@ impl Engine {
                     "kefu_provider_failures_total",
                     &[("provider", self.p.generator.name())],
                 );
-                match self.p.fallback_generator.generate(&req).await {
-                    Ok(a) => a,
-                    Err(_) => {
+                // Whatever the failed answer showed is withdrawn before the fallback's text.
+                out.retract(if e.contains("ungrounded") {
+                    "ungrounded"
+                } else {
+                    "upstream"
+                });
+                match self
+                    .generate(self.p.fallback_generator.as_ref(), &req, out)
+                    .await
+                {
+                    Generated::Answer(a) => a,
+                    Generated::Failed(_) => {
+                        out.retract("upstream");
                         let mut d = Draft::say(String::new(), "handoff", false);
                         d.handoff = Some(Reason::UpstreamFailure);
                         return d;
                     }
+                    stop => return stop.into_draft(out),
                 }
             }
         };

@@ -577,3 +577,67 @@ async fn a_turn_that_cannot_be_recorded_leaves_nothing_and_reuses_no_seq() {
         5
     );
 }
+
+#[tokio::test]
+async fn a_forbidden_promise_mid_stream_is_retracted_and_handed_over() {
+    let gen = Arc::new(ScriptedGenerator {
+        answers: Mutex::new(vec![Ok(Answer {
+            text: "Open Settings and click Reset password. We guarantee it works.".into(),
+            confidence: 0.9,
+            used: vec![0],
+            declined: false,
+        })]),
+    });
+    let e = engine_full(
+        Config::default(),
+        retriever(),
+        memory_store(),
+        gen,
+        Arc::new(HandoffActions),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let t = e
+        .engine
+        .handle_streaming(web_message("s", "m1", "How do I reset my password?"), tx)
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        events.push(ev);
+    }
+    assert_eq!(
+        events,
+        vec![
+            StreamEvent::Delta("Open Settings and click Reset password. ".into()),
+            StreamEvent::Retract {
+                reason: "compliance".into()
+            },
+        ]
+    );
+    assert_eq!(t.handoff_reason.as_deref(), Some("compliance"));
+    assert!(!t.reply.contains("guarantee"), "{}", t.reply);
+    // Stored once: the question and the fallback.
+    let stored = e.store.messages("site", "s", 0, 10).unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].text, t.reply);
+}
+
+#[tokio::test]
+async fn the_builtin_answer_streams_at_once_and_adds_up_to_the_turn() {
+    let e = engine();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let t = e
+        .engine
+        .handle_streaming(web_message("s", "m1", "How do I reset my password?"), tx)
+        .await
+        .unwrap();
+    let mut shown = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            StreamEvent::Delta(d) => shown.push_str(&d),
+            StreamEvent::Retract { .. } => panic!("nothing to retract"),
+        }
+    }
+    assert_eq!(shown.trim(), t.reply);
+    assert!(t.reply.contains("Reset password"));
+}

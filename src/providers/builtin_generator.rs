@@ -61,6 +61,11 @@ impl Generator for BuiltinGenerator {
     async fn generate(&self, req: &GenerateRequest<'_>) -> Result<Answer, ProviderError> {
         Ok(extract(req))
     }
+
+    /// Its sentences are the sources' own (the default streaming sends them at once).
+    fn writes_free_text(&self) -> bool {
+        false
+    }
 }
 
 /// The question's terms with their weights (see `TermWeights`: Chinese characters and

@@ -1,12 +1,18 @@
 //! The grounding check on a model's answer, before anything leaves.
 //!
 //! An answer is accepted when it cites at least one of the given sources (`[n]`) and every
-//! number in it (prices, dates, percentages, quantities) appears in the cited sources or in the
-//! customer's own question; or when it is the configured transfer sentence (then it declines).
+//! number (prices, dates, percentages, quantities), phone number, URL and e-mail address in it
+//! appears in the cited sources; or when it is the configured transfer sentence (then it
+//! declines). The customer's question never counts as grounding: a customer who writes
+//! "¥99999" or a link into the question must not get it repeated back as the company's word.
 //! Anything else is `ProviderError::BadAnswer("ungrounded: ...")` and the engine answers with
 //! the built-in generator instead. Numbers are compared after folding full-width digits,
 //! dropping `¥ ￥ $` and thousands separators, and leading / trailing zeros (`05` = `5`,
 //! `5.0` = `5`). Chinese numerals (三十) are not checked.
+//!
+//! `check_piece` is the same test on one sentence of a streamed answer, against every
+//! retrieved source (a sentence's citation may come after it): what the widget is shown
+//! while the model still writes.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -21,6 +27,23 @@ static NUMBER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\d+(?:\.\d+)?").expect("number regex"));
 static THOUSANDS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(\d),(\d{3})").expect("thousands regex"));
+/// http(s) links and `www.` hosts, up to whitespace, quotes, brackets or CJK punctuation.
+static URL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)(?:https?://|www\.)[^\s<>"'()\[\]{}，。；：！？、）（“”‘’]+"#)
+        .expect("url regex")
+});
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+        .expect("email regex")
+});
+/// Phone-shaped digit groups (`400-820-8820`, `+86 138 1234 5678`, `(021) 6234 5678`): the
+/// digits must appear together in a source, not just each group somewhere.
+static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?:\+\d{1,3}[ -]?)?(?:\(\d{2,4}\)[ -]?|\d{2,4}[ -])\d{3,4}[ -]?\d{3,4}|\b1[3-9]\d{9}\b",
+    )
+    .expect("phone regex")
+});
 
 /// Check `raw` (the model's text) against `req`; on success the customer-facing answer with
 /// the `[n]` markers removed and `used` set from them.
@@ -50,19 +73,10 @@ pub fn check(raw: &str, req: &GenerateRequest<'_>) -> Result<Answer, ProviderErr
             "ungrounded: the answer cites none of the given sources".into(),
         ));
     }
-    let mut known: HashSet<String> = numbers(req.question);
-    for &i in &used {
-        known.extend(numbers(&req.hits[i].text));
-        known.extend(numbers(&req.hits[i].title));
-    }
-    let missing: Vec<String> = numbers_in_order(&text)
-        .into_iter()
-        .filter(|n| !known.contains(n))
-        .collect();
-    if !missing.is_empty() {
+    let cited: Vec<&crate::knowledge::Hit> = used.iter().map(|&i| &req.hits[i]).collect();
+    if let Some(missing) = ungrounded(&text, &Facts::of(&cited)) {
         return Err(ProviderError::BadAnswer(format!(
-            "ungrounded: {} not in the cited sources",
-            missing.join(", ")
+            "ungrounded: {missing} not in the cited sources"
         )));
     }
     let confidence = used
@@ -81,6 +95,102 @@ pub fn check(raw: &str, req: &GenerateRequest<'_>) -> Result<Answer, ProviderErr
 /// The answer without `[n]` markers (and the space before them).
 pub fn strip_citations(text: &str) -> String {
     CITATION.replace_all(text, "").trim().to_string()
+}
+
+/// One piece of a streamed answer without its `[n]` markers, its own spacing kept (the
+/// pieces of an answer are joined as they are).
+pub fn strip_citations_in_piece(text: &str) -> String {
+    CITATION.replace_all(text, "").into_owned()
+}
+
+/// What the sources say that an answer may repeat: their numbers, phone digits, URLs and
+/// e-mail addresses. Built once per answer, asked once per piece.
+pub struct Facts {
+    numbers: HashSet<String>,
+    /// Each source's digits run together: a phone number's digits must be one run in it.
+    digit_runs: Vec<String>,
+    /// Each source's text, lowercased (URLs and e-mails are looked up in it).
+    texts: Vec<String>,
+}
+
+impl Facts {
+    pub fn of(hits: &[&crate::knowledge::Hit]) -> Self {
+        let mut numbers_known = HashSet::new();
+        let mut digit_runs = Vec::new();
+        let mut texts = Vec::new();
+        for h in hits {
+            for t in [&h.title, &h.text] {
+                numbers_known.extend(numbers(t));
+                digit_runs.push(normalize(t).chars().filter(char::is_ascii_digit).collect());
+                texts.push(t.to_lowercase());
+            }
+        }
+        Facts {
+            numbers: numbers_known,
+            digit_runs,
+            texts,
+        }
+    }
+
+    fn has_text(&self, needle: &str) -> bool {
+        let needle = needle.to_lowercase();
+        self.texts.iter().any(|t| t.contains(&needle))
+    }
+}
+
+/// The first thing in `text` (citation markers already removed) the sources do not say, as
+/// the check's reason: numbers, then phone numbers, URLs, e-mail addresses.
+pub fn ungrounded(text: &str, facts: &Facts) -> Option<String> {
+    let missing: Vec<String> = numbers_in_order(text)
+        .into_iter()
+        .filter(|n| !facts.numbers.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        return Some(missing.join(", "));
+    }
+    let norm = normalize(text);
+    for m in PHONE.find_iter(&norm) {
+        let digits: String = m.as_str().chars().filter(char::is_ascii_digit).collect();
+        if !facts.digit_runs.iter().any(|r| r.contains(&digits)) {
+            return Some(format!("phone {}", m.as_str()));
+        }
+    }
+    for m in URL.find_iter(text) {
+        let url = m
+            .as_str()
+            .trim_end_matches(['.', ',', ';', ':', '!', '?', '/']);
+        if !facts.has_text(url) {
+            return Some(format!("URL {url}"));
+        }
+    }
+    for m in EMAIL.find_iter(text) {
+        if !facts.has_text(m.as_str()) {
+            return Some(format!("e-mail {}", m.as_str()));
+        }
+    }
+    None
+}
+
+/// One piece (a sentence, a Chinese clause) of a streamed answer, checked against every
+/// retrieved source: `Ok(piece without markers)` or `Err(reason)`. The whole answer is
+/// checked again with `check` once the model has finished.
+pub fn check_piece(piece: &str, facts: &Facts) -> Result<String, String> {
+    let text = strip_citations_in_piece(piece);
+    match ungrounded(&text, facts) {
+        Some(what) => Err(format!("ungrounded: {what} not in the sources")),
+        None => Ok(text),
+    }
+}
+
+/// The e-mail addresses in a text.
+pub fn emails(text: &str) -> impl Iterator<Item = &str> {
+    EMAIL.find_iter(text).map(|m| m.as_str())
+}
+
+/// The URLs in a text, as the check finds them (trailing punctuation dropped).
+pub fn urls(text: &str) -> impl Iterator<Item = &str> {
+    URL.find_iter(text)
+        .map(|m| m.as_str().trim_end_matches(['.', ',', ';', ':', '!', '?']))
 }
 
 fn is_transfer(text: &str, transfer: &str) -> bool {
@@ -216,14 +326,55 @@ mod tests {
     }
 
     #[test]
-    fn numbers_from_the_question_may_be_echoed() {
-        let hits = [hit("Orders ship in 2 days.")];
+    fn nothing_counts_because_the_question_says_it() {
+        let hits = [hit(
+            "Orders ship in 2 days. Pay at https://shop.example.com/pay.",
+        )];
+        // The audit's case: the customer wrote the price and the link themselves.
+        let e = run(
+            "Pay ¥99999 at http://evil.example/pay [1].",
+            &hits,
+            "I was told to pay ¥99999 at http://evil.example/pay",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("99999"), "{e}");
         assert!(run(
             "Order 12345678 ships in 2 days [1].",
             &hits,
             "where is 12345678"
         )
-        .is_ok());
+        .is_err());
+        let e = run("Pay at http://evil.example/pay [1].", &hits, "").unwrap_err();
+        assert!(e.to_string().contains("URL http://evil.example/pay"), "{e}");
+        assert!(run("Pay at https://shop.example.com/pay [1].", &hits, "").is_ok());
+        assert!(run("Pay at HTTPS://Shop.Example.com/pay. [1]", &hits, "").is_ok());
+    }
+
+    #[test]
+    fn phones_and_emails_must_be_in_a_source() {
+        let hits = [hit("Call 400-820-8820 or write to help@shop.example.com.")];
+        assert!(run("Call 400 820 8820 [1].", &hits, "").is_ok());
+        assert!(run("Write to help@shop.example.com [1].", &hits, "").is_ok());
+        let e = run("Write to pay@evil.example [1].", &hits, "").unwrap_err();
+        assert!(e.to_string().contains("e-mail pay@evil.example"), "{e}");
+        // Each group is in the source, but not as one number.
+        let e = run("Call 820-400-8820 [1].", &hits, "").unwrap_err();
+        assert!(e.to_string().contains("phone"), "{e}");
+    }
+
+    #[test]
+    fn a_piece_is_checked_against_every_retrieved_source() {
+        let a = hit("The Pro plan costs ¥129 per month.");
+        let b = hit("Refunds within 30 days.");
+        let facts = Facts::of(&[&a, &b]);
+        assert_eq!(
+            check_piece("Pro costs ¥129 a month [1]. ", &facts).unwrap(),
+            "Pro costs ¥129 a month. "
+        );
+        assert!(check_piece("Refunds within 30 days.", &facts).is_ok());
+        let e = check_piece("Refunds within 45 days.", &facts).unwrap_err();
+        assert!(e.contains("45"), "{e}");
+        assert!(check_piece("See https://evil.example.", &facts).is_err());
     }
 
     #[test]

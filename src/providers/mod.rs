@@ -149,4 +149,25 @@ pub struct Answer {
 pub trait Generator: Send + Sync {
     fn name(&self) -> &str;
     async fn generate(&self, req: &GenerateRequest<'_>) -> Result<Answer, ProviderError>;
+
+    /// Like `generate`, but the raw text (citation markers and all) goes to `text` as it is
+    /// written, then the finished, checked answer is returned. The engine checks and releases
+    /// the text sentence by sentence and may drop this future at any point (the customer left,
+    /// a sentence failed its check): an HTTP generator's request is then dropped with it.
+    /// The default sends the whole answer at once, as soon as it exists.
+    async fn generate_streaming(
+        &self,
+        req: &GenerateRequest<'_>,
+        text: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Answer, ProviderError> {
+        let answer = self.generate(req).await?;
+        let _ = text.send(answer.text.clone());
+        Ok(answer)
+    }
+
+    /// Whether what this generator writes must be checked against the sources (a model's free
+    /// text), rather than quoting them by construction (the built-in generator).
+    fn writes_free_text(&self) -> bool {
+        true
+    }
 }

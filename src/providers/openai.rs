@@ -134,7 +134,10 @@ impl OpenAiClient {
         F: Fn(reqwest::Response) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        let probe = self.breaker.admit()?;
+        let mut admitted = Admitted {
+            breaker: &self.breaker,
+            admission: Some(self.breaker.admit()?),
+        };
         let result = tokio::time::timeout(self.timeout, self.attempts(path, body, read))
             .await
             .unwrap_or(Err(ProviderError::Timeout));
@@ -142,7 +145,9 @@ impl OpenAiClient {
             result,
             Err(ProviderError::Timeout | ProviderError::Unavailable(_))
         );
-        self.breaker.record(probe, !down);
+        if let Some(probe) = admitted.admission.take() {
+            self.breaker.record(probe, !down);
+        }
         result.map_err(|e| match e {
             ProviderError::Unavailable(m) => ProviderError::Unavailable(self.redact(&m)),
             ProviderError::BadAnswer(m) => ProviderError::BadAnswer(self.redact(&m)),
@@ -235,6 +240,22 @@ fn without_url(e: &reqwest::Error) -> String {
     msg
 }
 
+/// A call the breaker let through. Dropped before it finished (the engine stops a streamed
+/// answer when the customer leaves or a sentence fails its check), it counts as neither
+/// success nor failure, but a half-open probe must not keep the breaker waiting for it.
+struct Admitted<'a> {
+    breaker: &'a Breaker,
+    admission: Option<Admission>,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.admission.take() {
+            self.breaker.abandon(a);
+        }
+    }
+}
+
 /// Circuit breaker: closed (count failures in a row) → open after `threshold` (fail fast for
 /// `cooldown`) → half-open (one probe call; success closes, failure opens again).
 #[derive(Debug)]
@@ -289,6 +310,19 @@ impl Breaker {
             BreakerState::HalfOpen => Err(ProviderError::Unavailable(
                 "circuit breaker half-open: a probe call is in flight".into(),
             )),
+        }
+    }
+
+    /// The call was dropped unfinished: a probe's slot opens again (the next call probes).
+    pub fn abandon(&self, a: Admission) {
+        if self.threshold == 0 || !a.probe {
+            return;
+        }
+        let mut s = self.lock();
+        if *s == BreakerState::HalfOpen {
+            *s = BreakerState::Open {
+                until: Instant::now(),
+            };
         }
     }
 
@@ -423,6 +457,24 @@ mod tests {
         let a = b.admit().unwrap();
         b.record(a, false);
         assert!(!b.is_open(), "one failure after closing is not enough");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_lets_the_next_call_probe() {
+        let b = Breaker::new(1, Duration::from_secs(10));
+        let a = b.admit().unwrap();
+        b.record(a, false);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let probe = b.admit().unwrap();
+        assert!(b.admit().is_err());
+        b.abandon(probe);
+        let probe = b.admit().expect("the slot is free again");
+        b.record(probe, true);
+        assert!(!b.is_open());
+        // A non-probe call dropped changes nothing.
+        let a = b.admit().unwrap();
+        b.abandon(a);
+        assert!(!b.is_open());
     }
 
     #[test]

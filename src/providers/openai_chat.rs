@@ -3,15 +3,18 @@
 //!
 //! Streaming (`stream = true`, the default) reads the SSE deltas
 //! (`data: {"choices":[{"delta":{"content":"..."}}]}` … `data: [DONE]`) inside the call's one
-//! deadline, but the engine receives the finished answer: the grounding check must see the
-//! whole text before any of it leaves, so the widget gets the checked answer in pieces
-//! afterwards (`/api/chat` with `Accept: text/event-stream`) rather than raw model deltas.
+//! deadline. `generate_streaming` hands each delta to the engine as it arrives (the engine
+//! checks and releases the text sentence by sentence to the widget, and drops this call, and
+//! with it the HTTP request, when the customer leaves or a sentence fails); `generate`
+//! returns only the finished answer (WeCom, DingTalk, kf). Both end with the whole-answer
+//! grounding check.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::openai::{EndpointConfig, OpenAiClient};
 use super::{grounding, prompt, Answer, GenerateRequest, Generator, ProviderError};
@@ -59,6 +62,17 @@ impl OpenAiChat {
         stream: bool,
         max_tokens: u32,
     ) -> Result<String, ProviderError> {
+        self.complete_into(messages, stream, max_tokens, None).await
+    }
+
+    /// `complete`, each piece of text also sent to `sink` as it arrives.
+    async fn complete_into(
+        &self,
+        messages: Value,
+        stream: bool,
+        max_tokens: u32,
+        sink: Option<&UnboundedSender<String>>,
+    ) -> Result<String, ProviderError> {
         let mut body = json!({
             "model": self.model,
             "messages": messages,
@@ -68,7 +82,16 @@ impl OpenAiChat {
         if stream {
             body["stream"] = Value::Bool(true);
         }
-        self.client.post(PATH, &body, read_completion).await
+        self.client
+            .post(PATH, &body, |r| read_completion(r, sink))
+            .await
+    }
+
+    fn messages(&self, req: &GenerateRequest<'_>) -> Value {
+        json!([
+            {"role": "system", "content": prompt::system_prompt(self.prompt.as_deref(), req.transfer_message)},
+            {"role": "user", "content": prompt::user_message(req)},
+        ])
     }
 }
 
@@ -79,18 +102,28 @@ impl Generator for OpenAiChat {
     }
 
     async fn generate(&self, req: &GenerateRequest<'_>) -> Result<Answer, ProviderError> {
-        let messages = json!([
-            {"role": "system", "content": prompt::system_prompt(self.prompt.as_deref(), req.transfer_message)},
-            {"role": "user", "content": prompt::user_message(req)},
-        ]);
-        let text = self.complete(messages, self.stream, 600).await?;
+        let text = self.complete(self.messages(req), self.stream, 600).await?;
+        grounding::check(&text, req)
+    }
+
+    async fn generate_streaming(
+        &self,
+        req: &GenerateRequest<'_>,
+        sink: UnboundedSender<String>,
+    ) -> Result<Answer, ProviderError> {
+        let text = self
+            .complete_into(self.messages(req), self.stream, 600, Some(&sink))
+            .await?;
         grounding::check(&text, req)
     }
 }
 
 /// A 2xx response → the completion text: SSE when the server streams, JSON otherwise (some
 /// servers ignore `stream`).
-async fn read_completion(r: reqwest::Response) -> Result<String, ProviderError> {
+async fn read_completion(
+    r: reqwest::Response,
+    sink: Option<&UnboundedSender<String>>,
+) -> Result<String, ProviderError> {
     let is_sse = r
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -103,7 +136,14 @@ async fn read_completion(r: reqwest::Response) -> Result<String, ProviderError> 
             let chunk = chunk.map_err(|e| {
                 ProviderError::Unavailable(format!("stream broken: {}", e.without_url()))
             })?;
-            if parser.feed(&chunk)? {
+            let done = parser.feed(&chunk)?;
+            if let (Some(sink), Some(fresh)) = (sink, parser.fresh()) {
+                // Nobody listening any more: stop reading (the engine drops us anyway).
+                if sink.send(fresh.to_string()).is_err() {
+                    return Err(ProviderError::Unavailable("the listener went away".into()));
+                }
+            }
+            if done {
                 break;
             }
         }
@@ -115,10 +155,15 @@ async fn read_completion(r: reqwest::Response) -> Result<String, ProviderError> 
             .map_err(|e| ProviderError::Unavailable(format!("body: {}", e.without_url())))?;
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ProviderError::BadAnswer(format!("not JSON: {e}")))?;
-        v.pointer("/choices/0/message/content")
+        let text = v
+            .pointer("/choices/0/message/content")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| ProviderError::BadAnswer("no choices[0].message.content".into()))
+            .ok_or_else(|| ProviderError::BadAnswer("no choices[0].message.content".into()))?;
+        if let Some(sink) = sink {
+            let _ = sink.send(text.clone());
+        }
+        Ok(text)
     }
 }
 
@@ -128,6 +173,8 @@ pub struct SseParser {
     buf: Vec<u8>,
     text: String,
     done: bool,
+    /// How much of `text` `fresh` has handed out.
+    handed: usize,
 }
 
 impl SseParser {
@@ -142,6 +189,13 @@ impl SseParser {
             }
         }
         Ok(false)
+    }
+
+    /// The text that arrived since the last call, if any.
+    pub fn fresh(&mut self) -> Option<&str> {
+        let from = self.handed;
+        self.handed = self.text.len();
+        (from < self.text.len()).then(|| &self.text[from..])
     }
 
     fn line(&mut self, raw: &[u8]) -> Result<(), ProviderError> {
@@ -220,6 +274,19 @@ mod tests {
             assert!(done, "step {step}");
             assert_eq!(p.finish().unwrap(), "退款在30 天内 [1]。", "step {step}");
         }
+    }
+
+    #[test]
+    fn fresh_text_is_handed_out_once() {
+        let mut p = SseParser::default();
+        p.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\ndata: {\"cho")
+            .unwrap();
+        assert_eq!(p.fresh(), Some("Hel"));
+        assert_eq!(p.fresh(), None);
+        p.feed(b"ices\":[{\"delta\":{\"content\":\"lo\"}}]}\n")
+            .unwrap();
+        assert_eq!(p.fresh(), Some("lo"));
+        assert_eq!(p.finish().unwrap(), "Hello");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! widget polls for agent replies.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use adapters::web::{sse, ChatRequest, ChatTurn, HandoffState, History, HistoryMessage, SourceRef};
 use adapters::{ChannelKind, ContentKind, Inbound, UserRef};
@@ -12,14 +11,15 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::stream::{self, StreamExt};
+use futures::stream;
 use serde::Deserialize;
 
 use super::error::read_body;
 use super::{ApiError, AppState};
 use crate::config::ChannelConfig;
-use crate::engine::Turn;
+use crate::engine::{StreamEvent, Turn};
 use crate::store::{Conversation, Role, SourceRecord};
+use tokio::sync::mpsc;
 
 const MAX_SESSION_ID: usize = 128;
 
@@ -63,39 +63,148 @@ pub async fn post_chat(
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
-    let turn = s.app.engine.handle(inbound).await?;
-    if turn.handoff_started {
-        super::platform::notify_agents(&s, &channel, &req.session_id);
-    }
-    // The widget's reply is its acknowledgement: only once the turn is on disk. A failed
-    // flush is a 503; the widget (or the customer) sends again.
-    s.app.commit.durable().await?;
-    let wire = chat_turn(&req.session_id, &turn);
+    let link_allow = link_allow(&s, &channel);
     if !streaming {
-        return Ok(Json(wire).into_response());
+        let turn = s.app.engine.handle(inbound).await?;
+        finish_turn(&s, &channel, &req.session_id, &turn).await?;
+        return Ok(Json(chat_turn(&req.session_id, &turn, &link_allow)).into_response());
     }
-    // The reply passed its quality check as a whole; stream it in small pieces so the
-    // widget shows it as it "types", then the authoritative final turn.
-    let deltas: Vec<Result<Event, Infallible>> = pieces(&wire.reply)
-        .into_iter()
-        .map(|p| {
-            Ok(Event::default()
-                .event(sse::DELTA)
-                .data(serde_json::json!({ "text": p }).to_string()))
-        })
-        .collect();
-    let last = Event::default()
-        .event(sse::TURN)
-        .data(serde_json::to_string(&wire).unwrap_or_default());
-    let events = stream::iter(deltas)
-        .then(|e| async {
-            tokio::time::sleep(Duration::from_millis(8)).await;
-            e
-        })
-        .chain(stream::once(async move { Ok(last) }));
+    // The turn runs in its own task: it finishes and is stored even when the customer goes
+    // away mid-answer (the engine then stops the model call); the response only listens.
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    tokio::spawn(stream_turn(s, inbound, req.session_id, link_allow, tx));
+    let events = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// After the engine: alert agents of a new handoff, then wait until the turn is on disk. The
+/// widget's reply is its acknowledgement: a failed flush is a 503 and the widget (or the
+/// customer) sends again.
+async fn finish_turn(
+    s: &AppState,
+    channel: &str,
+    session_id: &str,
+    turn: &Turn,
+) -> Result<(), ApiError> {
+    if turn.handoff_started {
+        super::platform::notify_agents(s, channel, session_id);
+    }
+    s.app.commit.durable().await?;
+    Ok(())
+}
+
+/// One streamed turn: the engine's checked pieces as `delta` / `retract` events while the
+/// model writes, then (once the turn is durable) the authoritative `turn`. When the final
+/// reply is not what the deltas since the last retract add up to (a handoff, the whole-answer
+/// check, a cancelled turn), a `retract` and the reply as one `delta` come first, so a client
+/// that only appends deltas still ends with the right text.
+async fn stream_turn(
+    s: AppState,
+    inbound: Inbound,
+    session_id: String,
+    link_allow: Vec<String>,
+    out: mpsc::UnboundedSender<Event>,
+) {
+    let channel = inbound.channel.clone();
+    let (tx, rx) = mpsc::unbounded_channel::<StreamEvent>();
+    let mut rx = Some(rx);
+    let engine = s.app.engine.clone();
+    let turn = engine.handle_streaming(inbound, tx);
+    tokio::pin!(turn);
+    let mut shown = String::new();
+    let result = loop {
+        tokio::select! {
+            t = &mut turn => break t,
+            ev = async { match rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                match ev {
+                    Some(ev) => {
+                        if out.send(sse_event(&ev, &mut shown, &link_allow)).is_err() {
+                            // The customer left: dropping the receiver tells the engine.
+                            rx = None;
+                        }
+                    }
+                    None => rx = None,
+                }
+            }
+            _ = out.closed(), if rx.is_some() => rx = None,
+        }
+    };
+    // Events sent just before the turn ended.
+    if let Some(rx) = rx.as_mut() {
+        while let Ok(ev) = rx.try_recv() {
+            let _ = out.send(sse_event(&ev, &mut shown, &link_allow));
+        }
+    }
+    let result = match result {
+        Ok(turn) => finish_turn(&s, &channel, &session_id, &turn)
+            .await
+            .map(|()| turn),
+        Err(e) => Err(ApiError::from(e)),
+    };
+    match result {
+        Ok(turn) => {
+            if squash(&shown) != squash(&turn.reply) {
+                if !shown.is_empty() {
+                    let _ = out.send(retract_event("replaced"));
+                }
+                if !turn.reply.is_empty() {
+                    let _ = out.send(delta_event(&turn.reply, &link_allow));
+                }
+            }
+            let wire = chat_turn(&session_id, &turn, &link_allow);
+            let _ = out.send(
+                Event::default()
+                    .event(sse::TURN)
+                    .data(serde_json::to_string(&wire).unwrap_or_default()),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "streamed turn failed");
+            let _ = out.send(
+                Event::default()
+                    .event(sse::ERROR)
+                    .data(serde_json::json!({ "error": e.to_string() }).to_string()),
+            );
+        }
+    }
+}
+
+fn sse_event(ev: &StreamEvent, shown: &mut String, link_allow: &[String]) -> Event {
+    match ev {
+        StreamEvent::Delta(text) => {
+            shown.push_str(text);
+            delta_event(text, link_allow)
+        }
+        StreamEvent::Retract { reason } => {
+            shown.clear();
+            retract_event(reason)
+        }
+    }
+}
+
+/// A piece of bot text: its links' hosts may be rendered (it passed the grounding check).
+fn delta_event(text: &str, link_allow: &[String]) -> Event {
+    let mut data = serde_json::json!({ "text": text });
+    let hosts = link_hosts(text, true, link_allow);
+    if !hosts.is_empty() {
+        data["link_hosts"] = serde_json::json!(hosts);
+    }
+    Event::default().event(sse::DELTA).data(data.to_string())
+}
+
+fn retract_event(reason: &str) -> Event {
+    Event::default()
+        .event(sse::RETRACT)
+        .data(serde_json::json!({ "reason": reason }).to_string())
+}
+
+/// Text compared without its spacing (pieces keep their own spaces; the reply is trimmed).
+fn squash(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
 /// Messages a history page holds by default, and at most.
@@ -149,6 +258,7 @@ pub async fn history(
         (page, more)
     };
     let now = s.app.clock.now_ms();
+    let link_allow = link_allow(&s, &channel);
     let mut messages = Vec::with_capacity(page.len());
     for m in page {
         if m.role == Role::System || m.text.is_empty() {
@@ -165,9 +275,12 @@ pub async fn history(
         messages.push(HistoryMessage {
             seq: m.seq,
             role: m.role.as_str().to_string(),
-            text: m.text,
             at_ms: m.at_ms,
             sources: source_refs(&m.sources),
+            // Bot text is the knowledge's or the operator's (a model's passed the grounding
+            // check); a person's links count only when their host is allowed.
+            link_hosts: link_hosts(&m.text, m.role == Role::Bot, &link_allow),
+            text: m.text,
         });
     }
     Ok(Json(History {
@@ -209,8 +322,56 @@ fn check_session_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn chat_turn(session_id: &str, t: &Turn) -> ChatTurn {
+/// The web channel's `link_hosts`.
+fn link_allow(s: &AppState, channel: &str) -> Vec<String> {
+    s.app
+        .config
+        .channels
+        .iter()
+        .find_map(|c| match c {
+            ChannelConfig::Web(w) if w.name == channel => Some(w.link_hosts.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// The hosts of the links (and e-mail addresses) in `text` the widget may render as links:
+/// all of them for `trusted` text (the bot's), else those `allow` names (exactly, or under a
+/// `*.` entry).
+pub fn link_hosts(text: &str, trusted: bool, allow: &[String]) -> Vec<String> {
+    let allowed = |host: &str| {
+        trusted
+            || allow.iter().any(|a| match a.strip_prefix("*.") {
+                Some(parent) => host
+                    .strip_suffix(parent)
+                    .is_some_and(|sub| sub.ends_with('.')),
+                None => a.eq_ignore_ascii_case(host),
+            })
+    };
+    let mut out: Vec<String> = Vec::new();
+    let urls = crate::providers::grounding::urls(text).filter_map(|u| {
+        let full = if u.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("www.")) {
+            format!("http://{u}")
+        } else {
+            u.to_string()
+        };
+        url::Url::parse(&full)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+    });
+    let mails = crate::providers::grounding::emails(text)
+        .filter_map(|e| e.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()));
+    for host in urls.chain(mails) {
+        if allowed(&host) && !out.contains(&host) {
+            out.push(host);
+        }
+    }
+    out
+}
+
+pub fn chat_turn(session_id: &str, t: &Turn, link_allow: &[String]) -> ChatTurn {
     ChatTurn {
+        link_hosts: link_hosts(&t.reply, true, link_allow),
         session_id: session_id.to_string(),
         reply: t.reply.clone(),
         intent: t.intent.intent.as_str().to_string(),
@@ -247,21 +408,4 @@ fn handoff_state(c: Option<&Conversation>) -> HandoffState {
             reason: None,
         },
     }
-}
-
-/// Split a reply into streaming pieces: words for Latin text, a few characters for Chinese.
-fn pieces(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for c in text.chars() {
-        cur.push(c);
-        let cjk = crate::text::is_cjk(c);
-        if (c.is_whitespace() && cur.len() >= 12) || (cjk && cur.chars().count() >= 4) {
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }

@@ -29,6 +29,7 @@ async fn app_with(adjust: impl FnOnce(&mut Config)) -> (Router, AppState, tempfi
     cfg.channels.push(ChannelConfig::Web(WebChannelConfig {
         name: "site".into(),
         allowed_origins: vec!["https://shop.example.com".into()],
+        link_hosts: vec![],
     }));
     adjust(&mut cfg);
     let db = sled::Config::new().temporary(true).open().unwrap();

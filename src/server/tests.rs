@@ -30,6 +30,7 @@ async fn test_app() -> (Router, AppState, tempfile::TempDir) {
     cfg.channels.push(ChannelConfig::Web(WebChannelConfig {
         name: "site".into(),
         allowed_origins: vec!["https://www.example.com".into()],
+        link_hosts: vec![],
     }));
     let db = sled::Config::new().temporary(true).open().unwrap();
     let app = App::with_db(Arc::new(cfg), db, IngestPolicy::WhenStale)

@@ -47,6 +47,10 @@ pub struct ChatTurn {
     pub confidence: f32,
     pub sources: Vec<SourceRef>,
     pub handoff: HandoffState,
+    /// Hosts of the links in `reply` the widget may render as links (the knowledge's own and
+    /// the channel's `link_hosts`); any other link is shown as text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_hosts: Vec<String>,
 }
 
 /// One stored message of a conversation, as `GET /api/chat/{session_id}/messages` lists it.
@@ -60,6 +64,9 @@ pub struct HistoryMessage {
     pub at_ms: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceRef>,
+    /// As `ChatTurn::link_hosts`, for this message's text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_hosts: Vec<String>,
 }
 
 /// Answer of `GET /api/chat/{session_id}/messages`: the newest messages (oldest of them
@@ -75,10 +82,15 @@ pub struct History {
 }
 
 /// Server-sent events of a streamed turn (`Accept: text/event-stream`):
-/// `event: delta` / `data: {"text": "..."}` zero or more times, then exactly one
-/// `event: turn` / `data: <ChatTurn>`, or `event: error` / `data: {"error": "..."}`.
+/// `event: delta` / `data: {"text": "...", "link_hosts": [...]}` zero or more times (each a
+/// checked piece of the answer, appended to the text shown), `event: retract` /
+/// `data: {"reason": "..."}` when what was shown is withdrawn (the deltas after it replace
+/// it), then exactly one `event: turn` / `data: <ChatTurn>` (authoritative: its `reply` is
+/// what the deltas since the last retract add up to, and it is sent only once the turn is
+/// stored), or `event: error` / `data: {"error": "..."}`.
 pub mod sse {
     pub const DELTA: &str = "delta";
+    pub const RETRACT: &str = "retract";
     pub const TURN: &str = "turn";
     pub const ERROR: &str = "error";
 }
@@ -138,12 +150,13 @@ mod tests {
                 confidence: 0.5,
                 sources: vec![SourceRef { title: "t".into(), path: "p#1".into(), score: 0.25 }],
                 handoff: HandoffState { active: reason.is_some(), reason },
+                link_hosts: if has_more { vec!["shop.example.com".into()] } else { vec![] },
             };
             let wire = serde_json::to_string(&turn).expect("serialize");
             prop_assert_eq!(serde_json::from_str::<ChatTurn>(&wire).expect("parse"), turn);
             let h = History {
                 session_id: "s".into(),
-                messages: vec![HistoryMessage { seq, role: "bot".into(), text: reply, at_ms: 1, sources: vec![] }],
+                messages: vec![HistoryMessage { seq, role: "bot".into(), text: reply, at_ms: 1, sources: vec![], link_hosts: vec![] }],
                 handoff: HandoffState { active: false, reason: None },
                 has_more,
             };

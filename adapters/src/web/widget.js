@@ -100,14 +100,22 @@
   function text(s) { return document.createTextNode(s); }
 
   // ---- safe rich text: every character becomes a text node; only the markup below makes
-  // elements, and only http(s)/mailto links survive. No innerHTML on anything we received.
+  // elements, and only http(s)/mailto links survive, and of those only links to the hosts the
+  // server listed for the message (`link_hosts`: the knowledge's own hosts and the channel's
+  // allow-list); any other link stays text. No innerHTML on anything we received.
 
   var INLINE = /\*\*([^*\n]+?)\*\*|`([^`\n]+)`|\[([^\]\n]+)\]\(\s*([^)\s]+)\s*\)|(https?:\/\/[^\s<>"'()[\]，。；：！？、）]+)/g;
 
-  function safeHref(u) {
+  function safeHref(u, hosts) {
     u = String(u).trim();
+    if (/^www\./i.test(u)) u = 'http://' + u;
     if (!/^(https?:\/\/|mailto:)/i.test(u)) return null;
-    try { return new URL(u).href; } catch (e) { return null; }
+    try {
+      var url = new URL(u);
+      var host = url.protocol === 'mailto:' ? url.pathname.split('@').pop() : url.hostname;
+      if (!hosts || hosts.indexOf(String(host).toLowerCase()) < 0) return null;
+      return url.href;
+    } catch (e) { return null; }
   }
 
   function link(label, href) {
@@ -116,7 +124,7 @@
     return a;
   }
 
-  function inline(src, parent) {
+  function inline(src, parent, hosts) {
     var re = new RegExp(INLINE.source, 'g');
     var last = 0, m;
     while ((m = re.exec(src))) {
@@ -124,21 +132,21 @@
       var end = re.lastIndex;
       if (m[1] != null) {
         var b = h('strong');
-        inline(m[1], b);
+        inline(m[1], b, hosts);
         parent.appendChild(b);
       } else if (m[2] != null) {
         var c = h('code');
         c.textContent = m[2];
         parent.appendChild(c);
       } else if (m[3] != null) {
-        var href = safeHref(m[4]);
+        var href = safeHref(m[4], hosts);
         parent.appendChild(href ? link(m[3], href) : text(m[0]));
       } else {
         // A bare URL: keep trailing punctuation out of it.
         var url = m[5].replace(/[.,;:!?]+$/, '');
         end = m.index + url.length;
         re.lastIndex = end;
-        var ok = safeHref(url);
+        var ok = safeHref(url, hosts);
         parent.appendChild(ok ? link(url, ok) : text(url));
       }
       last = end;
@@ -146,7 +154,7 @@
     if (last < src.length) parent.appendChild(text(src.slice(last)));
   }
 
-  function rich(src, parent) {
+  function rich(src, parent, hosts) {
     var lines = String(src).replace(/\r\n?/g, '\n').split('\n');
     var para = null, list = null, m;
     for (var i = 0; i < lines.length; i++) {
@@ -162,27 +170,27 @@
         }
         para = null;
         var li = h('li');
-        inline(ordered ? m[2] : m[1], li);
+        inline(ordered ? m[2] : m[1], li, hosts);
         list.appendChild(li);
         continue;
       }
       if (list && /^\s{2,}/.test(raw)) { // continuation of the last list item
         list.lastChild.appendChild(text(' '));
-        inline(line, list.lastChild);
+        inline(line, list.lastChild, hosts);
         continue;
       }
       list = null;
       if ((m = /^#{1,6}\s+(.*)$/.exec(line))) {
         para = null;
         var p = h('p', 'kefu-h'), s = h('strong');
-        inline(m[1], s);
+        inline(m[1], s, hosts);
         p.appendChild(s);
         parent.appendChild(p);
         continue;
       }
       if (para) para.appendChild(h('br'));
       else { para = h('p'); parent.appendChild(para); }
-      inline(line, para);
+      inline(line, para, hosts);
     }
   }
 
@@ -231,7 +239,7 @@
     this.message = message;
   }
 
-  async function readSse(body, onDelta, tick) {
+  async function readSse(body, onDelta, tick, onRetract) {
     var reader = body.getReader(), dec = new TextDecoder(), buf = '', turn = null;
     for (;;) {
       var r = await reader.read();
@@ -251,7 +259,8 @@
         });
         if (!data.length) continue;
         var payload = JSON.parse(data.join('\n'));
-        if (ev === 'delta') onDelta(payload.text || '');
+        if (ev === 'delta') onDelta(payload.text || '', payload.link_hosts || []);
+        else if (ev === 'retract') onRetract(payload.reason || '');
         else if (ev === 'turn') turn = payload;
         else if (ev === 'error') throw new HttpError(0, payload.error || 'error');
       }
@@ -273,7 +282,7 @@
       var saved = load(key + ':history');
       if (!saved || saved.sessionId !== this.sessionId) saved = { messages: [], lastSeq: 0, handoff: null };
       this.messages = (saved.messages || []).map(function (m) {
-        return { role: m.role, text: m.text, sources: m.sources || [], seq: m.seq || 0, at: m.at || 0 };
+        return { role: m.role, text: m.text, sources: m.sources || [], seq: m.seq || 0, at: m.at || 0, links: m.links || [] };
       });
       this.lastSeq = saved.lastSeq || 0;
       this.handoff = saved.handoff || { active: false, reason: null };
@@ -514,7 +523,7 @@
       }
       var bubble = h('div', 'kefu-bubble');
       if (role === 'user' || role === 'system') bubble.textContent = m.text;
-      else rich(m.text, bubble);
+      else rich(m.text, bubble, m.links || []);
       wrap.appendChild(bubble);
       if (this.options.showSources && m.sources && m.sources.length) wrap.appendChild(this._sources(m.sources));
       m.el = wrap;
@@ -560,7 +569,7 @@
 
     _persist() {
       var keep = this.messages.slice(-200).map(function (m) {
-        return { role: m.role, text: m.text, sources: m.sources, seq: m.seq, at: m.at };
+        return { role: m.role, text: m.text, sources: m.sources, seq: m.seq, at: m.at, links: m.links };
       });
       save(this.options.storageKey + ':history', {
         sessionId: this.sessionId, messages: keep, lastSeq: this.lastSeq, handoff: this.handoff,
@@ -611,15 +620,26 @@
       this.log.appendChild(pending);
       this._scroll(true);
       try {
-        var turn = await this._post(msg, (d) => {
+        var hosts = [], retracted = false;
+        var turn = await this._post(msg, (d, linkHosts) => {
           streamed += d;
+          hosts = hosts.concat(linkHosts);
           bubble.textContent = '';
-          rich(streamed, bubble);
+          rich(streamed, bubble, hosts);
           this._scroll(false);
+        }, () => {
+          // The server withdrew what it showed (a sentence failed its check): clear it; the
+          // replacement follows.
+          streamed = '';
+          hosts = [];
+          retracted = true;
+          bubble.textContent = '';
+          bubble.appendChild(dots);
         });
         if (turn.reply) {
-          var m = this._add({ role: 'bot', text: turn.reply, sources: turn.sources || [], seq: 0, at: Date.now() }, pending);
+          var m = this._add({ role: 'bot', text: turn.reply, sources: turn.sources || [], seq: 0, at: Date.now(), links: turn.link_hosts || [] }, pending);
           if (streamed) m.el.setAttribute('data-streamed', 'true'); // arrived as server-sent deltas
+          if (retracted) m.el.setAttribute('data-retracted', 'true');
         } else if (pending.parentNode) {
           pending.parentNode.removeChild(pending);
         }
@@ -634,7 +654,7 @@
       }
     }
 
-    async _post(msg, onDelta) {
+    async _post(msg, onDelta, onRetract) {
       var o = this.options, ctrl = window.AbortController ? new AbortController() : null, timer = null;
       // Give up when nothing arrives for 60 s; each streamed chunk re-arms the timer.
       var tick = function () {
@@ -658,7 +678,7 @@
           throw new HttpError(res.status, err);
         }
         var ct = res.headers.get('content-type') || '';
-        if (ct.indexOf('text/event-stream') >= 0 && res.body && res.body.getReader) return await readSse(res.body, onDelta, tick);
+        if (ct.indexOf('text/event-stream') >= 0 && res.body && res.body.getReader) return await readSse(res.body, onDelta, tick, onRetract || function () {});
         return await res.json();
       } finally {
         clearTimeout(timer);
@@ -728,7 +748,7 @@
         var hist = await res.json();
         var older = (hist.messages || []).filter(function (m) { return m.seq < first.seq; })
           .sort(function (a, b) { return a.seq - b.seq; })
-          .map(function (m) { return { role: m.role, text: m.text, sources: m.sources || [], seq: m.seq, at: m.at_ms || 0 }; });
+          .map(function (m) { return { role: m.role, text: m.text, sources: m.sources || [], seq: m.seq, at: m.at_ms || 0, links: m.link_hosts || [] }; });
         this.messages = older.concat(this.messages);
         this.hasMore = !!hist.has_more;
         var fromBottom = this.log.scrollHeight - this.log.scrollTop;
@@ -745,7 +765,7 @@
       // The server's record is authoritative once it answers: it also holds what agents said
       // while this page was closed.
       this.messages = list.map(function (m) {
-        return { role: m.role, text: m.text, sources: m.sources || [], seq: m.seq, at: m.at_ms || 0 };
+        return { role: m.role, text: m.text, sources: m.sources || [], seq: m.seq, at: m.at_ms || 0, links: m.link_hosts || [] };
       });
       this.lastSeq = list[list.length - 1].seq;
       this._renderAll();
@@ -768,7 +788,7 @@
           if (mine.el) mine.el.setAttribute('data-seq', String(m.seq));
           return;
         }
-        this._add({ role: m.role, text: m.text, sources: m.sources || [], seq: m.seq, at: m.at_ms || 0 });
+        this._add({ role: m.role, text: m.text, sources: m.sources || [], seq: m.seq, at: m.at_ms || 0, links: m.link_hosts || [] });
         added = true;
       });
       this._persist();
@@ -784,7 +804,8 @@
 
   AIChatbot.kefu = true;
   AIChatbot.version = '0.1.0';
-  AIChatbot.renderText = function (src) { var d = h('div'); rich(src, d); return d; };
+  // `hosts`: the hosts whose links may render as links (others stay text).
+  AIChatbot.renderText = function (src, hosts) { var d = h('div'); rich(src, d, hosts || []); return d; };
   window.AIChatbot = AIChatbot;
 
   // ---- one-line embed: <script src=".../widget.js" data-channel="site" async></script> -------

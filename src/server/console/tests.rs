@@ -42,6 +42,7 @@ async fn console_app_with(
     cfg.channels.push(ChannelConfig::Web(WebChannelConfig {
         name: "site".into(),
         allowed_origins: vec![],
+        link_hosts: vec![],
     }));
     cfg.console.login_failures = 3;
     for (id, name) in [("dana", "Dana"), ("lei", "Lei")] {
