@@ -254,16 +254,9 @@ const MULTILINGUAL_HYBRID: Calibration = Calibration {
         curve(15.86, 0.342, 0.95, 0.74),
     ],
 };
-/// Vector retrieval: not fitted yet, a copy of the hybrid curves (run the command above
-/// with `--mode vector` to fit them).
-const MULTILINGUAL_VECTOR: Calibration = Calibration {
-    curves: [
-        curve(13.76, 0.352, 0.67, 1.10),
-        curve(17.28, 0.219, 1.35, 0.61),
-        curve(24.01, 0.340, 0.03, 0.64),
-        curve(15.86, 0.342, 0.95, 0.74),
-    ],
-};
+/// Vector retrieval: not fitted yet, the hybrid curves (run the command above with `--mode
+/// vector` to fit them).
+const MULTILINGUAL_VECTOR: Calibration = MULTILINGUAL_HYBRID;
 
 impl SearchParams {
     /// The knobs for `providers.embedding.kind = "local"`, chosen by how the model's
