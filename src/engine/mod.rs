@@ -228,7 +228,6 @@ impl Engine {
         if wrote && m.text.chars().any(char::is_alphabetic) {
             conv.zh = looks_chinese(&m.text);
         }
-        let zh = conv.zh;
 
         // Inbound sensitive words: masked text is what we store and process.
         let (text, inbound_blocked) = match self.quality.check_inbound(&m.text) {
@@ -318,87 +317,27 @@ impl Engine {
         // Stopped mid-answer: what the customer saw (each piece checked) is the reply.
         let cancelled = draft.route == "cancelled";
 
-        // Quality check before anything leaves.
-        if !cancelled && draft.handoff.is_none() && !draft.reply.is_empty() {
-            match self.quality.check_outbound(&draft.reply) {
-                Verdict::Pass { text, masked } => {
-                    if masked {
-                        debug!("outbound masked");
-                    }
-                    draft.reply = text;
-                }
-                Verdict::Block { reason } => {
-                    warn!(%reason, "answer failed the quality check");
-                    draft.handoff = Some(Reason::Compliance);
-                    draft.checked = true;
-                }
-            }
+        // Check: nothing leaves unchecked; then the unresolved-turns rule.
+        if !cancelled {
+            self.check(&mut draft);
         }
+        self.count_unresolved(&mut draft, &mut conv);
 
-        if draft.resolved {
-            conv.unresolved_turns = 0;
-        } else if !matches!(
-            draft.route,
-            "small_talk" | "thanks" | "non_text" | "cancelled"
-        ) {
-            conv.unresolved_turns += 1;
-            if draft.handoff.is_none() {
-                draft.handoff = self.rules.too_many_unresolved(conv.unresolved_turns);
+        let handoff_started = match draft.handoff {
+            Some(reason) => {
+                self.start_handoff(
+                    reason,
+                    &mut draft,
+                    &mut conv,
+                    &intent,
+                    flow_before,
+                    &user_msg,
+                    now,
+                )?;
+                true
             }
-        }
-
-        let mut handoff_started = false;
-        if let Some(reason) = draft.handoff {
-            handoff_started = true;
-            // The last 8 messages, this turn's (not stored yet) included.
-            let mut recent =
-                store.messages(&m.channel, &m.conversation, user_seq.saturating_sub(8), 7)?;
-            recent.push(user_msg.clone());
-            let order = conv
-                .flow
-                .as_ref()
-                .or(flow_before.as_ref())
-                .and_then(|f| f.order.clone())
-                .or_else(|| intent.order.clone());
-            let wants = conv
-                .flow
-                .as_ref()
-                .or(flow_before.as_ref())
-                .map(|f| f.kind.as_str())
-                .unwrap_or(intent.intent.as_str());
-            let card = HandoffCard {
-                intent: wants.to_string(),
-                urgency: intent.urgency.as_str().to_string(),
-                sentiment: intent.sentiment.as_str().to_string(),
-                order: order.clone(),
-            };
-            conv.handoff = Some(Handoff::start(
-                reason.as_str(),
-                handoff::summary(reason, wants, &intent, order.as_deref(), &recent),
-                card,
-                now,
-            ));
-            conv.flow = None;
-            conv.unresolved_turns = 0;
-            let transfer = self.transfer_message(zh);
-            draft.reply = if reason == Reason::Compliance {
-                // The draft failed its check: none of it may leave.
-                self.p.config.replies.fallback.get(zh).to_string()
-            } else if draft.route == "flow" && !draft.reply.is_empty() {
-                // A business action handed over: keep what we told the customer about it.
-                format!("{} {}", draft.reply, transfer)
-            } else if reason == Reason::Safety {
-                format!("{} {}", self.p.config.replies.safety.get(zh), transfer)
-            } else if draft.route == "empathy" {
-                format!("{} {}", self.p.config.replies.empathy.get(zh), transfer)
-            } else {
-                transfer.to_string()
-            };
-            draft.route = "handoff";
-            self.p
-                .metrics
-                .inc("kefu_handoffs_total", &[("reason", reason.as_str())]);
-        }
+            None => false,
+        };
 
         // Record: both messages and the conversation (its next seq) as one write. A turn
         // cancelled before anything was shown stores the customer's message alone.
@@ -449,6 +388,111 @@ impl Engine {
             route: draft.route,
             seq,
         })
+    }
+
+    /// The outbound check (sensitive words, PII, forbidden promises) on a draft about to
+    /// leave: a failing draft is replaced by a handoff (compliance).
+    fn check(&self, draft: &mut Draft) {
+        if draft.handoff.is_some() || draft.reply.is_empty() {
+            return;
+        }
+        match self.quality.check_outbound(&draft.reply) {
+            Verdict::Pass { text, masked } => {
+                if masked {
+                    debug!("outbound masked");
+                }
+                draft.reply = text;
+            }
+            Verdict::Block { reason } => {
+                warn!(%reason, "answer failed the quality check");
+                draft.handoff = Some(Reason::Compliance);
+                draft.checked = true;
+            }
+        }
+    }
+
+    /// A turn that did not help counts; too many in a row hand over.
+    fn count_unresolved(&self, draft: &mut Draft, conv: &mut Conversation) {
+        if draft.resolved {
+            conv.unresolved_turns = 0;
+        } else if !matches!(
+            draft.route,
+            "small_talk" | "thanks" | "non_text" | "cancelled"
+        ) {
+            conv.unresolved_turns += 1;
+            if draft.handoff.is_none() {
+                draft.handoff = self.rules.too_many_unresolved(conv.unresolved_turns);
+            }
+        }
+    }
+
+    /// Hand the conversation to a person: the handoff record with its summary for the agent,
+    /// and what the customer reads instead of the draft.
+    #[allow(clippy::too_many_arguments)]
+    fn start_handoff(
+        &self,
+        reason: Reason,
+        draft: &mut Draft,
+        conv: &mut Conversation,
+        intent: &Intent,
+        flow_before: Option<crate::store::FlowState>,
+        user_msg: &Message,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        // The last 8 messages, this turn's (not stored yet) included.
+        let mut recent = self.p.store.messages(
+            &conv.channel,
+            &conv.conversation,
+            user_msg.seq.saturating_sub(8),
+            7,
+        )?;
+        recent.push(user_msg.clone());
+        let order = conv
+            .flow
+            .as_ref()
+            .or(flow_before.as_ref())
+            .and_then(|f| f.order.clone())
+            .or_else(|| intent.order.clone());
+        let wants = conv
+            .flow
+            .as_ref()
+            .or(flow_before.as_ref())
+            .map(|f| f.kind.as_str())
+            .unwrap_or(intent.intent.as_str());
+        let card = HandoffCard {
+            intent: wants.to_string(),
+            urgency: intent.urgency.as_str().to_string(),
+            sentiment: intent.sentiment.as_str().to_string(),
+            order: order.clone(),
+        };
+        conv.handoff = Some(Handoff::start(
+            reason.as_str(),
+            handoff::summary(reason, wants, intent, order.as_deref(), &recent),
+            card,
+            now,
+        ));
+        conv.flow = None;
+        conv.unresolved_turns = 0;
+        let zh = conv.zh;
+        let transfer = self.transfer_message(zh);
+        draft.reply = if reason == Reason::Compliance {
+            // The draft failed its check: none of it may leave.
+            self.p.config.replies.fallback.get(zh).to_string()
+        } else if draft.route == "flow" && !draft.reply.is_empty() {
+            // A business action handed over: keep what we told the customer about it.
+            format!("{} {}", draft.reply, transfer)
+        } else if reason == Reason::Safety {
+            format!("{} {}", self.p.config.replies.safety.get(zh), transfer)
+        } else if draft.route == "empathy" {
+            format!("{} {}", self.p.config.replies.empathy.get(zh), transfer)
+        } else {
+            transfer.to_string()
+        };
+        draft.route = "handoff";
+        self.p
+            .metrics
+            .inc("kefu_handoffs_total", &[("reason", reason.as_str())]);
+        Ok(())
     }
 
     fn count_turn(&self, channel: &str, intent: &Intent, started: Instant) {
