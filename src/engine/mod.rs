@@ -48,6 +48,60 @@ use crate::text::looks_chinese;
 /// A customer who opens the app again within this time is not greeted again.
 const GREET_AGAIN_MS: u64 = 6 * 3600 * 1000;
 
+/// The path a turn took, for logs, metrics and eval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Answered from the knowledge.
+    Knowledge,
+    /// A refund / cancel flow asked, confirmed or acted.
+    Flow,
+    /// A complaint: empathy first (then the answer, or a question).
+    Empathy,
+    /// Praise: thanked.
+    Thanks,
+    /// Hello, bye, "are you a bot?".
+    SmallTalk,
+    /// Too vague or off-topic: a clarifying question.
+    Clarify,
+    /// Handed to a person this turn.
+    Handoff,
+    /// A person owns the conversation: no reply.
+    Silent,
+    /// A picture, file or voice without text.
+    NonText,
+    /// The customer left or wrote again while the answer streamed.
+    Cancelled,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Knowledge => "knowledge",
+            Route::Flow => "flow",
+            Route::Empathy => "empathy",
+            Route::Thanks => "thanks",
+            Route::SmallTalk => "small_talk",
+            Route::Clarify => "clarify",
+            Route::Handoff => "handoff",
+            Route::Silent => "silent",
+            Route::NonText => "non_text",
+            Route::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Route {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// What the engine decided for one inbound message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Turn {
@@ -64,9 +118,8 @@ pub struct Turn {
     pub handoff_reason: Option<String>,
     /// This turn started the handoff: alert the agents.
     pub handoff_started: bool,
-    /// The path the engine took, for logs and eval: `knowledge`, `flow`, `empathy`,
-    /// `thanks`, `small_talk`, `clarify`, `handoff`, `silent`, `non_text`.
-    pub route: &'static str,
+    /// The path the engine took, for logs and eval.
+    pub route: Route,
     /// Seq of the stored bot message (0 when silent).
     pub seq: u64,
     /// The reply asks the customer for an order number (a refund / cancel flow waits for it).
@@ -117,7 +170,7 @@ struct Draft {
     sources: Vec<SourceRecord>,
     retrieved: Vec<SourceRecord>,
     handoff: Option<Reason>,
-    route: &'static str,
+    route: Route,
     /// The customer's need was met this turn (resets the unresolved counter).
     resolved: bool,
     /// A quality failure here should hand over rather than retry.
@@ -125,7 +178,7 @@ struct Draft {
 }
 
 impl Draft {
-    fn say(reply: String, route: &'static str, resolved: bool) -> Self {
+    fn say(reply: String, route: Route, resolved: bool) -> Self {
         Draft {
             reply,
             confidence: 1.0,
@@ -300,14 +353,14 @@ impl Engine {
                 handoff_active: true,
                 handoff_reason: reason,
                 handoff_started: false,
-                route: "silent",
+                route: Route::Silent,
                 seq: 0,
                 asks_order: false,
             });
         }
 
         let mut draft = if inbound_blocked {
-            let mut d = Draft::say(String::new(), "handoff", false);
+            let mut d = Draft::say(String::new(), Route::Handoff, false);
             d.handoff = Some(Reason::Sensitive);
             d
         } else {
@@ -315,7 +368,7 @@ impl Engine {
                 .await
         };
         // Stopped mid-answer: what the customer saw (each piece checked) is the reply.
-        let cancelled = draft.route == "cancelled";
+        let cancelled = draft.route == Route::Cancelled;
 
         // Check: nothing leaves unchecked; then the unresolved-turns rule.
         if !cancelled {
@@ -363,7 +416,7 @@ impl Engine {
         }
         self.count_turn(&m.channel, &intent, started);
         debug!(
-            route = draft.route,
+            route = draft.route.as_str(),
             confidence = draft.confidence,
             "turn done"
         );
@@ -380,7 +433,7 @@ impl Engine {
                 .filter(|h| h.active)
                 .map(|h| h.reason.clone()),
             handoff_started,
-            asks_order: draft.route == "flow"
+            asks_order: draft.route == Route::Flow
                 && conv
                     .flow
                     .as_ref()
@@ -417,7 +470,7 @@ impl Engine {
             conv.unresolved_turns = 0;
         } else if !matches!(
             draft.route,
-            "small_talk" | "thanks" | "non_text" | "cancelled"
+            Route::SmallTalk | Route::Thanks | Route::NonText | Route::Cancelled
         ) {
             conv.unresolved_turns += 1;
             if draft.handoff.is_none() {
@@ -478,17 +531,17 @@ impl Engine {
         draft.reply = if reason == Reason::Compliance {
             // The draft failed its check: none of it may leave.
             self.p.config.replies.fallback.get(zh).to_string()
-        } else if draft.route == "flow" && !draft.reply.is_empty() {
+        } else if draft.route == Route::Flow && !draft.reply.is_empty() {
             // A business action handed over: keep what we told the customer about it.
             format!("{} {}", draft.reply, transfer)
         } else if reason == Reason::Safety {
             format!("{} {}", self.p.config.replies.safety.get(zh), transfer)
-        } else if draft.route == "empathy" {
+        } else if draft.route == Route::Empathy {
             format!("{} {}", self.p.config.replies.empathy.get(zh), transfer)
         } else {
             transfer.to_string()
         };
-        draft.route = "handoff";
+        draft.route = Route::Handoff;
         self.p
             .metrics
             .inc("kefu_handoffs_total", &[("reason", reason.as_str())]);
@@ -538,25 +591,25 @@ impl Engine {
                     } else {
                         String::new()
                     },
-                    "small_talk",
+                    Route::SmallTalk,
                     true,
                 );
             }
             _ if self.p.config.handoff.non_text => {
                 // The operator wants a person to look at pictures, files and locations.
-                let mut d = Draft::say(String::new(), "handoff", false);
+                let mut d = Draft::say(String::new(), Route::Handoff, false);
                 d.handoff = Some(Reason::NonText);
                 return d;
             }
-            _ => return Draft::say(replies.non_text.get(zh).to_string(), "non_text", false),
+            _ => return Draft::say(replies.non_text.get(zh).to_string(), Route::NonText, false),
         }
         if text.trim().is_empty() {
-            return Draft::say(replies.clarify.get(zh).to_string(), "clarify", false);
+            return Draft::say(replies.clarify.get(zh).to_string(), Route::Clarify, false);
         }
         if let Some(reason) = rule {
-            let mut d = Draft::say(String::new(), "handoff", false);
+            let mut d = Draft::say(String::new(), Route::Handoff, false);
             if intent.intent == IntentKind::Complaint {
-                d.route = "empathy";
+                d.route = Route::Empathy;
             }
             d.handoff = Some(reason);
             return d;
@@ -571,16 +624,18 @@ impl Engine {
                 SmallTalk::Thanks => &replies.thanks,
                 SmallTalk::Bye => &replies.goodbye,
             };
-            return Draft::say(r.get(zh).to_string(), "small_talk", true);
+            return Draft::say(r.get(zh).to_string(), Route::SmallTalk, true);
         }
         if matches!(intent.intent, IntentKind::Query | IntentKind::Other) && safety::is_vague(text)
         {
             // Nothing to search for: ask, and count the turn as unresolved; only repeated
             // vagueness hands over (handoff.max_unresolved_turns).
-            return Draft::say(replies.vague.get(zh).to_string(), "clarify", false);
+            return Draft::say(replies.vague.get(zh).to_string(), Route::Clarify, false);
         }
         match intent.intent {
-            IntentKind::Praise => Draft::say(replies.thanks.get(zh).to_string(), "thanks", true),
+            IntentKind::Praise => {
+                Draft::say(replies.thanks.get(zh).to_string(), Route::Thanks, true)
+            }
             IntentKind::Refund | IntentKind::Cancel => {
                 let kind = if intent.intent == IntentKind::Refund {
                     flow::FlowKind::Refund
@@ -604,7 +659,7 @@ impl Engine {
                     &flow::prompt(&action, &self.flow_texts(kind, zh)).unwrap_or_default(),
                 );
                 conv.flow = Some(f);
-                let mut d = Draft::say(reply, "flow", true);
+                let mut d = Draft::say(reply, Route::Flow, true);
                 d.sources = sources(&hits[..hits.len().min(1)]);
                 d.retrieved = sources(&hits);
                 d
@@ -623,13 +678,13 @@ impl Engine {
                     } else {
                         replies.complaint_ask.get(zh).to_string()
                     };
-                    return Draft::say(format!("{empathy} {ask}"), "empathy", false);
+                    return Draft::say(format!("{empathy} {ask}"), Route::Empathy, false);
                 }
                 out.release(&format!("{empathy} "));
                 let mut d = self.answer(text, &hits, zh, out).await;
-                if d.handoff.is_none() && d.route != "cancelled" {
+                if d.handoff.is_none() && d.route != Route::Cancelled {
                     d.reply = format!("{empathy} {}", d.reply);
-                    d.route = "empathy";
+                    d.route = Route::Empathy;
                 }
                 d
             }
@@ -654,10 +709,10 @@ impl Engine {
         let replies = &self.p.config.replies;
         match self.p.config.intent.other {
             OtherRoute::Clarify => {
-                Draft::say(replies.clarify.get(zh).to_string(), "clarify", false)
+                Draft::say(replies.clarify.get(zh).to_string(), Route::Clarify, false)
             }
             OtherRoute::Handoff => {
-                let mut d = Draft::say(String::new(), "handoff", false);
+                let mut d = Draft::say(String::new(), Route::Handoff, false);
                 d.handoff = Some(Reason::Other);
                 d
             }
@@ -708,7 +763,7 @@ impl Engine {
                 conv.flow = None;
                 Some(Draft::say(
                     replies.dropped.get(zh).to_string(),
-                    "flow",
+                    Route::Flow,
                     true,
                 ))
             }
@@ -718,7 +773,7 @@ impl Engine {
                 let progressed =
                     matches!(action, flow::Action::Confirm { .. }) && reply.order.is_some();
                 conv.flow = next;
-                Some(Draft::say(text, "flow", progressed))
+                Some(Draft::say(text, Route::Flow, progressed))
             }
             flow::Action::Execute { kind, order } => {
                 conv.flow = None;
@@ -738,12 +793,12 @@ impl Engine {
                         } else {
                             message
                         };
-                        Draft::say(reply, "flow", true)
+                        Draft::say(reply, Route::Flow, true)
                     }
                     ActionOutcome::Handoff => {
                         let mut d = Draft::say(
                             flow::fill(replies.noted.get(zh), what, &order, ""),
-                            "flow",
+                            Route::Flow,
                             true,
                         );
                         d.handoff = Some(Reason::BusinessAction);
@@ -751,7 +806,7 @@ impl Engine {
                     }
                     ActionOutcome::Failed { error } => {
                         warn!(%error, "business action failed");
-                        let mut d = Draft::say(String::new(), "flow", false);
+                        let mut d = Draft::say(String::new(), Route::Flow, false);
                         d.handoff = Some(Reason::BusinessAction);
                         d
                     }
@@ -779,7 +834,7 @@ impl Engine {
     /// `out` when it streams.
     async fn answer(&self, question: &str, hits: &[Hit], zh: bool, out: &mut Outlet) -> Draft {
         if hits.is_empty() {
-            let mut d = Draft::say(String::new(), "handoff", false);
+            let mut d = Draft::say(String::new(), Route::Handoff, false);
             d.confidence = 0.0;
             d.handoff = Some(Reason::NoKnowledge);
             return d;
@@ -817,7 +872,7 @@ impl Engine {
                     Generated::Answer(a) => a,
                     Generated::Failed(_) => {
                         out.retract("upstream");
-                        let mut d = Draft::say(String::new(), "handoff", false);
+                        let mut d = Draft::say(String::new(), Route::Handoff, false);
                         d.handoff = Some(Reason::UpstreamFailure);
                         return d;
                     }
@@ -830,7 +885,7 @@ impl Engine {
             .iter()
             .filter_map(|&i| hits.get(i).cloned())
             .collect();
-        let mut d = Draft::say(answer.text, "knowledge", true);
+        let mut d = Draft::say(answer.text, Route::Knowledge, true);
         d.confidence = answer.confidence;
         d.sources = sources(if used.is_empty() { hits } else { &used });
         d.retrieved = sources(hits);

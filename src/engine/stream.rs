@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::handoff::Reason;
 use super::quality::Verdict;
-use super::{Draft, Engine};
+use super::{Draft, Engine, Route};
 use crate::knowledge::Hit;
 use crate::providers::{grounding, Answer, GenerateRequest, Generator, ProviderError};
 
@@ -266,18 +266,18 @@ impl Generated {
             Generated::Blocked(reason) => {
                 warn!(%reason, "a streamed piece failed the quality check");
                 out.retract("compliance");
-                let mut d = Draft::say(String::new(), "knowledge", false);
+                let mut d = Draft::say(String::new(), Route::Knowledge, false);
                 d.handoff = Some(Reason::Compliance);
                 d.checked = true;
                 d
             }
             Generated::Cancelled(shown) => {
                 debug!("streamed answer cancelled");
-                Draft::say(shown.trim().to_string(), "cancelled", false)
+                Draft::say(shown.trim().to_string(), Route::Cancelled, false)
             }
-            Generated::Answer(a) => Draft::say(a.text, "knowledge", true),
+            Generated::Answer(a) => Draft::say(a.text, Route::Knowledge, true),
             Generated::Failed(_) => {
-                let mut d = Draft::say(String::new(), "handoff", false);
+                let mut d = Draft::say(String::new(), Route::Handoff, false);
                 d.handoff = Some(Reason::UpstreamFailure);
                 d
             }
