@@ -102,6 +102,19 @@ impl PartialEq<&str> for Route {
     }
 }
 
+/// What the record step needs from the turn.
+struct RecordArgs<'a> {
+    m: &'a Inbound,
+    conv: Conversation,
+    user_msg: Message,
+    draft: Draft,
+    intent: Intent,
+    cancelled: bool,
+    handoff_started: bool,
+    started: Instant,
+    now: u64,
+}
+
 /// What the engine decided for one inbound message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Turn {
@@ -392,17 +405,46 @@ impl Engine {
             None => false,
         };
 
+        self.record_turn(RecordArgs {
+            m: &m,
+            conv,
+            user_msg,
+            draft,
+            intent,
+            cancelled,
+            handoff_started,
+            started,
+            now,
+        })
+    }
+
+    /// Record: both messages and the conversation as one write, the agents told of a new
+    /// handoff, the turn counted and described.
+    fn record_turn(&self, a: RecordArgs<'_>) -> Result<Turn, EngineError> {
+        let RecordArgs {
+            m,
+            mut conv,
+            user_msg,
+            draft,
+            intent,
+            cancelled,
+            handoff_started,
+            started,
+            now,
+        } = a;
         // Record: both messages and the conversation (its next seq) as one write. A turn
         // cancelled before anything was shown stores the customer's message alone.
         let seq = if cancelled && draft.reply.is_empty() {
-            store.save_turn(&conv, std::slice::from_ref(&user_msg))?;
+            self.p
+                .store
+                .save_turn(&conv, std::slice::from_ref(&user_msg))?;
             0
         } else {
             let seq = conv.take_seq();
             let mut bot_msg = Message::new(seq, Role::Bot, draft.reply.clone(), now);
             bot_msg.intent = Some(intent.intent.as_str().to_string());
             bot_msg.sources = draft.sources.clone();
-            store.save_turn(&conv, &[user_msg, bot_msg])?;
+            self.p.store.save_turn(&conv, &[user_msg, bot_msg])?;
             seq
         };
         if handoff_started {
