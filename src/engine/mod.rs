@@ -102,6 +102,20 @@ impl PartialEq<&str> for Route {
     }
 }
 
+/// What the understand step found in one inbound message.
+struct Understood {
+    conv: Conversation,
+    /// When the customer was last here (0 for a new conversation), before this message.
+    last_seen_ms: u64,
+    /// What the engine reads: masked, at most `server.max_message_chars`.
+    text: String,
+    inbound_blocked: bool,
+    /// Stored with the rest of the turn.
+    user_msg: Message,
+    intent: Intent,
+    rule: Option<Reason>,
+}
+
 /// What the record step needs from the turn.
 struct RecordArgs<'a> {
     m: &'a Inbound,
@@ -265,83 +279,24 @@ impl Engine {
         turn
     }
 
+    /// One turn as a pipeline: understand → (a person owns it: store, stay silent) → decide
+    /// and act (`route`) → check → hand over if a rule says so → record.
     async fn handle_inner(&self, m: Inbound, mut out: Outlet) -> Result<Turn, EngineError> {
         let started = Instant::now();
         let lock = self.locks.get(&m.channel, &m.conversation);
         let _guard = lock.lock().await;
         let now = self.p.clock.now_ms();
         let store = &self.p.store;
-        let mut conv = store
-            .conversation(&m.channel, &m.conversation)?
-            .unwrap_or_else(|| {
-                Conversation::new(&m.channel, m.kind, &m.conversation, m.user.clone(), now)
-            });
-        // When the customer was last here (0 for a new conversation), before this message.
-        let last_seen_ms = if conv.next_seq > 1 {
-            conv.updated_ms
-        } else {
-            0
-        };
-        conv.updated_ms = now;
-        conv.route = m.route.clone();
-        if m.user.name.is_some() {
-            conv.user = m.user.clone();
-        }
-        // The customer's language, from what they wrote (not from a file name or the
-        // description of a picture).
-        let wrote =
-            matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(&m);
-        if wrote && m.text.chars().any(char::is_alphabetic) {
-            conv.zh = looks_chinese(&m.text);
-        }
-
-        // Inbound sensitive words: masked text is what we store and process.
-        let (text, inbound_blocked) = match self.quality.check_inbound(&m.text) {
-            Verdict::Pass { text, .. } => (text, false),
-            Verdict::Block { reason } => {
-                debug!(%reason, "inbound blocked");
-                ("[blocked: sensitive content]".to_string(), true)
-            }
-        };
-        let user_seq = conv.take_seq();
-        // Written with the rest of the turn at the end, in one batch (`Store::save_turn`).
-        let mut user_msg = Message::new(
-            user_seq,
-            Role::User,
-            if matches!(m.content, ContentKind::Event(_)) {
-                format!("[event] {}", text)
-            } else {
-                text.clone()
-            },
-            m.sent_at_ms.max(1).min(now.max(1)),
-        );
-        user_msg.platform_id = Some(m.id.clone());
-        // Stored whole (with the turn); every channel's engine reads at most max_message_chars.
-        let text = limit::for_engine(
+        let Understood {
+            mut conv,
+            last_seen_ms,
             text,
-            self.p.config.server.max_message_chars,
-            &m.channel,
-            &self.p.metrics,
-        );
-
-        let is_text =
-            matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(&m);
-        let mut intent = if is_text {
-            self.p.classifier.classify(&text).await
-        } else {
-            neutral_intent()
-        };
-        let rule = if is_text {
-            self.rules.before_answer(&text, &intent)
-        } else {
-            None
-        };
-        if rule == Some(Reason::HumanRequested)
-            && matches!(intent.intent, IntentKind::Query | IntentKind::Praise)
-        {
-            // "转人工" asks for a person, not for knowledge.
-            intent.intent = IntentKind::Other;
-        }
+            inbound_blocked,
+            user_msg,
+            intent,
+            rule,
+        } = self.understand(&m, now).await?;
+        let user_seq = user_msg.seq;
         // The flow's order and kind, for the agent's summary (the flow may end this turn).
         let flow_before = conv.flow.clone();
 
@@ -372,6 +327,7 @@ impl Engine {
             });
         }
 
+        // Decide and act.
         let mut draft = if inbound_blocked {
             let mut d = Draft::say(String::new(), Route::Handoff, false);
             d.handoff = Some(Reason::Sensitive);
@@ -415,6 +371,94 @@ impl Engine {
             handoff_started,
             started,
             now,
+        })
+    }
+
+    /// Understand: the conversation as it stands, the customer's language, the message as
+    /// stored (sensitive words masked) and as read (length-limited), intent and the rules
+    /// decided by the message alone.
+    async fn understand(&self, m: &Inbound, now: u64) -> Result<Understood, EngineError> {
+        let mut conv = self
+            .p
+            .store
+            .conversation(&m.channel, &m.conversation)?
+            .unwrap_or_else(|| {
+                Conversation::new(&m.channel, m.kind, &m.conversation, m.user.clone(), now)
+            });
+        // When the customer was last here (0 for a new conversation), before this message.
+        let last_seen_ms = if conv.next_seq > 1 {
+            conv.updated_ms
+        } else {
+            0
+        };
+        conv.updated_ms = now;
+        conv.route = m.route.clone();
+        if m.user.name.is_some() {
+            conv.user = m.user.clone();
+        }
+        // The customer's language, from what they wrote (not from a file name or the
+        // description of a picture).
+        let wrote =
+            matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(m);
+        if wrote && m.text.chars().any(char::is_alphabetic) {
+            conv.zh = looks_chinese(&m.text);
+        }
+
+        // Inbound sensitive words: masked text is what we store and process.
+        let (text, inbound_blocked) = match self.quality.check_inbound(&m.text) {
+            Verdict::Pass { text, .. } => (text, false),
+            Verdict::Block { reason } => {
+                debug!(%reason, "inbound blocked");
+                ("[blocked: sensitive content]".to_string(), true)
+            }
+        };
+        let user_seq = conv.take_seq();
+        // Written with the rest of the turn at the end, in one batch (`Store::save_turn`).
+        let mut user_msg = Message::new(
+            user_seq,
+            Role::User,
+            if matches!(m.content, ContentKind::Event(_)) {
+                format!("[event] {}", text)
+            } else {
+                text.clone()
+            },
+            m.sent_at_ms.max(1).min(now.max(1)),
+        );
+        user_msg.platform_id = Some(m.id.clone());
+        // Stored whole (with the turn); every channel's engine reads at most max_message_chars.
+        let text = limit::for_engine(
+            text,
+            self.p.config.server.max_message_chars,
+            &m.channel,
+            &self.p.metrics,
+        );
+
+        let is_text =
+            matches!(m.content, ContentKind::Text | ContentKind::RichText) || transcribed(m);
+        let mut intent = if is_text {
+            self.p.classifier.classify(&text).await
+        } else {
+            neutral_intent()
+        };
+        let rule = if is_text {
+            self.rules.before_answer(&text, &intent)
+        } else {
+            None
+        };
+        if rule == Some(Reason::HumanRequested)
+            && matches!(intent.intent, IntentKind::Query | IntentKind::Praise)
+        {
+            // "转人工" asks for a person, not for knowledge.
+            intent.intent = IntentKind::Other;
+        }
+        Ok(Understood {
+            conv,
+            last_seen_ms,
+            text,
+            inbound_blocked,
+            user_msg,
+            intent,
+            rule,
         })
     }
 
