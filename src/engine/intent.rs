@@ -619,10 +619,7 @@ impl BuiltinClassifier {
         let norm = normalize(text);
         // ASCII word runs only ("我要refund" has the word "refund"); Chinese phrases are
         // matched as substrings.
-        let words: Vec<&str> = norm
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
-            .filter(|w| !w.is_empty())
-            .collect();
+        let words = words_of(&norm);
         let score = |lex: &[(&str, u8)]| -> u32 {
             lex.iter()
                 .filter(|(p, _)| matches_phrase(&norm, &words, p))
@@ -674,11 +671,8 @@ impl BuiltinClassifier {
         } else if best.1 == 1 && question && matches!(best.0, IntentKind::Complaint) {
             IntentKind::Query
         } else if matches!(best.0, IntentKind::Refund | IntentKind::Cancel)
-            && info_question(&norm, &words)
+            && asks_about_not_for(&norm, &words)
             && self.find_order(text).is_none()
-            && !REQUEST_MARKERS
-                .iter()
-                .any(|p| matches_phrase(&norm, &words, p))
         {
             // "How long does a refund take?" asks about the policy; "I want a refund" or
             // "refund order LM-…" asks us to do it.
@@ -700,6 +694,8 @@ impl BuiltinClassifier {
             return intent;
         };
         let confident = vote.share >= VOTE_SHARE && vote.nearest >= VOTE_NEAREST;
+        let norm = normalize(text);
+        let words = words_of(&norm);
         if confident
             && lexicon_score < 2
             && intent.small_talk.is_none()
@@ -714,7 +710,7 @@ impl BuiltinClassifier {
             // neighbours are near-unanimous ("What are your support hours?" is no complaint).
             && !(intent.intent == IntentKind::Query
                 && lexicon_score == 0
-                && self.is_question_text(text)
+                && is_question(&norm, &words)
                 && vote.share < 0.9)
             // Asking about refunds or cancelling is not asking for one: without a word that
             // asks and without an order number, an information question stays a question
@@ -722,13 +718,8 @@ impl BuiltinClassifier {
             && !(matches!(vote.kind, IntentKind::Refund | IntentKind::Cancel)
                 && lexicon_score == 0
                 && intent.order.is_none()
-                && self.is_info_question_text(text))
+                && asks_about_not_for(&norm, &words))
         {
-            let norm = normalize(text);
-            let words: Vec<&str> = norm
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
-                .filter(|w| !w.is_empty())
-                .collect();
             intent = self.finish(text, &norm, &words, vote.kind);
         }
         if confident && vote.kind == intent.intent && vote.urgency == Some(Urgency::High) {
@@ -742,20 +733,6 @@ impl BuiltinClassifier {
             Sentiment::Neutral => vote.sentiment,
         };
         intent
-    }
-
-    fn is_question_text(&self, text: &str) -> bool {
-        let norm = normalize(text);
-        is_question(&norm, &words_of(&norm))
-    }
-
-    fn is_info_question_text(&self, text: &str) -> bool {
-        let norm = normalize(text);
-        let words = words_of(&norm);
-        info_question(&norm, &words)
-            && !REQUEST_MARKERS
-                .iter()
-                .any(|p| matches_phrase(&norm, &words, p))
     }
 
     fn finish(&self, text: &str, norm: &str, words: &[&str], kind: IntentKind) -> Intent {
@@ -905,7 +882,18 @@ fn is_question(norm: &str, words: &[&str]) -> bool {
 
 /// A question asking for information ("how long does a refund take", "退款多久到账"),
 /// as opposed to "can I get my money back?", which asks for the money.
-fn words_of(norm: &str) -> Vec<&str> {
+/// An information question with no word that asks us to act: "how long does a refund
+/// take?" asks about refunds, "can you refund it?" asks for one.
+fn asks_about_not_for(norm: &str, words: &[&str]) -> bool {
+    info_question(norm, words)
+        && !REQUEST_MARKERS
+            .iter()
+            .any(|p| matches_phrase(norm, words, p))
+}
+
+/// ASCII word runs of a normalised message ("我要refund" has the word "refund"); Chinese
+/// phrases are matched as substrings.
+pub(super) fn words_of(norm: &str) -> Vec<&str> {
     norm.split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
         .filter(|w| !w.is_empty())
         .collect()

@@ -110,14 +110,6 @@ const HAZARD_ZH: &[&str] = &[
     "噎住",
 ];
 
-/// Lower-cased words of a message (ASCII letters, digits and apostrophes).
-fn words(lower: &str) -> Vec<&str> {
-    lower
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
 fn has_phrase(words: &[&str], phrase: &str) -> bool {
     let pw: Vec<&str> = phrase.split(' ').collect();
     words.windows(pw.len()).any(|w| w == pw.as_slice())
@@ -129,7 +121,7 @@ pub fn is_hazard(text: &str) -> bool {
     if HAZARD_ZH.iter().any(|p| lower.contains(p)) {
         return true;
     }
-    let words = words(&lower);
+    let words = super::intent::words_of(&lower);
     HAZARD_EN.iter().any(|p| has_phrase(&words, p))
 }
 
