@@ -560,11 +560,11 @@ impl Default for RepliesConfig {
                 "请确认：您要为订单 {order} 申请{what}，对吗？（是 / 否）",
             ),
             done: LocalizedText::new(
-                "Your {what} request for order {order} has been submitted.",
+                "Your request for {what} on order {order} has been submitted.",
                 "订单 {order} 的{what}申请已提交。",
             ),
             noted: LocalizedText::new(
-                "I've noted your {what} request for order {order}.",
+                "I've noted your request for {what} on order {order}.",
                 "已记录订单 {order} 的{what}申请。",
             ),
             declined: LocalizedText::new(
