@@ -262,6 +262,34 @@ async fn a_full_disk_answers_503_never_a_false_200_and_recovers_without_a_restar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_of_a_message_already_on_disk_is_answered_without_a_flush() {
+    let r = rig(64).await;
+    let q = "How do I reset my password?";
+    assert_eq!(send(&r, r.seal.text("alice", 1, q)).await.0, StatusCode::OK);
+    // From now on no flush succeeds: only what is already on disk can be acknowledged.
+    r.faulty.fail_flush.store(true, Ordering::SeqCst);
+    let (status, body) = send(&r, r.seal.text("alice", 1, q)).await;
+    assert_eq!(status, StatusCode::OK, "the platform's resend: {body}");
+    assert_eq!(
+        send(&r, r.seal.text("alice", 2, q)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a new message cannot be made durable"
+    );
+    assert_eq!(
+        send(&r, r.seal.text("alice", 2, q)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "nor its resend: its first copy was written, never flushed"
+    );
+    r.faulty.fail_flush.store(false, Ordering::SeqCst);
+    assert_eq!(send(&r, r.seal.text("alice", 2, q)).await.0, StatusCode::OK);
+    let store = r.state.app.store.clone();
+    until("every turn", || store.inbox_len().unwrap() == 0).await;
+    for id in [1, 2] {
+        assert_eq!(stored(&r, "alice", id), 1, "message {id} stored once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_conversation_queue_pushes_back_before_writing_anything() {
     let r = rig(2).await;
     let q = "How do I reset my password?";

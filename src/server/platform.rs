@@ -50,6 +50,7 @@ pub struct Platforms {
     pub registry: Registry,
     pub outbox: Arc<Outbox>,
     pub queues: Queues,
+    unflushed: UnflushedKeys,
 }
 
 impl Platforms {
@@ -59,7 +60,71 @@ impl Platforms {
             registry,
             outbox,
             queues: Queues::new(queue_limit),
+            unflushed: UnflushedKeys::default(),
         }
+    }
+}
+
+/// Dedupe keys this process is writing and has not yet seen flushed. A platform resend
+/// whose key is not here was made durable by an earlier flush (or by an earlier process:
+/// what sled reopens is on disk), so it is answered without waiting for a flush; platforms
+/// re-send often, and each such wait cost a flush of its own.
+#[derive(Default)]
+struct UnflushedKeys(std::sync::Mutex<std::collections::HashMap<String, Unflushed>>);
+
+#[derive(Default)]
+struct Unflushed {
+    /// Requests that may be the one writing the key (they have not learnt they are a
+    /// duplicate), or that wrote it and wait for its flush.
+    pending: u32,
+    /// The key was written and its flush failed: not on disk until a later flush succeeds.
+    written_unflushed: bool,
+}
+
+impl UnflushedKeys {
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut Unflushed) -> T) -> T {
+        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = keys.entry(key.to_string()).or_default();
+        let out = f(entry);
+        if entry.pending == 0 && !entry.written_unflushed {
+            keys.remove(key);
+        }
+        out
+    }
+
+    /// A request is about to write `key` (it learns afterwards whether it was first).
+    fn hold(&self, key: &str) {
+        self.with(key, |e| e.pending += 1);
+    }
+
+    /// The write did not happen (the store failed).
+    fn not_written(&self, key: &str) {
+        self.with(key, |e| e.pending = e.pending.saturating_sub(1));
+    }
+
+    /// The caller found `key` already written. Whether the first copy may not be on disk
+    /// yet (its writer has not seen its flush, or that flush failed): then the caller
+    /// waits for a flush too.
+    fn duplicate_needs_flush(&self, key: &str) -> bool {
+        self.with(key, |e| {
+            e.pending = e.pending.saturating_sub(1);
+            e.pending > 0 || e.written_unflushed
+        })
+    }
+
+    /// The caller wrote `key` (`wrote`) or found it, and waited for a flush that began
+    /// after that write: `flushed` says whether it succeeded.
+    fn flush_done(&self, key: &str, wrote: bool, flushed: bool) {
+        self.with(key, |e| {
+            if wrote {
+                e.pending = e.pending.saturating_sub(1);
+            }
+            e.written_unflushed = if flushed {
+                false
+            } else {
+                e.written_unflushed || wrote
+            };
+        })
     }
 }
 
@@ -199,15 +264,28 @@ async fn take_in(
         .reserve(&conv, true, |parts| spawn_worker(s, parts))
         .map_err(|r| refusal(s, r))?;
     let health = s.app.commit.health();
+    let unflushed = &s.platforms.unflushed;
+    unflushed.hold(&key);
     let accepted = crate::store::watch(
         health,
         s.app
             .store
             .inbox_accept(&key, &m, s.app.clock.now_ms(), DEDUPE_TTL_MS),
-    )
-    .map_err(|e| ("unavailable", e.into()))?;
-    // A duplicate waits for the flush too: the first copy may not be on disk yet.
+    );
+    let accepted = match accepted {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            unflushed.not_written(&key);
+            return Err(("unavailable", e.into()));
+        }
+    };
+    // A duplicate waits for a flush only while its first copy may not be on disk yet.
+    if accepted.is_none() && !unflushed.duplicate_needs_flush(&key) {
+        drop(ticket);
+        return Ok("duplicate");
+    }
     let durable = s.app.commit.durable_with(ticket).await;
+    unflushed.flush_done(&key, accepted.is_some(), durable.is_ok());
     let outcome = match accepted {
         None => "duplicate",
         Some(inbox_id) => {
@@ -706,5 +784,49 @@ mod tests {
         // DingTalk conversation ids are base64.
         assert_eq!(percent_encode("cidAb+c/d=="), "cidAb%2Bc%2Fd%3D%3D");
         assert_eq!(percent_encode("张 三#?"), "%E5%BC%A0%20%E4%B8%89%23%3F");
+    }
+}
+
+#[cfg(test)]
+mod unflushed_tests {
+    use super::UnflushedKeys;
+
+    #[test]
+    fn a_duplicate_waits_only_while_the_first_copy_may_not_be_on_disk() {
+        let keys = UnflushedKeys::default();
+        // The writer holds the key until its flush succeeds.
+        keys.hold("k");
+        keys.hold("k");
+        assert!(
+            keys.duplicate_needs_flush("k"),
+            "the writer has not flushed"
+        );
+        keys.flush_done("k", true, true);
+        keys.hold("k");
+        assert!(!keys.duplicate_needs_flush("k"), "flushed: answer at once");
+        assert!(keys.0.lock().unwrap().is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn a_failed_flush_keeps_the_key_until_a_later_flush_succeeds() {
+        let keys = UnflushedKeys::default();
+        keys.hold("k");
+        keys.flush_done("k", true, false);
+        keys.hold("k");
+        assert!(keys.duplicate_needs_flush("k"), "written, never flushed");
+        keys.flush_done("k", false, false);
+        keys.hold("k");
+        assert!(keys.duplicate_needs_flush("k"), "still not on disk");
+        keys.flush_done("k", false, true);
+        keys.hold("k");
+        assert!(!keys.duplicate_needs_flush("k"), "a later flush covered it");
+    }
+
+    #[test]
+    fn a_write_that_failed_leaves_nothing_to_wait_for() {
+        let keys = UnflushedKeys::default();
+        keys.hold("k");
+        keys.not_written("k");
+        assert!(keys.0.lock().unwrap().is_empty());
     }
 }

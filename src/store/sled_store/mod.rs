@@ -342,6 +342,11 @@ impl Store for SledStore {
         // The entry first (keyed by a sequence so replay keeps arrival order; the value
         // carries the key), then the dedupe key pointing at it, which commits it. "Seen?"
         // and "remember" are one compare-and-swap: two deliveries racing can't both win.
+        // A platform's resend is answered from the key alone first, without writing (and
+        // then removing) an entry that would never count.
+        if self.dedupe.get(key)?.is_some_and(|c| expiry(&c) > now_ms) {
+            return Ok(None);
+        }
         let id = self.db.generate_id()?;
         self.inbox.insert(id.to_be_bytes(), encode(&(key, m))?)?;
         let value = dedupe_value(now_ms.saturating_add(ttl_ms), id);
