@@ -39,9 +39,23 @@ pub enum Token {
 /// Digit runs this long or longer are identifiers (orders, phones), not vocabulary.
 const LONG_NUMBER: usize = 5;
 
+/// Online-shopping words jieba's dictionary cuts apart (天猫 → 天 / 猫): kept whole.
+const VOCABULARY: &str = include_str!("../text/vocabulary.zh.txt");
+
 fn jieba() -> &'static Jieba {
     static JIEBA: OnceLock<Jieba> = OnceLock::new();
-    JIEBA.get_or_init(Jieba::new)
+    JIEBA.get_or_init(|| {
+        let mut jieba = Jieba::new();
+        for word in VOCABULARY
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(str::split_whitespace)
+        {
+            // No frequency: jieba gives the word one just high enough to be cut whole.
+            jieba.add_word(word, None, None);
+        }
+        jieba
+    })
 }
 
 /// Split `text` into tokens. Never panics; empty input gives no tokens.
@@ -180,9 +194,15 @@ pub fn is_question_word(w: &str) -> bool {
         "how"
             | "when"
             | "where"
+            | "wher"
             | "why"
             | "whi"
             | "whose"
+            | "whos"
+            // "how long / how soon / how often": the English of 多久, asking for a time.
+            | "long"
+            | "soon"
+            | "often"
             | "whether"
             | "多久"
             | "哪里"
@@ -271,6 +291,12 @@ pub fn is_stopword(w: &str) -> bool {
             | "very"
             | "much"
             | "all"
+            // Stems of the words above ("have" → "hav"), as the analyzer emits them.
+            | "hav"
+            | "ther"
+            | "som"
+            | "lik"
+            | "veri"
     ) || zh::is_stopword(w)
 }
 
@@ -327,6 +353,33 @@ mod tests {
         let t = terms("申请退款");
         assert!(t.contains(&"退款".to_string()));
         assert!(t.contains(&"2:请退".to_string()));
+    }
+
+    #[test]
+    fn shopping_platforms_and_couriers_stay_whole_words() {
+        // jieba's own dictionary cuts these into single characters (天 then reads as "day").
+        for (text, word) in [
+            ("我在京东下的单能退吗", "京东"),
+            ("拼多多上买的也算吗", "拼多多"),
+            ("能不能用极兔发货", "极兔"),
+            ("可以用花呗付款吗", "花呗"),
+        ] {
+            let t = terms(text);
+            assert!(t.iter().any(|w| w == word), "{text}: {t:?}");
+        }
+    }
+
+    #[test]
+    fn function_words_are_weak_after_stemming_too() {
+        // The lists hold stems as the analyzer emits them: "where" is looked up as "wher".
+        // Negations (not, don't, can't) are not here: they change what is asked.
+        for w in [
+            "where", "whose", "have", "having", "there", "there's", "some", "like", "very",
+        ] {
+            for s in stems(w) {
+                assert!(is_stopword(&s) || is_question_word(&s), "{w} → {s}");
+            }
+        }
     }
 
     #[test]
