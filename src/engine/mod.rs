@@ -208,7 +208,12 @@ impl Draft {
     fn say(reply: String, route: Route, resolved: bool) -> Self {
         Draft {
             reply,
-            confidence: 1.0,
+            // A scripted reply (a flow's step, thanks, small talk) is what the bot means to
+            // say; a clarifying question or a handover says it has no answer.
+            confidence: match route {
+                Route::Clarify | Route::Handoff => 0.0,
+                _ => 1.0,
+            },
             sources: Vec::new(),
             retrieved: Vec::new(),
             handoff: None,

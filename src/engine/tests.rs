@@ -110,6 +110,18 @@ async fn explicit_human_request_in_both_languages() {
     let e = engine();
     let t = say(&e, "s", "转人工").await;
     assert_eq!(t.reply, Config::default().handoff.message_zh);
+    assert_eq!(t.confidence, 0.0, "a handover is not an answer");
+}
+
+#[tokio::test]
+async fn a_clarifying_question_reports_no_confidence_small_talk_full() {
+    let e = engine();
+    let t = say(&e, "s", "嗯…").await;
+    assert_eq!(t.route, "clarify", "{t:?}");
+    assert_eq!(t.confidence, 0.0);
+    let t = say(&e, "s2", "thanks!").await;
+    assert_eq!(t.route, "small_talk", "{t:?}");
+    assert_eq!(t.confidence, 1.0);
 }
 
 #[tokio::test]
