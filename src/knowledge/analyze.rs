@@ -154,7 +154,7 @@ pub use crate::text::en::stem;
 /// character bigrams of each span (marked `1:` and `2:`; see [`UNIGRAM`], [`BIGRAM`]); for
 /// both, the concepts the words belong to (`~refund`, see [`crate::text::concepts`]).
 pub fn terms(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = stated_facts(text).map(str::to_string).collect();
     for t in tokens(text) {
         match t {
             Token::Word { stem, .. } => {
@@ -179,6 +179,33 @@ pub fn terms(text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The concepts of the facts a text states by their form rather than by a word: an amount
+/// of money is a price (`~price`) though the page never writes "price", a number of days a
+/// time (`~time`), `80°C` a temperature, `250 g` a weight. A question asking for one (多少钱,
+/// "what temperature") then meets the pages that give it, in either language.
+pub fn stated_facts(text: &str) -> impl Iterator<Item = &'static str> + '_ {
+    static FACTS: OnceLock<Vec<(regex::Regex, &'static str)>> = OnceLock::new();
+    let facts = FACTS.get_or_init(|| {
+        let r = |p: &str| regex::Regex::new(p).expect("valid fact pattern");
+        vec![
+            (
+                r(r"(?i)[¥￥$€£]\s?\d|\d\s?(元|块钱|港币|新币|美元)|\b(HK|S|US)\$\s?\d|\bRM\s?\d|\b(USD|CNY|RMB|HKD|SGD)\s?\d"),
+                "~price",
+            ),
+            (
+                r(r"(?i)\d\s?(个)?(工作日|天|小时|分钟|周|个月|年)|\d\s?(business |working )?(days?|hours?|minutes?|weeks?|months?|years?)\b"),
+                "~time",
+            ),
+            (r(r"(?i)\d\s?(°\s?[CF]|℃|℉)"), "~temperature"),
+            (r(r"(?i)\d\s?(g|kg|克|公斤|千克)(\b|[^A-Za-z]|$)"), "~weight"),
+        ]
+    });
+    facts
+        .iter()
+        .filter(move |(pattern, _)| pattern.is_match(text))
+        .map(|(_, concept)| *concept)
 }
 
 /// Prefix of a character-bigram term (`2:退款`).
@@ -380,6 +407,25 @@ mod tests {
                 assert!(is_stopword(&s) || is_question_word(&s), "{w} → {s}");
             }
         }
+    }
+
+    #[test]
+    fn facts_stated_by_their_form_index_their_concept() {
+        let facts = |t: &str| stated_facts(t).collect::<Vec<_>>();
+        assert_eq!(facts("The kettle costs ¥120."), ["~price"]);
+        assert_eq!(facts("这款杯子售价 45 元"), ["~price"]);
+        assert_eq!(facts("Parcels arrive within 3 business days."), ["~time"]);
+        assert_eq!(facts("退款 5 个工作日内到账"), ["~time"]);
+        assert_eq!(facts("Heat the milk to 65°C first."), ["~temperature"]);
+        assert_eq!(facts("每包 500 g"), ["~weight"]);
+        assert!(facts("Open Settings and choose Security.").is_empty());
+        assert!(
+            facts("We have 10 good reasons").is_empty(),
+            "g of good is no gram"
+        );
+        // A question asking for one meets the page that states it.
+        assert!(terms("what temperature should the water be").contains(&"~temperature".into()));
+        assert!(terms("Heat the milk to 65°C first.").contains(&"~temperature".into()));
     }
 
     #[test]
