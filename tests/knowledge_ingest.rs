@@ -463,3 +463,47 @@ async fn chinese_retrieves_as_well_as_english() {
         rates[1]
     );
 }
+
+#[tokio::test]
+async fn a_section_that_points_to_another_page_brings_that_page_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("kb");
+    write(
+        &root,
+        "product/bikes.md",
+        "# Bicycles\n\n## City bike\n\nThe city bike has 7 gears and a steel frame.\n\n\
+         ## Bikes delivered with a bent wheel\n\nWhat to do about a bike that arrives with a \
+         bent wheel is explained in Claims and repairs policy.\n",
+    );
+    write(
+        &root,
+        "policies/claims.md",
+        "# Claims and repairs policy\n\n## Damaged on delivery\n\nReport a bike damaged on \
+         delivery within 5 days and we repair it for free.\n\n## Wear and tear\n\nBrake pads \
+         and tyres wear out and are not covered.\n",
+    );
+    write(
+        &root,
+        "policies/privacy.md",
+        "# Privacy notice\n\n## What we keep\n\nWe keep your address for deliveries.\n",
+    );
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let kb = Knowledge::open(&db, Arc::new(BuiltinEmbedder::new())).unwrap();
+    kb.ingest(std::slice::from_ref(&root)).await.unwrap();
+    let hits = kb
+        .search(
+            "my bike arrived with a bent wheel",
+            3,
+            RetrievalMode::Hybrid,
+        )
+        .await
+        .unwrap();
+    let found = sources(&hits);
+    assert_eq!(hits[0].source, "product/bikes.md", "{found:?}");
+    assert_eq!(
+        hits[1].source, "policies/claims.md",
+        "the page it names: {found:?}"
+    );
+    assert_eq!(hits[1].heading_path.last().unwrap(), "Damaged on delivery");
+    assert_eq!(hits[1].score, hits[0].score);
+}

@@ -307,6 +307,7 @@ impl Trees {
         snap.passages = passage_terms.finish(bm25.clone());
         snap.bm25 = unit_terms.finish(bm25);
         snap.vectors = matrix;
+        snap.titles = Snapshot::referable_titles(&snap.chunks);
         Ok(snap)
     }
 

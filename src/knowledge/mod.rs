@@ -34,6 +34,9 @@ pub use eval::{eval_sources, SourceEval};
 pub use load::Problem;
 pub use search::{SearchParams, RECOMMENDED_MIN_SCORE};
 
+/// How deep a search looks for the best section of a page the top hit refers to.
+const REFERENCE_POOL: usize = 50;
+
 use bm25::{term_counts, Bm25Params};
 use index::{DocRecord, FileEntry, Manifest, NewDoc, Trees};
 use search::{ChunkRecord, Snapshot};
@@ -434,7 +437,27 @@ impl Knowledge {
         };
         let qterms = analyze::terms(query);
         let lang = crate::text::Lang::of(query);
-        let ranked = snap.rank(qvec.as_deref(), &qterms, lang, top_k, mode, params);
+        let mut ranked = snap.rank(qvec.as_deref(), &qterms, lang, top_k, mode, params);
+        // A page that says where the answer is ("… is explained in Returns and refunds"):
+        // the best section of the page it names comes right after it, as likely as it.
+        let referred = ranked.first().and_then(|top| snap.referred(top.chunk));
+        if let Some(source) = referred.filter(|s| {
+            !ranked
+                .iter()
+                .take(2)
+                .any(|r| snap.chunks[r.chunk].source == *s)
+        }) {
+            let wide = snap.rank(qvec.as_deref(), &qterms, lang, REFERENCE_POOL, mode, params);
+            if let Some(found) = wide
+                .into_iter()
+                .find(|r| snap.chunks[r.chunk].source == source)
+            {
+                ranked.retain(|r| r.chunk != found.chunk);
+                let score = ranked[0].score;
+                ranked.insert(1, search::Ranked { score, ..found });
+                ranked.truncate(top_k);
+            }
+        }
         Ok(ranked
             .into_iter()
             .map(|r| {

@@ -357,6 +357,10 @@ pub struct Snapshot {
     /// section's): per passage its chunk.
     pub passage_chunk: Vec<u32>,
     pub passages: Bm25,
+    /// Page titles another page can refer to ("explained in Returns and refunds",
+    /// 按《退货与退款政策》…处理), lower-cased, with the source each names (see
+    /// [`Snapshot::referable_titles`]).
+    pub titles: Vec<(String, String)>,
 }
 
 /// One ranked chunk: index into `Snapshot::chunks`, calibrated score, raw fused similarity.
@@ -489,6 +493,39 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// The titles of the knowledge's pages that are long enough not to occur in passing
+    /// (three words, or four Chinese characters), lower-cased, each with its source. A
+    /// title two pages share names neither.
+    pub fn referable_titles(chunks: &[ChunkRecord]) -> Vec<(String, String)> {
+        let mut sources: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+        for c in chunks.iter().filter(|c| c.kind == ChunkKind::Section) {
+            let title = c.title.trim().to_lowercase();
+            let long = title.split_whitespace().count() >= 3
+                || title.chars().filter(|ch| crate::text::is_cjk(*ch)).count() >= 4;
+            let named = sources.entry(title).or_default();
+            if long && !named.contains(&c.source.as_str()) {
+                named.push(&c.source);
+            }
+        }
+        sources
+            .into_iter()
+            .filter_map(|(title, named)| match named.as_slice() {
+                [one] => Some((title, one.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The page `chunk` refers the reader to by its title, if any (not its own).
+    pub fn referred(&self, chunk: usize) -> Option<&str> {
+        let c = &self.chunks[chunk];
+        let text = c.text.to_lowercase();
+        self.titles
+            .iter()
+            .find(|(title, source)| *source != c.source && text.contains(title.as_str()))
+            .map(|(_, source)| source.as_str())
+    }
+
     /// See [`SearchParams::language_offset`]: `sims` are the similarities of the matrix rows.
     fn offset_languages(&self, sims: &mut [f32], query: Lang, lambda: f32) {
         let lang_of = |row: usize| {
