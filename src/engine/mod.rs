@@ -47,6 +47,8 @@ use crate::text::looks_chinese;
 
 /// A customer who opens the app again within this time is not greeted again.
 const GREET_AGAIN_MS: u64 = 6 * 3600 * 1000;
+/// A flow's preface quotes an FAQ answer whole up to this many words, else its first sentence.
+const POLICY_LINE_WORDS: usize = 60;
 
 /// The path a turn took, for logs, metrics and eval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -742,8 +744,11 @@ impl Engine {
                     None => flow::Action::AskOrder { declined: false },
                 };
                 let mut reply = String::new();
-                if let Some(first) = hits.first().and_then(|h| first_sentence(&h.text)) {
-                    reply.push_str(&first);
+                // What the policy says to this request (the sentence that answers it best),
+                // then the flow's question.
+                let said = self.policy_line(text, &hits, zh);
+                if let Some((line, _)) = &said {
+                    reply.push_str(line);
                     reply.push(if zh { '\n' } else { ' ' });
                 }
                 reply.push_str(
@@ -751,7 +756,8 @@ impl Engine {
                 );
                 conv.flow = Some(f);
                 let mut d = Draft::say(reply, Route::Flow, true);
-                d.sources = sources(&hits[..hits.len().min(1)]);
+                let used = said.map_or(0, |(_, hit)| hit);
+                d.sources = sources(&hits[used..hits.len().min(used + 1)]);
                 d.retrieved = sources(&hits);
                 d
             }
@@ -904,6 +910,34 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// The sentence of `hits` that best answers `text` (the built-in generator's choice,
+    /// whatever generator answers questions: a flow's preface is quoted, never written),
+    /// and the hit it is from. A long FAQ answer gives its first sentence.
+    fn policy_line(&self, text: &str, hits: &[Hit], zh: bool) -> Option<(String, usize)> {
+        // From the best hit's page only (its other sections may hold the line): another
+        // page, or another FAQ entry, is not what retrieval found best for this request.
+        let page: Vec<(usize, Hit)> = hits
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| Some(&h.source) == hits.first().map(|f| &f.source))
+            .map(|(i, h)| (i, h.clone()))
+            .collect();
+        let page_hits: Vec<Hit> = page.iter().map(|(_, h)| h.clone()).collect();
+        let req = GenerateRequest {
+            question: text,
+            hits: &page_hits,
+            zh,
+            transfer_message: "",
+            other_language_note: "",
+        };
+        let (line, at) = crate::providers::builtin_generator::best_sentence(&req)?;
+        let hit = page[at].0;
+        if crate::text::word_count(&line) > POLICY_LINE_WORDS {
+            return first_sentence(&line).map(|s| (s, hit));
+        }
+        Some((line, hit))
     }
 
     /// Chunks above `min_score`, best first.

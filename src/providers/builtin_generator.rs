@@ -138,17 +138,11 @@ fn hit_pieces(h: &Hit) -> Vec<Piece> {
     }
 }
 
-fn extract(req: &GenerateRequest<'_>) -> Answer {
+/// Every piece of the hits within `SCORE_WINDOW` of the best, scored for `q`.
+fn candidates(req: &GenerateRequest<'_>, q: &Question, all: &[Vec<Piece>]) -> Vec<Candidate> {
     let Some(best) = req.hits.first() else {
-        return Answer {
-            text: req.transfer_message.to_string(),
-            confidence: 0.0,
-            used: vec![],
-            declined: true,
-        };
+        return Vec::new();
     };
-    let q = Question::new(req.question);
-    let all: Vec<Vec<Piece>> = req.hits.iter().map(hit_pieces).collect();
     let mut cands = Vec::new();
     for (i, h) in req.hits.iter().enumerate() {
         if best.score - h.score > SCORE_WINDOW {
@@ -191,12 +185,48 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
             });
         }
     }
-    let Some(top) = cands.iter().max_by(|a, b| {
+    cands
+}
+
+/// The best-scoring candidate (ties: the earlier hit, then the earlier piece).
+fn best(cands: &[Candidate]) -> Option<&Candidate> {
+    cands.iter().max_by(|a, b| {
         a.score
             .total_cmp(&b.score)
             .then(b.hit.cmp(&a.hit))
             .then(b.piece.cmp(&a.piece))
-    }) else {
+    })
+}
+
+/// The one piece of prose (a sentence or a list item, not a table row) that best answers
+/// the question, and the hit it comes from: what a flow says before asking for the order
+/// ("Unopened tea can be returned within 7 days." then "Which order?").
+pub fn best_sentence(req: &GenerateRequest<'_>) -> Option<(String, usize)> {
+    let q = Question::new(req.question);
+    let all: Vec<Vec<Piece>> = req.hits.iter().map(hit_pieces).collect();
+    let cands: Vec<Candidate> = candidates(req, &q, &all)
+        .into_iter()
+        .filter(|c| {
+            let p = &all[c.hit][c.piece];
+            !p.is_row() && p.text.chars().count() >= 8
+        })
+        .collect();
+    best(&cands).map(|c| (all[c.hit][c.piece].text.clone(), c.hit))
+}
+
+fn extract(req: &GenerateRequest<'_>) -> Answer {
+    if req.hits.is_empty() {
+        return Answer {
+            text: req.transfer_message.to_string(),
+            confidence: 0.0,
+            used: vec![],
+            declined: true,
+        };
+    }
+    let q = Question::new(req.question);
+    let all: Vec<Vec<Piece>> = req.hits.iter().map(hit_pieces).collect();
+    let cands = candidates(req, &q, &all);
+    let Some(top) = best(&cands) else {
         // Hits without any text: nothing to quote.
         return Answer {
             text: req.transfer_message.to_string(),
@@ -324,6 +354,30 @@ mod tests {
                 "(Chinese page)"
             },
         }
+    }
+
+    #[test]
+    fn best_sentence_is_the_one_that_answers_not_the_first() {
+        let hits = [
+            hit(
+                "Worn soles can be resoled at any branch for ¥90. \
+                 Shoes you have never worn can be sent back within 30 days of delivery. \
+                 Shoes with a broken heel are replaced for free.",
+                0.8,
+            ),
+            hit("| Size | Length |\n|---|---|\n| 42 | 27 cm |", 0.78),
+        ];
+        let (line, hit) =
+            best_sentence(&req("can I send back shoes I never wore", &hits, false)).unwrap();
+        assert!(line.contains("within 30 days"), "{line}");
+        assert_eq!(hit, 0);
+        let zh = [super::tests::hit(
+            "鞋底磨损可以到任意门店换底，收费 ¥90。未穿过的鞋子签收后 30 天内可以退回。鞋跟断裂免费换新。",
+            0.8,
+        )];
+        let (line, _) = best_sentence(&req("没穿过的鞋能退吗", &zh, true)).unwrap();
+        assert!(line.contains("30 天内"), "{line}");
+        assert!(best_sentence(&req("anything", &[], false)).is_none());
     }
 
     #[test]
