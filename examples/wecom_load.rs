@@ -7,8 +7,8 @@
 //! ```
 //!
 //! It starts a fake WeCom API (the tests' one) on 127.0.0.1:0, writes `DIR/kefu.toml` (the
-//! bundled knowledge, one WeCom channel with the official sample corp's credentials, the
-//! fake as `api_base`, kefu on 127.0.0.1:PORT, data under `DIR/data`) and
+//! bundled knowledge and the tests' WeCom config: the official sample corp's credentials, the
+//! fake as `api_base`; kefu on 127.0.0.1:PORT, data under `DIR/data`) and
 //! `DIR/callbacks.tsv`: COUNT signed, encrypted text callbacks, one per line as
 //! `path?query<TAB>body`, each with its own MsgId, spread over USERS customers (so
 //! per-conversation queues measure nothing but what a real spread of customers costs). Then
@@ -53,28 +53,11 @@ fn main() {
         AGENT_ID,
         ROBOT_KEY,
     ));
-    let (corp_id, token, aes_key) = wecom_kefu::official();
-    let knowledge = concat!(env!("CARGO_MANIFEST_DIR"), "/knowledge");
+    let knowledge = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("knowledge");
     let config = format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-data_dir = {data:?}
-
-[knowledge]
-paths = [{knowledge:?}]
-
-[[channels]]
-name = "{CHANNEL}"
-kind = "wecom"
-corp_id = "{corp_id}"
-agent_id = {AGENT_ID}
-secret = "{APP_SECRET}"
-token = "{token}"
-encoding_aes_key = "{aes_key}"
-api_base = "{api_base}"
-"#,
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\n{}",
+        wecom_kefu::config_toml(&knowledge, &fake.base),
         data = dir.join("data").display().to_string(),
-        api_base = fake.base,
     );
     std::fs::write(dir.join("kefu.toml"), config).expect("write kefu.toml");
     let file = std::fs::File::create(dir.join("callbacks.tsv")).expect("callbacks.tsv");

@@ -71,8 +71,14 @@ pub fn write_kb(dir: &Path) -> std::path::PathBuf {
 
 /// Config: the WeCom channel and a `wecom_robot` for handoff alerts, both aimed at `api_base`.
 pub fn config(kb: &Path, api_base: &str) -> Config {
+    kefu::config::parse(&config_toml(kb, api_base), "test", &|_| None)
+        .unwrap_or_else(|e| panic!("config: {e:?}"))
+}
+
+/// [`config`] as TOML (no `[server]` table: the caller may put one in front).
+pub fn config_toml(kb: &Path, api_base: &str) -> String {
     let (corp_id, token, aes_key) = official();
-    let toml = format!(
+    format!(
         r#"
 [knowledge]
 paths = [{kb:?}]
@@ -97,8 +103,7 @@ encoding_aes_key = "{aes_key}"
 api_base = "{api_base}"
 "#,
         kb = kb.display().to_string(),
-    );
-    kefu::config::parse(&toml, "test", &|_| None).unwrap_or_else(|e| panic!("config: {e:?}"))
+    )
 }
 
 /// kefu serving on 127.0.0.1:0, outbox workers running.
