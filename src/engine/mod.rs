@@ -918,13 +918,13 @@ impl Engine {
     fn policy_line(&self, text: &str, hits: &[Hit], zh: bool) -> Option<(String, usize)> {
         // From the best hit's page only (its other sections may hold the line): another
         // page, or another FAQ entry, is not what retrieval found best for this request.
-        let page: Vec<(usize, Hit)> = hits
+        let top = hits.first()?;
+        let (at, page_hits): (Vec<usize>, Vec<Hit>) = hits
             .iter()
             .enumerate()
-            .filter(|(_, h)| Some(&h.source) == hits.first().map(|f| &f.source))
+            .filter(|(_, h)| h.source == top.source)
             .map(|(i, h)| (i, h.clone()))
-            .collect();
-        let page_hits: Vec<Hit> = page.iter().map(|(_, h)| h.clone()).collect();
+            .unzip();
         let req = GenerateRequest {
             question: text,
             hits: &page_hits,
@@ -932,8 +932,8 @@ impl Engine {
             transfer_message: "",
             other_language_note: "",
         };
-        let (line, at) = crate::providers::builtin_generator::best_sentence(&req)?;
-        let hit = page[at].0;
+        let (line, i) = crate::providers::builtin_generator::best_sentence(&req)?;
+        let hit = at[i];
         if crate::text::word_count(&line) > POLICY_LINE_WORDS {
             return first_sentence(&line).map(|s| (s, hit));
         }
