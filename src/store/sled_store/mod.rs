@@ -342,27 +342,26 @@ impl Store for SledStore {
         // The entry first (keyed by a sequence so replay keeps arrival order; the value
         // carries the key), then the dedupe key pointing at it, which commits it. "Seen?"
         // and "remember" are one compare-and-swap: two deliveries racing can't both win.
-        // A platform's resend is answered from the key alone first, without writing (and
-        // then removing) an entry that would never count.
-        if self.dedupe.get(key)?.is_some_and(|c| expiry(&c) > now_ms) {
+        // A platform's resend is answered from the key alone, read before anything is
+        // written, without writing (and then removing) an entry that would never count.
+        let live = |c: &Option<sled::IVec>| c.as_ref().is_some_and(|c| expiry(c) > now_ms);
+        let mut current = self.dedupe.get(key)?;
+        if live(&current) {
             return Ok(None);
         }
         let id = self.db.generate_id()?;
         self.inbox.insert(id.to_be_bytes(), encode(&(key, m))?)?;
         let value = dedupe_value(now_ms.saturating_add(ttl_ms), id);
-        loop {
-            let current = self.dedupe.get(key)?;
-            if current.as_ref().is_some_and(|c| expiry(c) > now_ms) {
+        while let Err(lost) = self
+            .dedupe
+            .compare_and_swap(key, current, Some(&value[..]))?
+        {
+            // Another delivery changed the key since it was read.
+            current = lost.current;
+            if live(&current) {
                 // A duplicate: the entry just written never counted.
                 self.inbox.remove(id.to_be_bytes())?;
                 return Ok(None);
-            }
-            if self
-                .dedupe
-                .compare_and_swap(key, current, Some(&value[..]))?
-                .is_ok()
-            {
-                break;
             }
         }
         if self
