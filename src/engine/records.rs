@@ -65,15 +65,11 @@ impl Engine {
         conversation: &str,
         text: &str,
     ) -> Result<(), EngineError> {
-        let lock = self.locks.get(channel, conversation);
-        let _guard = lock.lock().await;
-        let Some(mut conv) = self.p.store.conversation(channel, conversation)? else {
-            return Ok(());
-        };
-        let seq = self.append_platform_note(&mut conv, text)?;
-        self.events
-            .publish(EventKind::Message, channel, conversation, Some(seq), None);
-        Ok(())
+        self.noted_change(channel, conversation, text, None, |_| {
+            (EventKind::Message, ())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// A person took the conversation on the platform itself (a servicer picked it from the
@@ -86,41 +82,42 @@ impl Engine {
         agent: Option<&str>,
         why: &str,
     ) -> Result<bool, EngineError> {
-        let lock = self.locks.get(channel, conversation);
-        let _guard = lock.lock().await;
-        let Some(mut conv) = self.p.store.conversation(channel, conversation)? else {
-            return Ok(false);
-        };
-        let now = self.p.clock.now_ms();
-        let started = !conv.handed_off();
-        match conv.handoff.as_mut().filter(|h| h.active) {
-            Some(h) => {
-                if agent.is_some() {
-                    h.agent = agent.map(str::to_string);
+        let started = self
+            .noted_change(channel, conversation, why, agent, |conv| {
+                let now = self.p.clock.now_ms();
+                let started = !conv.handed_off();
+                match conv.handoff.as_mut().filter(|h| h.active) {
+                    Some(h) => {
+                        if agent.is_some() {
+                            h.agent = agent.map(str::to_string);
+                        }
+                    }
+                    None => {
+                        let mut h = Handoff::start(
+                            "platform",
+                            why.to_string(),
+                            HandoffCard::default(),
+                            now,
+                        );
+                        h.agent = agent.map(str::to_string);
+                        h.claimed_ms = agent.map(|_| now);
+                        conv.handoff = Some(h);
+                        conv.flow = None;
+                        conv.unresolved_turns = 0;
+                        self.p
+                            .metrics
+                            .inc("kefu_handoffs_total", &[("reason", "platform")]);
+                    }
                 }
-            }
-            None => {
-                let mut h =
-                    Handoff::start("platform", why.to_string(), HandoffCard::default(), now);
-                h.agent = agent.map(str::to_string);
-                h.claimed_ms = agent.map(|_| now);
-                conv.handoff = Some(h);
-                conv.flow = None;
-                conv.unresolved_turns = 0;
-                self.p
-                    .metrics
-                    .inc("kefu_handoffs_total", &[("reason", "platform")]);
-            }
-        }
-        let seq = self.append_platform_note(&mut conv, why)?;
-        let kind = if started {
-            EventKind::Handoff
-        } else {
-            EventKind::Message
-        };
-        self.events
-            .publish(kind, channel, conversation, Some(seq), agent);
-        Ok(started)
+                let kind = if started {
+                    EventKind::Handoff
+                } else {
+                    EventKind::Message
+                };
+                (kind, started)
+            })
+            .await?;
+        Ok(started.unwrap_or(false))
     }
 
     /// The platform ended the person's part (a servicer closed the session): the bot answers
@@ -131,34 +128,53 @@ impl Engine {
         conversation: &str,
         why: &str,
     ) -> Result<bool, EngineError> {
+        let was = self
+            .noted_change(channel, conversation, why, None, |conv| {
+                let was = conv.handed_off();
+                if let Some(h) = conv.handoff.as_mut().filter(|h| h.active) {
+                    h.active = false;
+                    h.ended = Some(HandoffEnd {
+                        how: HandoffEndKind::Released,
+                        by: None,
+                        at_ms: self.p.clock.now_ms(),
+                        note: Some(why.to_string()),
+                    });
+                }
+                conv.unresolved_turns = 0;
+                let kind = if was {
+                    EventKind::Released
+                } else {
+                    EventKind::Message
+                };
+                (kind, was)
+            })
+            .await?;
+        Ok(was.unwrap_or(false))
+    }
+
+    /// Under the conversation's lock: `change` the stored conversation, record `note` in it
+    /// as a system message (one write), and tell the agents with the event `change` names.
+    /// `change` also gives what the caller answers; `None` for an unknown conversation.
+    async fn noted_change<T>(
+        &self,
+        channel: &str,
+        conversation: &str,
+        note: &str,
+        agent: Option<&str>,
+        change: impl FnOnce(&mut Conversation) -> (EventKind, T),
+    ) -> Result<Option<T>, EngineError> {
         let lock = self.locks.get(channel, conversation);
         let _guard = lock.lock().await;
         let Some(mut conv) = self.p.store.conversation(channel, conversation)? else {
-            return Ok(false);
+            return Ok(None);
         };
-        let was = conv.handed_off();
-        if let Some(h) = conv.handoff.as_mut().filter(|h| h.active) {
-            h.active = false;
-            h.ended = Some(HandoffEnd {
-                how: HandoffEndKind::Released,
-                by: None,
-                at_ms: self.p.clock.now_ms(),
-                note: Some(why.to_string()),
-            });
-        }
-        conv.unresolved_turns = 0;
-        let seq = self.append_platform_note(&mut conv, why)?;
-        let kind = if was {
-            EventKind::Released
-        } else {
-            EventKind::Message
-        };
+        let (kind, out) = change(&mut conv);
+        let seq = self.append_platform_note(&mut conv, note)?;
         self.events
-            .publish(kind, channel, conversation, Some(seq), None);
-        Ok(was)
+            .publish(kind, channel, conversation, Some(seq), agent);
+        Ok(Some(out))
     }
 
-    /// Append a system note and the conversation record in one write; returns its seq.
     fn append_platform_note(
         &self,
         conv: &mut Conversation,
