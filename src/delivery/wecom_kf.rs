@@ -172,11 +172,11 @@ impl KfSender {
         });
         let conversation = conversation_key(&t.open_kfid, &t.touser);
         let refused = format!("errcode {code}: {}", answer.reply.errmsg);
-        match code {
+        let why = match code {
             kf::ERR_SESSION_STATE | kf::ERR_WINDOW => {
                 // The session moved on without us (a servicer took it in the client, it
                 // ended, or the 48 h ran out): read where it stands, never retry blindly.
-                let why = match self.read_state(&t.open_kfid, &t.touser).await {
+                match self.read_state(&t.open_kfid, &t.touser).await {
                     Some((state, servicer)) => {
                         self.record(
                             &conversation,
@@ -188,31 +188,22 @@ impl KfSender {
                         format!("the session is in state {} ({refused})", state.code())
                     }
                     None => format!("the session does not accept messages ({refused})"),
-                };
-                self.journal
-                    .update(
-                        self.channel(),
-                        &conversation,
-                        SessionUpdate::Undelivered { why: why.clone() },
-                    )
-                    .await;
-                Err(SendError::Permanent(why))
+                }
             }
-            kf::ERR_QUOTA => {
-                let why = format!(
-                    "the 5 messages allowed after the customer's last message are used up ({refused})"
-                );
-                self.journal
-                    .update(
-                        self.channel(),
-                        &conversation,
-                        SessionUpdate::Undelivered { why: why.clone() },
-                    )
-                    .await;
-                Err(SendError::Permanent(why))
-            }
-            _ => classify(&answer.reply),
-        }
+            kf::ERR_QUOTA => format!(
+                "the 5 messages allowed after the customer's last message are used up ({refused})"
+            ),
+            _ => return classify(&answer.reply),
+        };
+        // Refused for good (never retried): the session's journal says why.
+        self.journal
+            .update(
+                self.channel(),
+                &conversation,
+                SessionUpdate::Undelivered { why: why.clone() },
+            )
+            .await;
+        Err(SendError::Permanent(why))
     }
 
     async fn on_event(&self, call: &Call) -> Result<(), SendError> {
