@@ -23,7 +23,11 @@ async fn main() -> anyhow::Result<()> {
     kb.ingest(&[dir.into()]).await?;
     for q in questions {
         println!("{q}\n  terms: {:?}", analyze::terms(q));
-        for h in kb.search(q, 5, RetrievalMode::Hybrid).await? {
+        let top: usize = std::env::var("TOPK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        for h in kb.search(q, top, RetrievalMode::Hybrid).await? {
             let start: String = h.text.chars().take(70).collect();
             println!(
                 "  {:.3} {} {:?}\n        {}",

