@@ -427,6 +427,9 @@ const QUESTION_MARKERS_ZH: &[&str] = &[
     "要",
     "需要",
     "帮",
+    // Colloquial "how" / "what" (咋回事, 是啥).
+    "咋",
+    "啥",
 ];
 const URGENT: &[&str] = &[
     "fix it now",
@@ -878,6 +881,31 @@ fn is_question(norm: &str, words: &[&str]) -> bool {
     norm.contains('?')
         || words.first().is_some_and(|w| QUESTION_OPENERS.contains(w))
         || QUESTION_MARKERS_ZH.iter().any(|p| norm.contains(p))
+        || chinese_yes_no(norm)
+}
+
+/// The two Chinese yes/no forms without 吗: A-not-A (是不是, 有没有, 好不好, 可不可以) and a
+/// sentence ending in 不 / 没 / 没有 ("是有机的不", "能退不", "发货了没").
+fn chinese_yes_no(norm: &str) -> bool {
+    let chars: Vec<char> = norm.chars().collect();
+    let a_not_a = chars.windows(3).any(|w| {
+        crate::text::is_cjk(w[0])
+            && !matches!(w[0], '不' | '没')
+            && matches!(w[1], '不' | '没')
+            && w[2] == w[0]
+    });
+    let end = norm
+        .trim_end_matches(|c: char| {
+            c.is_whitespace() || c.is_ascii_punctuation() || "啊呀呢哈啦嘛么～~…".contains(c)
+        })
+        .trim_end_matches('有');
+    // "不不不" is a refusal, not a question.
+    let mut last = end.chars().rev();
+    let tag = matches!(last.next(), Some('不' | '没'))
+        && last
+            .next()
+            .is_some_and(|c| crate::text::is_cjk(c) && !matches!(c, '不' | '没'));
+    a_not_a || tag
 }
 
 /// A question asking for information ("how long does a refund take", "退款多久到账"),
@@ -1073,6 +1101,25 @@ mod tests {
                 .as_deref(),
             Some("2024110500421234")
         );
+    }
+
+    #[test]
+    fn chinese_yes_no_questions_without_ma() {
+        for q in [
+            "你们白茶是有机的不",
+            "没拆封的可以退不",
+            "发货了没有",
+            "是不是正品",
+            "有没有小份的",
+            "可不可以开发票",
+            "这个咋回事",
+            "礼盒里是啥",
+        ] {
+            assert!(is_question(&normalize(q), &[]), "{q}");
+        }
+        for s in ["茶叶收到了", "对不起", "不不不", "味道很好"] {
+            assert!(!is_question(&normalize(s), &[]), "{s}");
+        }
     }
 
     #[test]
