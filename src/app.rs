@@ -135,9 +135,16 @@ impl App {
                 token: config.flows.action_token.clone(),
             }),
         };
-        // The intent examples are embedded with the knowledge's embedder; if it cannot (a
-        // model server down at start), the lexicons classify alone and that is logged.
-        let neighbours = match Neighbours::build(embedder.clone(), &config.intent.examples).await {
+        // With `intent.neighbour_weight` above 0 the intent examples are embedded with the
+        // knowledge's embedder; if it cannot (a model server down at start), the lexicons
+        // classify alone and that is logged.
+        let neighbours = match Neighbours::build(
+            embedder.clone(),
+            &config.intent.examples,
+            config.intent.neighbour_weight,
+        )
+        .await
+        {
             Ok(n) => Some(Arc::new(n)),
             Err(e) => {
                 tracing::warn!(error = %e, "intent examples not embedded; intent from the lexicons only");

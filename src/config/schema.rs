@@ -307,6 +307,11 @@ pub struct IntentConfig {
     pub other: OtherRoute,
     /// Operator examples: nearest-example voting on top of the built-in lexicons.
     pub examples: Vec<IntentExample>,
+    /// Share (0..1) of the examples' intent vote given to the nearest examples by the
+    /// configured sentence model; the rest is naive Bayes over their words. 0 (the default):
+    /// words only, which classified qingshan's messages better with multilingual-e5-small
+    /// and all-MiniLM-L6-v2 alike (see README). Ignored with the built-in embedder.
+    pub neighbour_weight: f32,
 }
 
 /// The built-in order-number pattern: a run of 6–24 letters, digits, `-` and `_`, not
@@ -323,6 +328,7 @@ impl Default for IntentConfig {
             order_pattern: ORDER_PATTERN.into(),
             other: OtherRoute::Clarify,
             examples: Vec::new(),
+            neighbour_weight: 0.0,
         }
     }
 }

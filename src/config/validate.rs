@@ -63,6 +63,11 @@ pub(super) fn validate(cfg: &Config, outline: &Outline) -> Vec<(String, String)>
     unit_range(&mut bad, "knowledge.min_score", cfg.knowledge.min_score);
     unit_range(
         &mut bad,
+        "intent.neighbour_weight",
+        cfg.intent.neighbour_weight,
+    );
+    unit_range(
+        &mut bad,
         "handoff.min_confidence",
         cfg.handoff.min_confidence,
     );
