@@ -74,6 +74,8 @@ struct Question {
     terms: HashMap<String, f32>,
     total: f32,
     asks: Asks,
+    /// Amounts in the currency the question asks a price in, if it names one.
+    currency: Option<&'static regex::Regex>,
 }
 
 impl Question {
@@ -96,6 +98,7 @@ impl Question {
             terms: terms_w,
             total,
             asks: Asks::of(text),
+            currency: crate::text::question::asked_currency(text),
         }
     }
 
@@ -106,9 +109,15 @@ impl Question {
         }
         let found: std::collections::HashSet<String> =
             texts.iter().flat_map(|t| terms(t)).collect();
+        // A long Latin word is also found one typo away ("dishwaser"), as retrieval finds it.
+        let typo = |t: &str| {
+            t.len() >= 5
+                && t.bytes().all(|b| b.is_ascii_lowercase())
+                && found.iter().any(|f| crate::text::within_one_edit(t, f))
+        };
         self.terms
             .iter()
-            .filter(|(t, _)| found.contains(*t))
+            .filter(|(t, _)| found.contains(*t) || typo(t))
             .map(|(_, w)| w)
             .sum::<f32>()
             / self.total
@@ -167,6 +176,7 @@ fn candidates(req: &GenerateRequest<'_>, q: &Question, all: &[Vec<Piece>]) -> Ve
             let mut score = own
                 + 0.3 * context
                 + 0.4 * q.asks.carried_by(&p.searchable)
+                + q.currency.map_or(0.0, |c| 0.3 * f32::from(u8::from(c.is_match(&p.text))))
                 // Retrieval knows the knowledge (IDF, vectors); the overlap above only sees
                 // this question's words: the hit's score and rank weigh as much as they.
                 + h.score

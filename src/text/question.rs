@@ -28,7 +28,11 @@ pub enum Asks {
 }
 
 struct Patterns {
+    /// Asking for a price ("how much is", 多少钱, 运费多少).
     price_q: Regex,
+    /// Naming a price without asking for one ("when is the fee charged"): a price
+    /// question unless a time word asks for something else.
+    price_topic_q: Regex,
     time_q: Regex,
     amount_q: Regex,
     place_q: Regex,
@@ -47,7 +51,8 @@ fn patterns() -> &'static Patterns {
         let r = |s: &str| Regex::new(s).expect("valid pattern");
         Patterns {
             // Questions, on normalized text (多少钱 / 售价 → 价格, 多长时间 / 几天 → 多久).
-            price_q: r(r"(?i)价格|费用|收费|多少钱|\bhow much (is|are|does|do|for|would|will)\b|\bprices?\b|\bcosts?\b|\bfees?\b|\bcharges?\b|\bhow expensive\b|\bin (rmb|hkd|sgd|usd|dollars|yuan)\b"),
+            price_q: r(r"(?i)多少钱|啥价|什么价|几块钱|多少块|卖多少|[费价钱]\s*(是|要|大概)?\s*多少|\bhow much (is|are|does|do|for|would|will)\b|\bhow expensive\b|\bin (rmb|hkd|sgd|usd|dollars|yuan)\b"),
+            price_topic_q: r(r"(?i)价格|费用|收费|\bprices?\b|\bcosts?\b|\bfees?\b|\bcharges?\b"),
             time_q: r(r"(?i)多久|什么时候|几点|几号|哪天|截止|期限|有效期|保质期|\bhow long\b|^\s*(and |so |but )?when\b|[,?.]\s*when\b|\bwhat time\b|\bwhat day\b|\bhow (many|soon) (days|hours|weeks|months|years)\b|\bdeadline\b|\buntil\b|\bexpire|\bhow soon\b|\bhow quickly\b"),
             amount_q: r(r"(?i)多少|几[个张次件位份款种遍]|最多|最少|上限|下限|\bhow many\b|\bhow much\b|\bmaximum\b|\bminimum\b|\blimit\b|\bat (least|most)\b|\bhow big\b|\bhow heavy\b"),
             place_q: r(r"(?i)哪里|地址|在哪|\bwhere\b|\baddress\b"),
@@ -56,7 +61,8 @@ fn patterns() -> &'static Patterns {
             // Sentences, on the text as written.
             price: r(r"(?i)[¥￥$€£]|HK\$|S\$|\bRM\s?\d|\d\s*(元|块|港币|新币|美元)|\b(USD|CNY|RMB|HKD|SGD)\b|价格|售价|收费|免费|\bfree\b|\d+\s*折|\d+%\s*off"),
             time: r(r"(?i)\d\s*(个)?(工作日|天|日|小时|分钟|秒|周|星期|个月|月|年)|\d{1,2}[:：]\d{2}|\d\s*(business |working |calendar )?(days?|hours?|minutes?|weeks?|months?|years?)\b|\d(st|nd|rd|th)\b|(当天|次日|当日|同一天|same day|next day|immediately|within|立即|马上|以内)"),
-            amount: r(r"\d"),
+            // A digit, or a count in words ("twice", 两次, 三泡).
+            amount: r(r"(?i)\d|\b(once|twice|thrice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozen)\b|[一二两三四五六七八九十百千万]\s*[个次遍泡张件位份款种天周年月倍]"),
             place: r(r"(?i)地址|路\s*\d|[省市区县]\S{0,8}路|\baddress\b|\bstreet\b|\broad\b|\bwarehouse\b|仓库"),
             yes_no: r(r"(?i)可以|不能|能|无法|支持|不会|需要|提供|接受|只能|允许|不参与|参与|没有|\b(can|cannot|can't|may|must|not|no|only|yes|do not|don't|does not|doesn't|are not|is not|won't|never|always)\b"),
         }
@@ -69,10 +75,17 @@ impl Asks {
         let p = patterns();
         let q = normalize(question).to_lowercase();
         let q = q.trim();
-        if p.price_q.is_match(q) {
+        // What the question word asks for decides: "what day do you charge" asks for a
+        // day, "how much is the fee" for a price; a price named without either is asked for.
+        // Normalizing folds 多少钱 into 价格, a word a time question may also use: asking
+        // for a price is read on the question as written too.
+        let raw = question.to_lowercase();
+        if p.price_q.is_match(q) || p.price_q.is_match(&raw) {
             Asks::Price
         } else if p.time_q.is_match(q) {
             Asks::Time
+        } else if p.price_topic_q.is_match(q) {
+            Asks::Price
         } else if p.amount_q.is_match(q) {
             Asks::Amount
         } else if p.place_q.is_match(q) {
@@ -115,6 +128,41 @@ impl Asks {
     }
 }
 
+/// Amounts in the currency a question asks a price in ("price … in rmb?", 要多少港币):
+/// a shop that lists prices in several currencies answers with the one asked for.
+pub fn asked_currency(question: &str) -> Option<&'static Regex> {
+    static C: OnceLock<Vec<(Regex, Regex)>> = OnceLock::new();
+    let table = C.get_or_init(|| {
+        let r = |s: &str| Regex::new(s).expect("valid pattern");
+        vec![
+            (
+                r(r"(?i)\b(rmb|cny|yuan|renminbi)\b|人民币"),
+                r(r"(?i)[¥￥]|\b(rmb|cny)\b|\d\s*元|人民币"),
+            ),
+            (
+                r(r"(?i)\bhkd\b|hk\$|hong kong dollars?|港币|港元"),
+                r(r"(?i)hk\$|\bhkd\b|港币|港元"),
+            ),
+            (
+                r(r"(?i)\bsgd\b|\bs\$|singapore dollars?|新币|新加坡元"),
+                r(r"(?i)\bs\$|\bsgd\b|新币|新加坡元"),
+            ),
+            (
+                r(r"(?i)\b(myr|ringgit)\b|马币|令吉"),
+                r(r"(?i)\brm\s?\d|\bmyr\b|马币|令吉"),
+            ),
+            (
+                r(r"(?i)\busd\b|us\$|us dollars?|美元|美金"),
+                r(r"(?i)us\$|\busd\b|美元|美金"),
+            ),
+        ]
+    });
+    table
+        .iter()
+        .find(|(asked, _)| asked.is_match(question))
+        .map(|(_, amounts)| amounts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +174,14 @@ mod tests {
             ("啥价", Asks::Price),
             ("How much is the travel set?", Asks::Price),
             ("what does shipping cost", Asks::Price),
+            ("新疆运费多少", Asks::Price),
+            ("寄新加坡运费多少钱 几天能到", Asks::Price),
+            ("会员价格什么时候调整", Asks::Time),
+            (
+                "what day of the month do you charge for the box",
+                Asks::Time,
+            ),
+            ("when is the annual fee charged", Asks::Time),
             ("退款多久到账", Asks::Time),
             ("几天能到", Asks::Time),
             ("when will my parcel arrive", Asks::Time),
@@ -145,6 +201,17 @@ mod tests {
     }
 
     #[test]
+    fn the_currency_asked_for_finds_its_amounts() {
+        let rmb = asked_currency("price of the four seasons gift box in rmb?").unwrap();
+        assert!(rmb.is_match("青山四季礼盒 ¥588"));
+        assert!(!rmb.is_match("Four Seasons gift box HK$648 S$115"));
+        let hkd = asked_currency("在香港买明前龙井要多少港币").unwrap();
+        assert!(hkd.is_match("costs HK$408 or S$72"));
+        assert!(!hkd.is_match("售价 ¥368"));
+        assert!(asked_currency("how much is the teapot").is_none());
+    }
+
+    #[test]
     fn sentences_carry_facts() {
         assert_eq!(Asks::Price.carried_by("The mug costs ¥40."), 1.0);
         assert_eq!(Asks::Price.carried_by("售价 ¥368，每罐 100 g。"), 1.0);
@@ -160,6 +227,8 @@ mod tests {
         );
         assert_eq!(Asks::Time.carried_by("The mug is white."), 0.0);
         assert_eq!(Asks::Amount.carried_by("Up to 5 cards per order."), 1.0);
+        assert_eq!(Asks::Amount.carried_by("Rinse ripe pu'er twice."), 1.0);
+        assert_eq!(Asks::Amount.carried_by("熟普要洗两次茶。"), 1.0);
         assert_eq!(
             Asks::YesNo.carried_by("Engraved pots cannot be returned."),
             0.5
