@@ -150,6 +150,9 @@ pub struct KnowledgeConfig {
     pub top_k: usize,
     pub min_score: f32,
     pub retrieval: RetrievalMode,
+    /// Categories (first folder level, or an FAQ entry's `category`) that hold the shop's
+    /// rules: a complaint is answered from them first.
+    pub policy_categories: Vec<String>,
 }
 
 impl Default for KnowledgeConfig {
@@ -161,6 +164,8 @@ impl Default for KnowledgeConfig {
             // See RECOMMENDED_MIN_SCORE for how 0.55 was chosen.
             min_score: crate::knowledge::RECOMMENDED_MIN_SCORE,
             retrieval: RetrievalMode::Hybrid,
+            // The seed's layout (INTERFACES: product/, faq/, policies/, guides/).
+            policy_categories: vec!["policies".to_string()],
         }
     }
 }

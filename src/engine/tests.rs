@@ -226,6 +226,47 @@ async fn urgent_complaint_gets_empathy_and_a_human() {
 }
 
 #[tokio::test]
+async fn a_complaint_is_answered_from_the_shops_rules_first() {
+    let retriever = Arc::new(
+        KeywordRetriever::default()
+            .with(
+                &["teapot"],
+                "product/teaware.md",
+                "The Xi Shi teapot holds 200 ml and costs ¥680.",
+                0.9,
+            )
+            // Under min_score for a question of unknown kind; a complaint raises its odds.
+            .with(
+                &["teapot"],
+                "policies/returns.md",
+                "Teaware that arrives broken must be reported within 48 hours of delivery.",
+                0.5,
+            ),
+    );
+    let e = engine_with(Config::default(), retriever, memory_store());
+    let t = say(&e, "c", "my teapot arrived broken, really disappointed").await;
+    assert_eq!(t.intent.intent, IntentKind::Complaint);
+    assert!(t.reply.contains("48 hours"), "{}", t.reply);
+    assert_eq!(t.sources[0].path, "policies/returns.md");
+    // A question about the same teapot is answered from the product page.
+    let t = say(&e, "q", "how much does the teapot hold?").await;
+    assert_eq!(t.intent.intent, IntentKind::Query);
+    assert_eq!(t.sources[0].path, "product/teaware.md");
+    // Without a policy category the complaint is answered like a question.
+    let mut cfg = Config::default();
+    cfg.knowledge.policy_categories.clear();
+    let retriever = Arc::new(KeywordRetriever::default().with(
+        &["teapot"],
+        "policies/returns.md",
+        "Teaware that arrives broken must be reported within 48 hours of delivery.",
+        0.5,
+    ));
+    let e = engine_with(cfg, retriever, memory_store());
+    let t = say(&e, "c", "my teapot arrived broken, really disappointed").await;
+    assert!(!t.reply.contains("48 hours"), "{}", t.reply);
+}
+
+#[tokio::test]
 async fn keywords_and_very_negative_hand_over() {
     let e = engine();
     assert_eq!(
