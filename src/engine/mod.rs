@@ -796,7 +796,7 @@ impl Engine {
                     return Draft::say(format!("{empathy} {ask}"), Route::Empathy, false);
                 }
                 out.release(&format!("{empathy} "));
-                let mut d = self.answer(text, &hits, zh, out).await;
+                let mut d = self.answer(text, &hits, zh, true, out).await;
                 if d.handoff.is_none() && d.route != Route::Cancelled {
                     d.reply = format!("{empathy} {}", d.reply);
                     d.route = Route::Empathy;
@@ -808,13 +808,13 @@ impl Engine {
                 // found no intent in may still be a question the knowledge answers.
                 let hits = self.retrieve(text).await;
                 if !hits.is_empty() {
-                    return self.answer(text, &hits, zh, out).await;
+                    return self.answer(text, &hits, zh, false, out).await;
                 }
                 self.off_topic(zh)
             }
             IntentKind::Query => {
                 let hits = self.retrieve(text).await;
-                self.answer(text, &hits, zh, out).await
+                self.answer(text, &hits, zh, false, out).await
             }
         }
     }
@@ -949,6 +949,7 @@ impl Engine {
             zh,
             transfer_message: "",
             other_language_note: "",
+            whole_rule: false,
         };
         let (line, i) = crate::providers::builtin_generator::best_sentence(&req)?;
         let hit = at[i];
@@ -1004,7 +1005,15 @@ impl Engine {
 
     /// Knowledge answer with the confidence and no-knowledge rules applied. Streamed through
     /// `out` when it streams.
-    async fn answer(&self, question: &str, hits: &[Hit], zh: bool, out: &mut Outlet) -> Draft {
+    /// `whole_rule`: quote a short section as written (see [`GenerateRequest::whole_rule`]).
+    async fn answer(
+        &self,
+        question: &str,
+        hits: &[Hit],
+        zh: bool,
+        whole_rule: bool,
+        out: &mut Outlet,
+    ) -> Draft {
         if hits.is_empty() {
             let mut d = Draft::say(String::new(), Route::Handoff, false);
             d.confidence = 0.0;
@@ -1017,6 +1026,7 @@ impl Engine {
             zh,
             transfer_message: self.transfer_message(zh),
             other_language_note: self.p.config.replies.other_language.get(zh),
+            whole_rule,
         };
         let first = match self.generate(self.p.generator.as_ref(), &req, out).await {
             Generated::Answer(a) => Ok(a),

@@ -248,7 +248,9 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
     let hit = &req.hits[top.hit];
     let mine = &all[top.hit];
     let whole = word_count(&hit.text) <= MAX_WORDS;
-    let chosen: Vec<usize> = if hit.kind == ChunkKind::Faq || (whole && !q.asks.is_specific()) {
+    let as_written =
+        hit.kind == ChunkKind::Faq || (whole && (req.whole_rule || !q.asks.is_specific()));
+    let chosen: Vec<usize> = if as_written {
         // An FAQ answer, or a short section answering a general question: as written.
         (0..mine.len()).collect()
     } else {
@@ -276,7 +278,7 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
         picked.sort_unstable();
         picked
     };
-    let text = if hit.kind == ChunkKind::Faq || (whole && !q.asks.is_specific()) {
+    let text = if as_written {
         hit.text.trim().to_string()
     } else {
         render(mine, &chosen)
@@ -363,6 +365,7 @@ mod tests {
             } else {
                 "(Chinese page)"
             },
+            whole_rule: false,
         }
     }
 
@@ -464,6 +467,21 @@ mod tests {
         let hits = [hit(MUGS, 0.8)];
         let a = extract(&req("can the mugs go in the microwave?", &hits, false));
         assert!(a.text.contains("not microwave-safe"), "{}", a.text);
+    }
+
+    #[test]
+    fn a_complaint_gets_the_whole_short_rule() {
+        let rule = "已开封的茶叶只有出现质量问题才可以退货。\n质量问题请在签收后 15 天内反馈，并提供照片。\n确认属于质量问题的，运费由我们承担。";
+        let hits = [hit(rule, 0.8)];
+        let question = "开封的茶有股霉味 这种能退吗";
+        let one = extract(&req(question, &hits, true));
+        assert!(!one.text.contains("15 天内"), "{}", one.text);
+        let whole = extract(&GenerateRequest {
+            whole_rule: true,
+            ..req(question, &hits, true)
+        });
+        assert!(whole.text.contains("15 天内"), "{}", whole.text);
+        assert!(whole.text.contains("运费由我们承担"), "{}", whole.text);
     }
 
     #[test]

@@ -275,6 +275,7 @@ mod tests {
                 zh: false,
                 transfer_message: "I need to transfer you to a human agent for this issue.",
                 other_language_note: "",
+                whole_rule: false,
             },
         )
     }

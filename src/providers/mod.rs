@@ -131,6 +131,10 @@ pub struct GenerateRequest<'a> {
     /// A line in the customer's language put before an answer quoted from knowledge written
     /// in the other language (`replies.other_language`).
     pub other_language_note: &'a str,
+    /// Quote a short section as written, whatever the question asks: a complaint is
+    /// answered with the rule that covers it (deadline, photos, remedy), not the one
+    /// sentence that best matches its words.
+    pub whole_rule: bool,
 }
 
 /// A generated answer and the indexes (into `hits`) of the chunks it used.

@@ -98,6 +98,7 @@ mod tests {
             zh: false,
             transfer_message: "t",
             other_language_note: "",
+            whole_rule: false,
         };
         let u = user_message(&req);
         assert!(
@@ -126,6 +127,7 @@ mod tests {
             zh: false,
             transfer_message: "t",
             other_language_note: "",
+            whole_rule: false,
         };
         let u = user_message(&req);
         assert_eq!(u.matches("<customer_message>").count(), 1, "{u}");
