@@ -77,7 +77,26 @@ pub fn normalize(text: &str) -> String {
             dst.push_str(&t.phrase_to[m.pattern().as_usize()]);
             true
         });
-    units(&numerals(&collapse_a_not_a(&drop_recall_particle(&out))))
+    units(&numerals(&collapse_a_not_a(&not_yet(
+        &drop_recall_particle(&out),
+    ))))
+}
+
+/// 没 before a verb is the spoken 未 ("not yet", "un-"): customers write 没拆封, 没付款,
+/// 没收到 where help centres write 未拆封, 未付款, 未收到. 没有 ("there is no") is left alone.
+fn not_yet(text: &str) -> String {
+    if !text.contains('没') {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| match chars.get(i + 1) {
+            Some(&next) if c == '没' && super::is_cjk(next) && next != '有' => '未',
+            _ => c,
+        })
+        .collect()
 }
 
 /// "满多少包邮来着" ("how much was it again"): 来着 at the end of a clause recalls, it asks
@@ -386,6 +405,10 @@ mod tests {
         assert_eq!(normalize("咋申请"), "怎么申请");
         assert_eq!(normalize("邮费谁出"), "运费谁出");
         assert_eq!(normalize("售价 ¥99"), normalize("多少钱 ¥99"));
+        // Spoken 没 + verb is the written 未; 没有 stays.
+        assert_eq!(normalize("没拆封的茶"), normalize("未拆封的茶"));
+        assert_eq!(normalize("订单还没付款"), normalize("订单还未付款"));
+        assert!(normalize("没有优惠").contains("没有"));
         assert_eq!(normalize("为啥扣款"), "为什么扣款");
         assert_eq!(normalize("免邮吗"), "包邮吗");
     }
