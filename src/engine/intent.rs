@@ -887,13 +887,6 @@ fn is_question(norm: &str, words: &[&str]) -> bool {
 /// The two Chinese yes/no forms without 吗: A-not-A (是不是, 有没有, 好不好, 可不可以) and a
 /// sentence ending in 不 / 没 / 没有 ("是有机的不", "能退不", "发货了没").
 fn chinese_yes_no(norm: &str) -> bool {
-    let chars: Vec<char> = norm.chars().collect();
-    let a_not_a = chars.windows(3).any(|w| {
-        crate::text::is_cjk(w[0])
-            && !matches!(w[0], '不' | '没')
-            && matches!(w[1], '不' | '没')
-            && w[2] == w[0]
-    });
     let end = norm
         .trim_end_matches(|c: char| {
             c.is_whitespace() || c.is_ascii_punctuation() || "啊呀呢哈啦嘛么～~…".contains(c)
@@ -905,7 +898,7 @@ fn chinese_yes_no(norm: &str) -> bool {
         && last
             .next()
             .is_some_and(|c| crate::text::is_cjk(c) && !matches!(c, '不' | '没'));
-    a_not_a || tag
+    tag || crate::text::zh::has_a_not_a(norm)
 }
 
 /// A question asking for information ("how long does a refund take", "退款多久到账"),

@@ -965,18 +965,7 @@ impl Engine {
     /// first; the rest follow. Only chunks at or above `min_score`, at most `top_k`.
     async fn retrieve_rules(&self, text: &str) -> Vec<Hit> {
         let k = &self.p.config.knowledge;
-        let mut hits = match self
-            .p
-            .retriever
-            .search(text, POLICY_POOL.max(k.top_k))
-            .await
-        {
-            Ok(hits) => hits,
-            Err(e) => {
-                warn!(error = %e, "retrieval failed");
-                return Vec::new();
-            }
-        };
+        let mut hits = self.search(text, POLICY_POOL.max(k.top_k)).await;
         let is_policy = |h: &Hit| k.policy_categories.contains(&h.category);
         for h in hits.iter_mut().filter(|h| is_policy(h)) {
             h.score = lift(h.score, POLICY_LIFT);
@@ -991,16 +980,22 @@ impl Engine {
     /// Chunks above `min_score`, best first.
     async fn retrieve(&self, text: &str) -> Vec<Hit> {
         let k = &self.p.config.knowledge;
-        match self.p.retriever.search(text, k.top_k).await {
-            Ok(hits) => hits
-                .into_iter()
-                .filter(|h| h.score >= k.min_score)
-                .collect(),
-            Err(e) => {
+        let mut hits = self.search(text, k.top_k).await;
+        hits.retain(|h| h.score >= k.min_score);
+        hits
+    }
+
+    /// The best `top_k` chunks, whatever their scores; none when retrieval fails (logged:
+    /// the customer then gets the no-knowledge path, not an error).
+    async fn search(&self, text: &str, top_k: usize) -> Vec<Hit> {
+        self.p
+            .retriever
+            .search(text, top_k)
+            .await
+            .unwrap_or_else(|e| {
                 warn!(error = %e, "retrieval failed");
                 Vec::new()
-            }
-        }
+            })
     }
 
     /// Knowledge answer with the confidence and no-knowledge rules applied. Streamed through

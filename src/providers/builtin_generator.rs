@@ -113,7 +113,10 @@ impl Question {
         let typo = |t: &str| {
             t.len() >= 5
                 && t.bytes().all(|b| b.is_ascii_lowercase())
-                && found.iter().any(|f| crate::text::within_one_edit(t, f))
+                && found.iter().any(|f| {
+                    // `t` is ASCII: its length is its character count.
+                    t.len().abs_diff(f.chars().count()) <= 1 && crate::text::within_one_edit(t, f)
+                })
         };
         self.terms
             .iter()

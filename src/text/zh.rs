@@ -249,12 +249,7 @@ fn collapse_a_not_a(text: &str) -> String {
     let mut i = 0;
     while i < c.len() {
         let a = c[i];
-        if super::is_cjk(a)
-            && c.get(i + 1).is_some_and(|n| *n == '不' || *n == '没')
-            && c.get(i + 2) == Some(&a)
-            && a != '不'
-            && a != '没'
-        {
+        if a_not_a_at(&c, i) {
             // Keep the second A (it may start a two-character word: 可不可以 → 可以).
             i += 2;
             continue;
@@ -263,6 +258,22 @@ fn collapse_a_not_a(text: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// Does an A-not-A question form (能不能, 有没有, 可不可以) start at `c[i]`?
+fn a_not_a_at(c: &[char], i: usize) -> bool {
+    let a = c[i];
+    super::is_cjk(a)
+        && a != '不'
+        && a != '没'
+        && c.get(i + 1).is_some_and(|n| *n == '不' || *n == '没')
+        && c.get(i + 2) == Some(&a)
+}
+
+/// Does `text` ask a yes/no question in the A-not-A form (是不是, 有没有, 可不可以)?
+pub fn has_a_not_a(text: &str) -> bool {
+    let c: Vec<char> = text.chars().collect();
+    (0..c.len()).any(|i| a_not_a_at(&c, i))
 }
 
 /// A whole word's written form (`能` → 可以), if the table has one.
