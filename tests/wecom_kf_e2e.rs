@@ -1141,3 +1141,67 @@ async fn a_page_waits_for_a_full_conversation_queue_and_drops_nothing() {
     );
     assert!(cursor(e.kefu.state.app.store.as_ref()).is_some());
 }
+
+/// A crash between a reply reaching WeCom and kefu clearing its "sending" mark: at restart
+/// the reply goes again with the same `msgid`, the API refuses the repeat (errcode not
+/// documented; 40058 in the fake), and kefu reads that as delivered — not a second message,
+/// not a dead letter for an agent to puzzle over.
+#[test]
+fn a_reply_resent_after_a_crash_and_refused_as_a_repeat_is_delivered() {
+    let fake_rt = tokio::runtime::Runtime::new().unwrap();
+    let seal = Sealer::official();
+    let fake = fake_rt.block_on(FakeKf::start(&seal.corp_id, KF_SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let kb = write_kb(dir.path());
+    let db_path = dir.path().join("db");
+    fake.customer_writes(KFID, CUSTOMER, "How do I reset my password?");
+    kefu_run(&fake, &kb, &db_path, |kefu| async {
+        notify(&kefu, &fake, &seal).await;
+        replies(&fake, CUSTOMER, 1).await;
+        eventually("an empty outbox", || (kefu.outbox_len() == 0).then_some(())).await;
+        kefu
+    });
+    // Crash state: the reply WeCom already has is still marked as being sent.
+    {
+        use kefu::store::Store;
+        let db = sled::open(&db_path).unwrap();
+        let store = kefu::store::SledStore::open(&db).unwrap();
+        let sent = fake.sent().remove(0);
+        let item = kefu::store::OutboxItem {
+            id: 0,
+            target: KF_CHANNEL.into(),
+            call: adapters::Call {
+                method: "POST".into(),
+                url: adapters::wecom::kf::SEND_MSG_PATH.into(),
+                body: sent.to_string(),
+                auth: adapters::CallAuth::WeComToken,
+            },
+            fallback: vec![],
+            then: vec![],
+            queue: conv(),
+            attempts: 0,
+            next_at_ms: 0,
+            created_ms: 1,
+            last_error: None,
+            sending_since_ms: Some(2),
+            resent_after_crash: false,
+            held_by: None,
+            message: None,
+        };
+        store.outbox_push(&[item], None).unwrap();
+        store.flush().unwrap();
+    }
+    kefu_run(&fake, &kb, &db_path, |kefu| async {
+        eventually("the repeat refused", || {
+            (!fake.send_refusals().is_empty()).then_some(())
+        })
+        .await;
+        eventually("an empty outbox", || (kefu.outbox_len() == 0).then_some(())).await;
+        assert_eq!(kefu.state.app.store.dead_letter_count().unwrap(), 0);
+        kefu
+    });
+    assert_eq!(fake.sent_to(CUSTOMER).len(), 1, "delivered once");
+    let refusals = fake.send_refusals();
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].1, fake_kf::ERR_DUPLICATE_MSGID);
+}

@@ -175,6 +175,14 @@ open_kfids = ["{KFID}"]
     let db = sled::open(dir.path().join("data")).unwrap();
     let store = kefu::store::SledStore::open(&db).unwrap();
     use kefu::store::Store;
+    // A repeat refused after a kill is the first send's success, not a dead letter.
+    for d in store.dead_letters(1000).unwrap() {
+        assert!(
+            !d.reason.starts_with("refused"),
+            "a refused repeat became a dead letter: {}",
+            d.reason
+        );
+    }
     for u in &users {
         let msgs = store
             .messages(KF_CHANNEL, &format!("{KFID}:{u}"), 0, 1000)

@@ -57,6 +57,14 @@ pub trait Sender: Send + Sync {
     fn resend_safe(&self, _call: &Call) -> bool {
         false
     }
+
+    /// Send a [`Sender::resend_safe`] call again after a crash cut its first send off.
+    /// The first send may have reached the platform, which then refuses this one as a
+    /// repeat: a sender that can tell such a refusal reads it as delivered, so the message
+    /// is neither sent twice nor turned into a dead letter. By default, a plain send.
+    async fn resend(&self, call: &Call) -> Result<(), SendError> {
+        self.send(call).await
+    }
 }
 
 /// Backoff after `attempts` failures: 1 s, 2 s, 4 s … capped at 5 minutes. A call that keeps

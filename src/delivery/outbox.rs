@@ -123,6 +123,7 @@ impl Outbox {
                 created_ms: now,
                 last_error: None,
                 sending_since_ms: None,
+                resent_after_crash: false,
                 held_by: None,
                 message,
             })
@@ -182,6 +183,7 @@ impl Outbox {
             for mut item in items.into_iter().filter(|i| i.sending_since_ms.is_some()) {
                 item.sending_since_ms = None;
                 if sender.resend_safe(&item.call) {
+                    item.resent_after_crash = true;
                     tracing::info!(target = %item.target, queue = %item.queue, id = item.id, "interrupted send queued again: the platform refuses a second copy");
                     if let Err(e) = self.store.outbox_update(&item) {
                         tracing::error!(error = %e, "outbox write failed");
@@ -425,7 +427,12 @@ impl Outbox {
                 &[("target", target), ("outcome", o)],
             )
         };
-        match sender.send(&item.call).await {
+        let sent = if item.resent_after_crash {
+            sender.resend(&item.call).await
+        } else {
+            sender.send(&item.call).await
+        };
+        match sent {
             Ok(()) => {
                 outcome("sent");
                 Step::Sent

@@ -344,7 +344,7 @@ async fn a_send_cut_off_by_a_crash_is_not_sent_again_but_dead_lettered() {
 }
 
 /// A platform that refuses a second copy of a call by itself (WeCom kf `msgid`): calls with
-/// an `id:` body are safe to send again.
+/// an `id:` body are safe to send again, and a resent call it refuses was delivered before.
 struct Idempotent(Scripted);
 
 #[async_trait]
@@ -354,6 +354,12 @@ impl Sender for Idempotent {
     }
     fn resend_safe(&self, call: &Call) -> bool {
         call.body.starts_with("id:")
+    }
+    async fn resend(&self, call: &Call) -> Result<(), SendError> {
+        match self.0.send(call).await {
+            Err(SendError::Permanent(why)) if why == "repeated id" => Ok(()),
+            other => other,
+        }
     }
 }
 
@@ -395,6 +401,49 @@ async fn a_cut_off_send_the_platform_would_refuse_twice_is_simply_sent_again() {
         store.dead_letters(10).unwrap()[0].item.call.body,
         "plain maybe"
     );
+}
+
+#[tokio::test]
+async fn a_resent_call_the_platform_refuses_as_a_repeat_counts_as_delivered() {
+    let store = memory();
+    // The first send got through before the crash: the platform refuses the repeat.
+    let sender = Arc::new(Idempotent(Scripted {
+        answers: Mutex::new(vec![Err(SendError::Permanent("repeated id".into()))]),
+        sent: Mutex::new(vec![]),
+    }));
+    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
+    senders.insert("t".into(), sender.clone());
+    let o = Outbox::new(
+        store.clone(),
+        GroupCommit::start(store.clone(), StoreHealth::new()),
+        senders,
+        Arc::new(FixedClock::at_ms(1_000_000)),
+        Arc::new(Metrics::new()),
+        DeliveryConfig::default(),
+    );
+    o.enqueue("t", "c1", vec![(call("id:7 hello"), vec![])])
+        .unwrap();
+    let mut item = store.outbox_items("t", 10).unwrap().remove(0);
+    item.sending_since_ms = Some(999_000);
+    store.outbox_update(&item).unwrap();
+    assert_eq!(o.recover(), 0);
+    assert!(store.outbox_items("t", 10).unwrap()[0].resent_after_crash);
+    o.drain_target("t").await;
+    assert_eq!(*sender.0.sent.lock().unwrap(), ["id:7 hello"]);
+    assert_eq!(store.outbox_len().unwrap(), 0, "delivered, not waiting");
+    assert_eq!(store.dead_letter_count().unwrap(), 0, "not a dead letter");
+
+    // A refusal of a first send is still a refusal: that call becomes a dead letter.
+    sender
+        .0
+        .answers
+        .lock()
+        .unwrap()
+        .push(Err(SendError::Permanent("repeated id".into())));
+    o.enqueue("t", "c1", vec![(call("id:8 new"), vec![])])
+        .unwrap();
+    o.drain_target("t").await;
+    assert_eq!(store.dead_letter_count().unwrap(), 1);
 }
 
 #[tokio::test]

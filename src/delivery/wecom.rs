@@ -91,6 +91,15 @@ impl Sender for WeComSender {
         })
     }
 
+    async fn resend(&self, call: &Call) -> Result<(), SendError> {
+        match &self.kf {
+            Some(kf) if call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) => {
+                kf.resend(call).await
+            }
+            _ => self.send(call).await,
+        }
+    }
+
     async fn send(&self, call: &Call) -> Result<(), SendError> {
         if let Some(kf) = &self.kf {
             if call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) {

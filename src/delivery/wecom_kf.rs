@@ -5,6 +5,7 @@
 //! | `kf/send_msg` | sent with the channel's token; 0 → sent |
 //! | … errcode 95018 / 95002 (state or 48 h window closed) | `service_state/get`, recorded, reported; dropped, never retried blindly |
 //! | … errcode 95001 (5-message quota used up) | reported; dropped |
+//! | … sent again after a crash cut it off, refused for another reason (a repeated `msgid`) | delivered: the first send got through ([`Sender::resend`]) |
 //! | `kf/send_msg_on_event` (welcome) | sent; a refused code (used, or past its 20 s) is logged and dropped |
 //! | `kf/service_state/trans` ([`Transfer`]) | a plan, not a request: `servicer/list` → `trans` to 3 with the first receiving preferred servicer, else to 2 → the notice with the returned `msg_code`; or `trans` to 4 to end the session |
 //! | anything else | as for WeCom apps (token refresh, -1 / 45009 retried, other errcodes dropped) |
@@ -160,7 +161,7 @@ impl KfSender {
         }
     }
 
-    async fn send_msg(&self, call: &Call) -> Result<(), SendError> {
+    async fn send_msg(&self, call: &Call, repeat: bool) -> Result<(), SendError> {
         let answer = self.api.call(&call.method, &call.url, &call.body).await?;
         let code = answer.reply.errcode;
         if code == 0 {
@@ -193,7 +194,15 @@ impl KfSender {
             kf::ERR_QUOTA => format!(
                 "the 5 messages allowed after the customer's last message are used up ({refused})"
             ),
-            _ => return classify(&answer.reply),
+            _ => {
+                return match classify(&answer.reply) {
+                    Err(SendError::Permanent(why)) if repeat => {
+                        already_delivered("send_msg", &why);
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
         };
         // Refused for good (never retried): the session's journal says why.
         self.journal
@@ -206,10 +215,17 @@ impl KfSender {
         Err(SendError::Permanent(why))
     }
 
-    async fn on_event(&self, call: &Call) -> Result<(), SendError> {
+    async fn on_event(&self, call: &Call, repeat: bool) -> Result<(), SendError> {
         let answer = self.api.call(&call.method, &call.url, &call.body).await?;
         match answer.reply.errcode {
             0 => Ok(()),
+            code if repeat && !answer.reply.is_retryable() && !answer.reply.is_token_error() => {
+                already_delivered(
+                    "send_msg_on_event",
+                    &format!("errcode {code}: {}", answer.reply.errmsg),
+                );
+                Ok(())
+            }
             // A used code or one past its 20 s: nothing to retry (the errcode is not documented).
             code if !answer.reply.is_retryable() => {
                 tracing::warn!(channel = self.channel(), errcode = code, errmsg = %answer.reply.errmsg, "kf send_msg_on_event refused");
@@ -317,7 +333,7 @@ impl KfSender {
                 {
                     let id = msgid(self.channel(), &format!("notice:{}", t.reply_id), 0);
                     let call = send::on_event_call(code, Some(&id), notice);
-                    if let Err(e) = self.on_event(&call).await {
+                    if let Err(e) = self.on_event(&call, false).await {
                         // The hand-over itself happened: don't repeat it for a notice.
                         tracing::warn!(channel = self.channel(), error = %e, "kf transfer notice not sent");
                     }
@@ -369,12 +385,27 @@ impl Sender for KfSender {
     }
 
     async fn send(&self, call: &Call) -> Result<(), SendError> {
+        self.deliver(call, false).await
+    }
+
+    /// A repeated `msgid` is refused with an errcode the documentation does not give, and a
+    /// welcome's event code works once: a resent call refused for any other reason than the
+    /// known ones (session state, window, quota; busy and token errors are retried) was
+    /// delivered by the send the crash cut off.
+    async fn resend(&self, call: &Call) -> Result<(), SendError> {
+        self.deliver(call, true).await
+    }
+}
+
+impl KfSender {
+    /// `repeat`: see [`Sender::resend`].
+    async fn deliver(&self, call: &Call, repeat: bool) -> Result<(), SendError> {
         if let Some(t) = Transfer::from_call(call) {
             return self.transfer(&t).await;
         }
         match call.url.as_str() {
-            kf::SEND_MSG_PATH => self.send_msg(call).await,
-            kf::SEND_ON_EVENT_PATH => self.on_event(call).await,
+            kf::SEND_MSG_PATH => self.send_msg(call, repeat).await,
+            kf::SEND_ON_EVENT_PATH => self.on_event(call, repeat).await,
             _ => classify(
                 &self
                     .api
@@ -384,4 +415,13 @@ impl Sender for KfSender {
             ),
         }
     }
+}
+
+/// A call sent again after a crash was refused: the send the crash cut off got through.
+fn already_delivered(what: &str, why: &str) {
+    tracing::warn!(
+        call = what,
+        refusal = why,
+        "kf refused a call sent again after a crash: the first send reached WeCom, not sent twice"
+    );
 }

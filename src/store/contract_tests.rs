@@ -34,6 +34,7 @@ fn item(next_at_ms: u64) -> OutboxItem {
         created_ms: 1,
         last_error: None,
         sending_since_ms: None,
+        resent_after_crash: false,
         held_by: None,
         message: None,
     }

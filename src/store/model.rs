@@ -296,6 +296,13 @@ pub struct OutboxItem {
     /// is not sent again blindly but becomes a dead letter an agent can look at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sending_since_ms: Option<u64>,
+    /// Sent again at start after a crash cut its first send off (`Outbox::recover`, only
+    /// calls the platform refuses twice): the first send may have gone through, so the
+    /// sender reads a refusal of the repeat as delivered ([`Sender::resend`]).
+    ///
+    /// [`Sender::resend`]: crate::delivery::Sender::resend
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resent_after_crash: bool,
     /// The inbox entry this reply answers, set when it is queued: until that entry is
     /// removed (which commits the reply, see `sled_store`), the entry is not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
