@@ -155,13 +155,24 @@ pub use crate::text::en::stem;
 /// both, the concepts the words belong to (`~refund`, see [`crate::text::concepts`]).
 pub fn terms(text: &str) -> Vec<String> {
     let mut out: Vec<String> = stated_facts(text).map(str::to_string).collect();
+    let mut negated = false;
     for t in tokens(text) {
         match t {
-            Token::Word { stem, .. } => {
+            Token::Word { stem, raw } => {
+                // "haven't opened" is "unopened", as 没拆封 is 未拆封: the page's rule for
+                // unopened items must meet it, not the rule for opened ones.
+                let stem = if negated && raw.len() > 4 && raw.ends_with("ed") {
+                    self::stem(&format!("un{raw}"))
+                } else {
+                    stem
+                };
+                negated = is_negator(&raw)
+                    || (negated && matches!(raw.as_str(), "been" | "yet" | "be" | "even" | "ever"));
                 out.extend(concepts::of(&stem).iter().cloned());
                 out.push(stem);
             }
             Token::Cjk { words, spans } => {
+                negated = false;
                 for w in &words {
                     out.extend(concepts::of(w).iter().cloned());
                 }
@@ -179,6 +190,26 @@ pub fn terms(text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Words that negate the participle after them ("not opened", "haven't been used").
+fn is_negator(raw: &str) -> bool {
+    matches!(
+        raw,
+        "not"
+            | "never"
+            | "no"
+            | "havent"
+            | "hasnt"
+            | "hadnt"
+            | "didnt"
+            | "dont"
+            | "doesnt"
+            | "isnt"
+            | "wasnt"
+            | "arent"
+            | "werent"
+    )
 }
 
 /// The concepts of the facts a text states by their form rather than by a word: an amount
@@ -426,6 +457,26 @@ mod tests {
         // A question asking for one meets the page that states it.
         assert!(terms("what temperature should the water be").contains(&"~temperature".into()));
         assert!(terms("Heat the milk to 65°C first.").contains(&"~temperature".into()));
+    }
+
+    #[test]
+    fn a_negated_participle_is_its_un_form() {
+        let has = |text: &str, term: &str| terms(text).iter().any(|t| t == term);
+        let unopened = stem("unopened");
+        for q in [
+            "can i return tea i haven't opened",
+            "it's not been opened",
+            "never opened, still sealed",
+            "Unopened tea can be returned within 7 days",
+        ] {
+            assert!(has(q, &unopened), "{q}");
+            assert!(!has(q, &stem("opened")), "{q}: not the opened rule's word");
+        }
+        // Only the word right after the negation (or after "been"/"yet").
+        assert!(has("not sure, I opened it", &stem("opened")));
+        assert!(!has("not sure, I opened it", &unopened));
+        assert!(has("the box was not delivered", &stem("undelivered")));
+        assert!(has("I opened it", &stem("opened")));
     }
 
     #[test]
