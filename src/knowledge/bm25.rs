@@ -83,6 +83,8 @@ pub struct Bm25 {
     /// Typo tolerance: the hash of each Latin term of 5+ letters and of every one-letter
     /// deletion of it → the terms (SymSpell): a query's `refnd` finds `refund`.
     fuzzy: HashMap<u64, Vec<u32>>,
+    /// The Latin terms of 5+ letters, sorted: a word's longer forms are a range of it.
+    latin: Vec<u32>,
     /// Per term: (unit, tf).
     postings: Vec<Vec<(u32, u16)>>,
     idf: Vec<f32>,
@@ -155,10 +157,15 @@ impl Bm25Builder {
                 }
             }
         }
+        let mut latin: Vec<u32> = (0..terms_of.len() as u32)
+            .filter(|&id| typo_tolerant(&terms_of[id as usize]))
+            .collect();
+        latin.sort_by(|a, b| terms_of[*a as usize].cmp(&terms_of[*b as usize]));
         Bm25 {
             vocab,
             terms: terms_of,
             fuzzy,
+            latin,
             postings,
             idf,
             unit_norm,
@@ -183,7 +190,9 @@ impl Bm25 {
 
     /// The indexed term a query term stands for, and how much it counts: itself (1.0), or
     /// for a Latin word of 5+ letters not in the index, the most frequent indexed word one
-    /// typo away (0.8).
+    /// typo away (0.8), else the most frequent one that is a longer or shorter form of it
+    /// the stemmer leaves apart (remind / reminder, renewal / renew: one starts the other, at
+    /// most [`MAX_SUFFIX`] letters longer; 0.8).
     fn resolve(&self, term: &str) -> Option<(u32, f32)> {
         if let Some(id) = lookup(&self.vocab, &self.terms, term) {
             return Some((id, 1.0));
@@ -191,14 +200,29 @@ impl Bm25 {
         if !typo_tolerant(term) {
             return None;
         }
-        std::iter::once(term.to_string())
+        let frequent = |id: &u32| (self.postings[*id as usize].len(), std::cmp::Reverse(*id));
+        let typo = std::iter::once(term.to_string())
             .chain(deletions(term))
             .filter_map(|v| self.fuzzy.get(&hash(&v)))
             .flatten()
             .copied()
             .filter(|&id| crate::text::within_one_edit(term, &self.terms[id as usize]))
-            .max_by_key(|&id| (self.postings[id as usize].len(), std::cmp::Reverse(id)))
-            .map(|id| (id, 0.8))
+            .max_by_key(frequent);
+        typo.or_else(|| {
+            let from = self
+                .latin
+                .partition_point(|&id| &*self.terms[id as usize] < term);
+            let longer = self.latin[from..]
+                .iter()
+                .copied()
+                .take_while(|&id| self.terms[id as usize].starts_with(term))
+                .filter(|&id| self.terms[id as usize].len() <= term.len() + MAX_SUFFIX);
+            let shorter = (MIN_FORM..term.len())
+                .filter(|&n| term.len() - n <= MAX_SUFFIX)
+                .filter_map(|n| lookup(&self.vocab, &self.terms, &term[..n]));
+            longer.chain(shorter).max_by_key(frequent)
+        })
+        .map(|id| (id, 0.8))
     }
 
     pub fn units(&self) -> usize {
@@ -264,6 +288,11 @@ fn lookup(vocab: &HashMap<u64, u32>, terms: &[Box<str>], term: &str) -> Option<u
         .copied()
         .filter(|&id| &*terms[id as usize] == term)
 }
+
+/// Letters one form of a word may add to another ([`Bm25::resolve`]): -er, -al, -ment.
+const MAX_SUFFIX: usize = 3;
+/// The shortest form matched by its start.
+const MIN_FORM: usize = 5;
 
 /// Latin words long enough that one typo leaves them recognizable.
 fn typo_tolerant(term: &str) -> bool {
@@ -345,6 +374,19 @@ mod tests {
         bm.score_into(&q("refund"), &w, &mut exact);
         bm.score_into(&q("refnd"), &w, &mut typo);
         assert!(typo[0] < exact[0] && typo[0] > 0.0);
+    }
+
+    #[test]
+    fn a_longer_or_shorter_form_of_a_word_matches() {
+        let units = vec![unit("reminder sent"), unit("renew cancellat"), unit("ord")];
+        let bm = Bm25::build(&units, Bm25Params::default());
+        let w = TermWeights::default();
+        for (form, unit) in [("remind", 0), ("renewal", 1), ("cancel", 1)] {
+            let mut out = vec![0.0; 3];
+            assert_eq!(bm.score_into(&q(form), &w, &mut out), [unit], "{form}");
+        }
+        // Too short to match by its start, or too many letters apart.
+        assert!(!bm.knows("orde") && !bm.knows("remi") && !bm.knows("renewables"));
     }
 
     #[test]
