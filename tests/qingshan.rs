@@ -31,9 +31,9 @@ fn eval(cases: &str) -> kefu::eval::EvalReport {
 #[test]
 fn intents_on_an_unseen_help_centre() {
     let r = eval("intents.jsonl");
-    // Measured 0.933 (odd half 0.911, even 0.956).
+    // Measured 0.956 (both halves 0.956).
     assert!(
-        r.intent.accuracy() >= 0.88,
+        r.intent.accuracy() >= 0.9,
         "intent {:.3}",
         r.intent.accuracy()
     );
@@ -60,21 +60,22 @@ fn handoffs_on_an_unseen_help_centre() {
 #[test]
 fn answers_and_conversations_on_an_unseen_help_centre() {
     let r = eval("answers.jsonl");
-    // Measured: contains 0.60, expected source first 0.72 (see docs/calibration.md).
+    // Measured: contains 0.750, expected source first 0.783 (zh 0.700 / 0.757, en 0.820 /
+    // 0.820; halves in docs/providers.md).
     assert!(
-        r.contains.accuracy() >= 0.55,
+        r.contains.accuracy() >= 0.7,
         "contains {:.3}",
         r.contains.accuracy()
     );
     assert!(
-        r.source_hit1.accuracy() >= 0.7,
+        r.source_hit1.accuracy() >= 0.75,
         "hit@1 {:.3}",
         r.source_hit1.accuracy()
     );
     let r = eval("conversations.jsonl");
     // Measured 9 of 15 scripts; the misses are answers (wrong or no source), not flows.
     assert!(
-        r.scripts.ok >= 8,
+        r.scripts.ok >= 9,
         "{} of {} conversations",
         r.scripts.ok,
         r.scripts.total
