@@ -42,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::providers::{GenerateRequest, Generator};
 use crate::store::{
     Conversation, FlowStage, Handoff, HandoffCard, Message, Role, SourceRecord, Store, StoreError,
+    Topic,
 };
 use crate::text::looks_chinese;
 
@@ -806,15 +807,19 @@ impl Engine {
             IntentKind::Other => {
                 // Off-topic is what the knowledge cannot answer; a message the classifier
                 // found no intent in may still be a question the knowledge answers.
-                let hits = self.retrieve(text).await;
+                let hits = self.retrieve_following(text, conv.topic.as_ref()).await;
                 if !hits.is_empty() {
-                    return self.answer(text, &hits, zh, false, out).await;
+                    let d = self.answer(text, &hits, zh, false, out).await;
+                    remember_topic(conv, text, &hits, &d);
+                    return d;
                 }
                 self.off_topic(zh)
             }
             IntentKind::Query => {
-                let hits = self.retrieve(text).await;
-                self.answer(text, &hits, zh, false, out).await
+                let hits = self.retrieve_following(text, conv.topic.as_ref()).await;
+                let d = self.answer(text, &hits, zh, false, out).await;
+                remember_topic(conv, text, &hits, &d);
+                d
             }
         }
     }
@@ -977,6 +982,31 @@ impl Engine {
         hits
     }
 
+    /// [`Engine::retrieve`] for a question that may follow up the conversation's `topic`
+    /// ("到货的时候还要另外交GST吗" after "How long does delivery to Singapore take?"): it is
+    /// also searched together with the topic's question, and that search is taken when its
+    /// best hit beats the question's own by [`FOLLOW_UP_MARGIN`] and is not the chunk that
+    /// answered the topic (a follow-up asks something new; a merged search that lands on
+    /// the last answer is the old topic outweighing the new question).
+    async fn retrieve_following(&self, text: &str, topic: Option<&Topic>) -> Vec<Hit> {
+        let alone = self.retrieve(text).await;
+        let Some(topic) = topic else {
+            return alone;
+        };
+        let merged = self.retrieve(&format!("{}\n{text}", topic.question)).await;
+        let best = |hits: &[Hit]| hits.first().map_or(0.0, |h| h.score);
+        match merged.first() {
+            Some(top)
+                if chunk_name(top) != topic.chunk
+                    && top.score >= best(&alone) + FOLLOW_UP_MARGIN =>
+            {
+                debug!(topic = %topic.question, "follow-up searched with the conversation's topic");
+                merged
+            }
+            _ => alone,
+        }
+    }
+
     /// Chunks above `min_score`, best first.
     async fn retrieve(&self, text: &str) -> Vec<Hit> {
         let k = &self.p.config.knowledge;
@@ -1102,6 +1132,31 @@ fn neutral_intent() -> Intent {
         small_talk: None,
         sentiment_score: 0.0,
         hazard: false,
+    }
+}
+
+/// How much better (calibrated score of the best hit) a search with the conversation's
+/// topic must do than the question alone to be taken: a tenth, chosen, not fitted.
+const FOLLOW_UP_MARGIN: f32 = 0.1;
+
+/// A chunk's name in a [`Topic`]: its source and heading path.
+fn chunk_name(h: &Hit) -> String {
+    std::iter::once(h.source.as_str())
+        .chain(h.heading_path.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" › ")
+}
+
+/// After a question answered from the knowledge, it is the conversation's topic.
+fn remember_topic(conv: &mut Conversation, question: &str, hits: &[Hit], d: &Draft) {
+    if d.handoff.is_some() || d.sources.is_empty() {
+        return;
+    }
+    if let Some(top) = hits.iter().find(|h| h.source == d.sources[0].path) {
+        conv.topic = Some(Topic {
+            question: question.to_string(),
+            chunk: chunk_name(top),
+        });
     }
 }
 

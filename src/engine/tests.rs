@@ -267,6 +267,47 @@ async fn a_complaint_is_answered_from_the_shops_rules_first() {
 }
 
 #[tokio::test]
+async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
+    let retriever = Arc::new(
+        KeywordRetriever::default()
+            .with(
+                &["singapore"],
+                "policies/shipping.md",
+                "Parcels to Singapore arrive in 6–10 business days.",
+                0.9,
+            )
+            .with(
+                &["singapore", "gst"],
+                "policies/customs.md",
+                "Singapore GST of 9% is collected at checkout, so nothing is due on delivery.",
+                0.95,
+            )
+            .with(
+                &["price"],
+                "product/prices.md",
+                "The gaiwan costs ¥120 wherever it ships.",
+                0.7,
+            ),
+    );
+    let e = engine_with(Config::default(), retriever, memory_store());
+    for c in ["gst", "price"] {
+        let t = say(&e, c, "how long does delivery to Singapore take?").await;
+        assert!(t.reply.contains("6–10"), "{}", t.reply);
+    }
+    // Alone it finds nothing; with the topic it finds the customs rule.
+    let t = say(&e, "gst", "do I pay GST on arrival?").await;
+    assert!(t.reply.contains("9%"), "{}", t.reply);
+    assert_eq!(t.sources[0].path, "policies/customs.md");
+    // With the topic, the best hit would be the answer just given (the old topic talking,
+    // not the new question): the question's own hits answer.
+    let t = say(&e, "price", "and the price?").await;
+    assert_eq!(t.sources[0].path, "product/prices.md", "{}", t.reply);
+    // Another conversation has no topic: the same follow-up is not understood.
+    let t = say(&e, "other", "do I pay GST on arrival?").await;
+    assert!(!t.reply.contains("9%"), "{}", t.reply);
+}
+
+#[tokio::test]
 async fn keywords_and_very_negative_hand_over() {
     let e = engine();
     assert_eq!(

@@ -30,6 +30,18 @@ pub struct Conversation {
     /// The platform routing of the last inbound message, so agent replies reach the customer.
     #[serde(default)]
     pub route: BTreeMap<String, String>,
+    /// The customer's last question answered from the knowledge: a follow-up is searched
+    /// with it as context (see `Engine::retrieve_following`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Topic>,
+}
+
+/// A question the knowledge answered, and the chunk that answered it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    pub question: String,
+    /// `source` and heading path of the chunk answered from (`policies/shipping.md › Singapore`).
+    pub chunk: String,
 }
 
 impl Conversation {
@@ -53,6 +65,7 @@ impl Conversation {
             handoff: None,
             zh: false,
             route: BTreeMap::new(),
+            topic: None,
         }
     }
 
