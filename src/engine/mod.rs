@@ -985,9 +985,13 @@ impl Engine {
     /// [`Engine::retrieve`] for a question that may follow up the conversation's `topic`
     /// ("到货的时候还要另外交GST吗" after "How long does delivery to Singapore take?"): it is
     /// also searched together with the topic's question, and that search is taken when its
-    /// best hit beats the question's own by [`FOLLOW_UP_MARGIN`] and is not the chunk that
-    /// answered the topic (a follow-up asks something new; a merged search that lands on
-    /// the last answer is the old topic outweighing the new question).
+    /// best hit
+    /// - beats the question's own by [`FOLLOW_UP_MARGIN`],
+    /// - is not the chunk that answered the topic (a follow-up asks something new; a merged
+    ///   search that lands on the last answer is the old topic outweighing the new question),
+    /// - and is among the question's own [`FOLLOW_UP_POOL`] best, whatever their scores (the
+    ///   question itself points at it: "what's the weather tomorrow" after a shipping
+    ///   question is off-topic, not a shipping question).
     async fn retrieve_following(&self, text: &str, topic: Option<&Topic>) -> Vec<Hit> {
         let alone = self.retrieve(text).await;
         let Some(topic) = topic else {
@@ -995,16 +999,18 @@ impl Engine {
         };
         let merged = self.retrieve(&format!("{}\n{text}", topic.question)).await;
         let best = |hits: &[Hit]| hits.first().map_or(0.0, |h| h.score);
-        match merged.first() {
-            Some(top)
-                if chunk_name(top) != topic.chunk
-                    && top.score >= best(&alone) + FOLLOW_UP_MARGIN =>
-            {
-                debug!(topic = %topic.question, "follow-up searched with the conversation's topic");
-                merged
-            }
-            _ => alone,
+        let Some(top) = merged.first().filter(|top| {
+            chunk_name(top) != topic.chunk && top.score >= best(&alone) + FOLLOW_UP_MARGIN
+        }) else {
+            return alone;
+        };
+        let own = self.search(text, FOLLOW_UP_POOL).await;
+        let name = chunk_name(top);
+        if !own.iter().any(|h| chunk_name(h) == name) {
+            return alone;
         }
+        debug!(topic = %topic.question, "follow-up searched with the conversation's topic");
+        merged
     }
 
     /// Chunks above `min_score`, best first.
@@ -1138,6 +1144,8 @@ fn neutral_intent() -> Intent {
 /// How much better (calibrated score of the best hit) a search with the conversation's
 /// topic must do than the question alone to be taken: a tenth, chosen, not fitted.
 const FOLLOW_UP_MARGIN: f32 = 0.1;
+/// How far down the question's own ranking the follow-up's answer may be.
+const FOLLOW_UP_POOL: usize = 20;
 
 /// A chunk's name in a [`Topic`]: its source and heading path.
 fn chunk_name(h: &Hit) -> String {

@@ -282,6 +282,19 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
                 "Singapore GST of 9% is collected at checkout, so nothing is due on delivery.",
                 0.95,
             )
+            // The question alone points at the customs rule, under `min_score`.
+            .with(
+                &["gst"],
+                "policies/customs.md",
+                "Singapore GST of 9% is collected at checkout, so nothing is due on delivery.",
+                0.4,
+            )
+            .with(
+                &["singapore", "weather"],
+                "guides/climate.md",
+                "Singapore is hot all year: parcels travel in insulated boxes.",
+                0.92,
+            )
             .with(
                 &["price"],
                 "product/prices.md",
@@ -290,7 +303,7 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
             ),
     );
     let e = engine_with(Config::default(), retriever, memory_store());
-    for c in ["gst", "price"] {
+    for c in ["gst", "price", "weather"] {
         let t = say(&e, c, "how long does delivery to Singapore take?").await;
         assert!(t.reply.contains("6–10"), "{}", t.reply);
     }
@@ -302,6 +315,9 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
     // not the new question): the question's own hits answer.
     let t = say(&e, "price", "and the price?").await;
     assert_eq!(t.sources[0].path, "product/prices.md", "{}", t.reply);
+    // A message the topic alone connects to a page is not a follow-up of it.
+    let t = say(&e, "weather", "what's the weather tomorrow?").await;
+    assert!(!t.reply.contains("insulated"), "{}", t.reply);
     // Another conversation has no topic: the same follow-up is not understood.
     let t = say(&e, "other", "do I pay GST on arrival?").await;
     assert!(!t.reply.contains("9%"), "{}", t.reply);
