@@ -793,6 +793,36 @@ where
     rt.shutdown_timeout(Duration::from_secs(5));
 }
 
+/// What a test across restarts keeps: the fake kf API on its own runtime (it outlives each
+/// `kefu_run`), the knowledge and the database path.
+struct Restarts {
+    _fake_rt: tokio::runtime::Runtime,
+    seal: Sealer,
+    fake: Arc<FakeKf>,
+    _dir: tempfile::TempDir,
+    kb: std::path::PathBuf,
+    db_path: std::path::PathBuf,
+}
+
+impl Restarts {
+    fn new() -> Self {
+        let fake_rt = tokio::runtime::Runtime::new().unwrap();
+        let seal = Sealer::official();
+        let fake = fake_rt.block_on(FakeKf::start(&seal.corp_id, KF_SECRET));
+        let dir = tempfile::tempdir().unwrap();
+        let kb = write_kb(dir.path());
+        let db_path = dir.path().join("db");
+        Restarts {
+            _fake_rt: fake_rt,
+            seal,
+            fake,
+            _dir: dir,
+            kb,
+            db_path,
+        }
+    }
+}
+
 fn cursor_key() -> String {
     kefu::server::channels::kf::sync::cursor_key(KF_CHANNEL, KFID)
 }
@@ -807,12 +837,14 @@ fn cursor(store: &dyn kefu::store::Store) -> Option<String> {
 
 #[test]
 fn the_cursor_survives_a_restart() {
-    let fake_rt = tokio::runtime::Runtime::new().unwrap();
-    let seal = Sealer::official();
-    let fake = fake_rt.block_on(FakeKf::start(&seal.corp_id, KF_SECRET));
-    let dir = tempfile::tempdir().unwrap();
-    let kb = write_kb(dir.path());
-    let db_path = dir.path().join("db");
+    let Restarts {
+        _fake_rt,
+        seal,
+        fake,
+        _dir,
+        kb,
+        db_path,
+    } = Restarts::new();
     fake.customer_writes(KFID, CUSTOMER, "How do I reset my password?");
     fake.customer_writes(KFID, "wmOther", "What is the refund policy?");
     kefu_run(&fake, &kb, &db_path, |kefu| async {
@@ -851,12 +883,14 @@ fn the_cursor_survives_a_restart() {
 /// nothing is answered twice, nothing is lost.
 #[test]
 fn a_kill_between_fetch_and_cursor_save_replays_without_double_answers() {
-    let fake_rt = tokio::runtime::Runtime::new().unwrap();
-    let seal = Sealer::official();
-    let fake = fake_rt.block_on(FakeKf::start(&seal.corp_id, KF_SECRET));
-    let dir = tempfile::tempdir().unwrap();
-    let kb = write_kb(dir.path());
-    let db_path = dir.path().join("db");
+    let Restarts {
+        _fake_rt,
+        seal,
+        fake,
+        _dir,
+        kb,
+        db_path,
+    } = Restarts::new();
     let questions = [
         "How do I reset my password?",
         "What is the refund policy?",
@@ -1148,12 +1182,14 @@ async fn a_page_waits_for_a_full_conversation_queue_and_drops_nothing() {
 /// not a dead letter for an agent to puzzle over.
 #[test]
 fn a_reply_resent_after_a_crash_and_refused_as_a_repeat_is_delivered() {
-    let fake_rt = tokio::runtime::Runtime::new().unwrap();
-    let seal = Sealer::official();
-    let fake = fake_rt.block_on(FakeKf::start(&seal.corp_id, KF_SECRET));
-    let dir = tempfile::tempdir().unwrap();
-    let kb = write_kb(dir.path());
-    let db_path = dir.path().join("db");
+    let Restarts {
+        _fake_rt,
+        seal,
+        fake,
+        _dir,
+        kb,
+        db_path,
+    } = Restarts::new();
     fake.customer_writes(KFID, CUSTOMER, "How do I reset my password?");
     kefu_run(&fake, &kb, &db_path, |kefu| async {
         notify(&kefu, &fake, &seal).await;

@@ -69,6 +69,20 @@ fn outbox_with(
     (o, s, clock, store)
 }
 
+/// An outbox whose target "t" is delivered by `sender`, its clock at `at_ms`.
+fn outbox_sending_to(store: &Arc<dyn Store>, sender: Arc<dyn Sender>, at_ms: u64) -> Outbox {
+    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
+    senders.insert("t".into(), sender);
+    Outbox::new(
+        store.clone(),
+        GroupCommit::start(store.clone(), StoreHealth::new()),
+        senders,
+        Arc::new(FixedClock::at_ms(at_ms)),
+        Arc::new(Metrics::new()),
+        DeliveryConfig::default(),
+    )
+}
+
 #[tokio::test]
 async fn sends_in_order_and_empties_the_outbox() {
     let (o, s, _, store) = outbox(vec![]);
@@ -288,16 +302,7 @@ async fn the_sending_mark_is_on_disk_before_the_call_goes_out() {
         faulty: faulty.clone(),
         seen: Mutex::new(vec![]),
     });
-    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
-    senders.insert("t".into(), peek.clone());
-    let o = Outbox::new(
-        store.clone(),
-        GroupCommit::start(store.clone(), StoreHealth::new()),
-        senders,
-        Arc::new(FixedClock::at_ms(5_000)),
-        Arc::new(Metrics::new()),
-        DeliveryConfig::default(),
-    );
+    let o = outbox_sending_to(&store, peek.clone(), 5_000);
     o.enqueue("t", "c1", vec![(call("a"), vec![])]).unwrap();
     assert_eq!(o.drain_target("t").await, 1);
     assert_eq!(*peek.seen.lock().unwrap(), [(Some(5_000), 1)]);
@@ -370,16 +375,7 @@ async fn a_cut_off_send_the_platform_would_refuse_twice_is_simply_sent_again() {
         answers: Mutex::new(vec![]),
         sent: Mutex::new(vec![]),
     }));
-    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
-    senders.insert("t".into(), sender.clone());
-    let o = Outbox::new(
-        store.clone(),
-        GroupCommit::start(store.clone(), StoreHealth::new()),
-        senders,
-        Arc::new(FixedClock::at_ms(1_000_000)),
-        Arc::new(Metrics::new()),
-        DeliveryConfig::default(),
-    );
+    let o = outbox_sending_to(&store, sender.clone(), 1_000_000);
     o.enqueue(
         "t",
         "c1",
@@ -411,16 +407,7 @@ async fn a_resent_call_the_platform_refuses_as_a_repeat_counts_as_delivered() {
         answers: Mutex::new(vec![Err(SendError::Permanent("repeated id".into()))]),
         sent: Mutex::new(vec![]),
     }));
-    let mut senders: HashMap<String, Arc<dyn Sender>> = HashMap::new();
-    senders.insert("t".into(), sender.clone());
-    let o = Outbox::new(
-        store.clone(),
-        GroupCommit::start(store.clone(), StoreHealth::new()),
-        senders,
-        Arc::new(FixedClock::at_ms(1_000_000)),
-        Arc::new(Metrics::new()),
-        DeliveryConfig::default(),
-    );
+    let o = outbox_sending_to(&store, sender.clone(), 1_000_000);
     o.enqueue("t", "c1", vec![(call("id:7 hello"), vec![])])
         .unwrap();
     let mut item = store.outbox_items("t", 10).unwrap().remove(0);
