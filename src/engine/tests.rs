@@ -289,6 +289,25 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
                 "Singapore GST of 9% is collected at checkout, so nothing is due on delivery.",
                 0.4,
             )
+            // The shipping page also mentions delivery in passing.
+            .with(
+                &["delivery"],
+                "policies/shipping.md",
+                "Parcels to Singapore arrive in 6–10 business days.",
+                0.3,
+            )
+            .with(
+                &["weekend"],
+                "policies/weekend.md",
+                "The warehouse ships on Saturdays and Sundays too.",
+                0.7,
+            )
+            .with(
+                &["duty"],
+                "policies/duty.md",
+                "No import duty is charged on tea for personal use.",
+                0.9,
+            )
             .with(
                 &["singapore", "weather"],
                 "guides/climate.md",
@@ -303,7 +322,7 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
             ),
     );
     let e = engine_with(Config::default(), retriever, memory_store());
-    for c in ["gst", "price", "weather"] {
+    for c in ["gst", "price", "weather", "duty"] {
         let t = say(&e, c, "how long does delivery to Singapore take?").await;
         assert!(t.reply.contains("6–10"), "{}", t.reply);
     }
@@ -313,8 +332,13 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
     assert_eq!(t.sources[0].path, "policies/customs.md");
     // With the topic, the best hit would be the answer just given (the old topic talking,
     // not the new question): the question's own hits answer.
-    let t = say(&e, "price", "and the price?").await;
-    assert_eq!(t.sources[0].path, "product/prices.md", "{}", t.reply);
+    let t = say(&e, "price", "is there delivery at the weekend?").await;
+    let retrieved: Vec<&str> = t.retrieved.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(retrieved, ["policies/weekend.md"], "{}", t.reply);
+    // A merged search only a little better than the question's own is not taken.
+    let t = say(&e, "duty", "any duty or gst?").await;
+    let retrieved: Vec<&str> = t.retrieved.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(retrieved, ["policies/duty.md"], "{}", t.reply);
     // A message the topic alone connects to a page is not a follow-up of it.
     let t = say(&e, "weather", "what's the weather tomorrow?").await;
     assert!(!t.reply.contains("insulated"), "{}", t.reply);
