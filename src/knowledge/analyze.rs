@@ -226,7 +226,7 @@ pub fn stated_facts(text: &str) -> impl Iterator<Item = &'static str> + '_ {
                 "~price",
             ),
             (
-                r(r"(?i)\d\s?(个)?(工作日|天|小时|分钟|周|个月|年)|\d\s?(business |working )?(days?|hours?|minutes?|weeks?|months?|years?)\b"),
+                r(r"(?i)\d\s?(个)?(工作日|天|小时|分钟|周|个月|年)|\d\s?(business |working )?(days?|hours?|minutes?|weeks?|months?|years?)\b|(^|[^\d])\d{1,2}[:：]\d{2}($|[^\d])"),
                 "~time",
             ),
             (r(r"(?i)\d\s?(°\s?[CF]|℃|℉)"), "~temperature"),
@@ -447,6 +447,9 @@ mod tests {
         assert_eq!(facts("这款杯子售价 45 元"), ["~price"]);
         assert_eq!(facts("Parcels arrive within 3 business days."), ["~time"]);
         assert_eq!(facts("退款 5 个工作日内到账"), ["~time"]);
+        assert_eq!(facts("Support is online 09:00–21:00."), ["~time"]);
+        assert_eq!(facts("16:00前付款当天发货"), ["~time"]);
+        assert!(facts("Call 400-820-1234").is_empty());
         assert_eq!(facts("Heat the milk to 65°C first."), ["~temperature"]);
         assert_eq!(facts("每包 500 g"), ["~weight"]);
         assert!(facts("Open Settings and choose Security.").is_empty());
