@@ -12,11 +12,12 @@ use super::normalize;
 /// cost" is a price question, not a count question.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Asks {
-    /// 多少钱 / 价格 / how much is / price / cost / fee.
+    /// 多少钱 / 价格 / 贵不贵 / how much is / price / cost / fee.
     Price,
-    /// 多久 / 什么时候 / 几点 / how long / when / what time / deadline.
+    /// 多久 / 什么时候 / 几点 / 快不快 / how long / when / what time / deadline.
     Time,
-    /// 多少 / 几个 / 最多 / how many / maximum / limit.
+    /// 多少 / 几个 / 最多 / 高不高 (a degree asked as A-not-A is asked as a number) / how
+    /// many / maximum / limit.
     Amount,
     /// 哪里 / 地址 / where / address.
     Place,
@@ -51,10 +52,10 @@ fn patterns() -> &'static Patterns {
         let r = |s: &str| Regex::new(s).expect("valid pattern");
         Patterns {
             // Questions, on normalized text (多少钱 / 售价 → 价格, 多长时间 / 几天 → 多久).
-            price_q: r(r"(?i)多少钱|啥价|什么价|几块钱|多少块|卖多少|[费价钱]\s*(是|要|大概)?\s*多少|\bhow much (is|are|does|do|for|would|will)\b|\bhow expensive\b|\bin (rmb|hkd|sgd|usd|dollars|yuan)\b"),
+            price_q: r(r"(?i)贵不贵|贵吗|多少钱|啥价|什么价|几块钱|多少块|卖多少|[费价钱]\s*(是|要|大概)?\s*多少|\bhow much (is|are|does|do|for|would|will)\b|\bhow expensive\b|\bin (rmb|hkd|sgd|usd|dollars|yuan)\b"),
             price_topic_q: r(r"(?i)价格|费用|收费|\bprices?\b|\bcosts?\b|\bfees?\b|\bcharges?\b"),
-            time_q: r(r"(?i)多久|什么时候|几点|几号|哪天|截止|期限|有效期|保质期|\bhow long\b|^\s*(and |so |but )?when\b|[,?.]\s*when\b|\bwhat time\b|\bwhat day\b|\bhow (many|soon) (days|hours|weeks|months|years)\b|\bdeadline\b|\buntil\b|\bexpire|\bhow soon\b|\bhow quickly\b"),
-            amount_q: r(r"(?i)多少|几[个张次件位份款种遍]|最多|最少|上限|下限|\bhow many\b|\bhow much\b|\bmaximum\b|\bminimum\b|\blimit\b|\bat (least|most)\b|\bhow big\b|\bhow heavy\b"),
+            time_q: r(r"(?i)久不久|快不快|长不长|多久|什么时候|几点|几号|哪天|截止|期限|有效期|保质期|\bhow long\b|^\s*(and |so |but )?when\b|[,?.]\s*when\b|\bwhat time\b|\bwhat day\b|\bhow (many|soon) (days|hours|weeks|months|years)\b|\bdeadline\b|\buntil\b|\bexpire|\bhow soon\b|\bhow quickly\b"),
+            amount_q: r(r"(?i)高不高|多不多|大不大|重不重|多少|几[个张次件位份款种遍]|最多|最少|上限|下限|\bhow many\b|\bhow much\b|\bmaximum\b|\bminimum\b|\blimit\b|\bat (least|most)\b|\bhow big\b|\bhow heavy\b"),
             place_q: r(r"(?i)哪里|地址|在哪|\bwhere\b|\baddress\b"),
             yes_no_q: r(r"(?i)^(can|could|do|does|did|is|are|was|will|would|should|may|am|have|has)\b|可以|能|是|会|需要|有|[吗么]\s*[?？]?\s*$|\bor not\b"),
             procedure_q: r(r"(?i)怎么|步骤|流程|\bhow (do|can|to|should)\b|\bsteps?\b|\bprocess\b"),
@@ -82,11 +83,12 @@ impl Asks {
         let raw = question.to_lowercase();
         if p.price_q.is_match(q) || p.price_q.is_match(&raw) {
             Asks::Price
-        } else if p.time_q.is_match(q) {
+        } else if p.time_q.is_match(q) || p.time_q.is_match(&raw) {
+            // On the raw text too: normalizing reads 快不快 as 快 (the yes/no form).
             Asks::Time
         } else if p.price_topic_q.is_match(q) {
             Asks::Price
-        } else if p.amount_q.is_match(q) {
+        } else if p.amount_q.is_match(q) || p.amount_q.is_match(&raw) {
             Asks::Amount
         } else if p.place_q.is_match(q) {
             Asks::Place
@@ -187,6 +189,9 @@ mod tests {
             ("when will my parcel arrive", Asks::Time),
             ("how long does a refund take", Asks::Time),
             ("一次最多能用几张券", Asks::Amount),
+            ("红茶咖啡因高不高", Asks::Amount),
+            ("这个壶贵不贵", Asks::Price),
+            ("发货快不快", Asks::Time),
             ("how many cups come in the set", Asks::Amount),
             ("退货寄到哪里", Asks::Place),
             ("where do I send the return", Asks::Place),
