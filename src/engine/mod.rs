@@ -994,13 +994,14 @@ impl Engine {
     ///   question is off-topic, not a shipping question).
     async fn retrieve_following(&self, text: &str, topic: Option<&Topic>) -> Vec<Hit> {
         let alone = self.retrieve(text).await;
-        let Some(topic) = topic else {
+        let own_best = alone.first().map_or(0.0, |h| h.score);
+        // Scores are probabilities: past 1 − margin no merged search can do better.
+        let Some(topic) = topic.filter(|_| own_best + FOLLOW_UP_MARGIN <= 1.0) else {
             return alone;
         };
         let merged = self.retrieve(&format!("{}\n{text}", topic.question)).await;
-        let best = |hits: &[Hit]| hits.first().map_or(0.0, |h| h.score);
         let Some(top) = merged.first().filter(|top| {
-            chunk_name(top) != topic.chunk && top.score >= best(&alone) + FOLLOW_UP_MARGIN
+            chunk_name(top) != topic.chunk && top.score >= own_best + FOLLOW_UP_MARGIN
         }) else {
             return alone;
         };

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use super::analyze::{is_question_word, is_stopword, BIGRAM, UNIGRAM};
 use crate::text::concepts::CONCEPT;
+use crate::text::{longer_form, MAX_SUFFIX, MIN_FORM};
 
 /// Index-time parameters (baked into the per-unit length norms).
 #[derive(Clone, Debug)]
@@ -191,8 +192,8 @@ impl Bm25 {
     /// The indexed term a query term stands for, and how much it counts: itself (1.0), or
     /// for a Latin word of 5+ letters not in the index, the most frequent indexed word one
     /// typo away (0.8), else the most frequent one that is a longer or shorter form of it
-    /// the stemmer leaves apart (remind / reminder, renewal / renew: one starts the other, at
-    /// most [`MAX_SUFFIX`] letters longer; 0.8).
+    /// the stemmer leaves apart (remind / reminder, renewal / renew:
+    /// [`crate::text::longer_form`]; 0.8).
     fn resolve(&self, term: &str) -> Option<(u32, f32)> {
         if let Some(id) = lookup(&self.vocab, &self.terms, term) {
             return Some((id, 1.0));
@@ -216,10 +217,11 @@ impl Bm25 {
                 .iter()
                 .copied()
                 .take_while(|&id| self.terms[id as usize].starts_with(term))
-                .filter(|&id| self.terms[id as usize].len() <= term.len() + MAX_SUFFIX);
-            let shorter = (MIN_FORM..term.len())
-                .filter(|&n| term.len() - n <= MAX_SUFFIX)
-                .filter_map(|n| lookup(&self.vocab, &self.terms, &term[..n]));
+                .filter(|&id| longer_form(term, &self.terms[id as usize]));
+            // `term` is ASCII: every cut is on a character boundary.
+            let shortest = term.len().saturating_sub(MAX_SUFFIX).max(MIN_FORM);
+            let shorter =
+                (shortest..term.len()).filter_map(|n| lookup(&self.vocab, &self.terms, &term[..n]));
             longer.chain(shorter).max_by_key(frequent)
         })
         .map(|id| (id, 0.8))
@@ -288,11 +290,6 @@ fn lookup(vocab: &HashMap<u64, u32>, terms: &[Box<str>], term: &str) -> Option<u
         .copied()
         .filter(|&id| &*terms[id as usize] == term)
 }
-
-/// Letters one form of a word may add to another ([`Bm25::resolve`]): -er, -al, -ment.
-const MAX_SUFFIX: usize = 3;
-/// The shortest form matched by its start.
-const MIN_FORM: usize = 5;
 
 /// Latin words long enough that one typo leaves them recognizable.
 fn typo_tolerant(term: &str) -> bool {

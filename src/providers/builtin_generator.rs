@@ -109,19 +109,16 @@ impl Question {
         }
         let found: std::collections::HashSet<String> =
             texts.iter().flat_map(|t| terms(t)).collect();
-        // A long Latin word is also found one typo away ("dishwaser"), as retrieval finds it,
-        // and in a longer form of itself the stemmer leaves apart (remind / reminder, renew /
-        // renewal): one stem of 5+ letters starting the other, at most 3 letters longer.
+        // A long Latin word is also found one typo away ("dishwaser") or in a longer or
+        // shorter form of itself (remind / reminder), as retrieval finds it.
         let typo = |t: &str| {
             t.len() >= 5
                 && t.bytes().all(|b| b.is_ascii_lowercase())
                 && found.iter().any(|f| {
                     // `t` is ASCII: its length is its character count.
-                    let n = f.chars().count();
-                    (t.len().abs_diff(n) <= 1 && crate::text::within_one_edit(t, f))
-                        || (n >= 5
-                            && t.len().abs_diff(n) <= 3
-                            && (f.starts_with(t) || t.starts_with(f.as_str())))
+                    (t.len().abs_diff(f.chars().count()) <= 1 && crate::text::within_one_edit(t, f))
+                        || crate::text::longer_form(t, f)
+                        || crate::text::longer_form(f, t)
                 })
         };
         self.terms

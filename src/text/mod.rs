@@ -86,6 +86,21 @@ pub fn within_one_edit(a: &str, b: &str) -> bool {
     }
 }
 
+/// Letters one form of a word may add to another the light stemmer leaves apart: -er, -al,
+/// -ment ([`longer_form`]).
+pub const MAX_SUFFIX: usize = 3;
+/// The shortest word a longer form of it is recognized by ([`longer_form`]).
+pub const MIN_FORM: usize = 5;
+
+/// Is `long` a longer form of `short` that stemming leaves apart (remind / reminder, renew /
+/// renewal, cancel / cancellat)? `short` starts it, has [`MIN_FORM`]+ letters, and `long` is
+/// at most [`MAX_SUFFIX`] letters longer. Retrieval and the built-in generator match words by
+/// this one rule.
+pub fn longer_form(short: &str, long: &str) -> bool {
+    let (s, l) = (short.chars().count(), long.chars().count());
+    s >= MIN_FORM && l > s && l - s <= MAX_SUFFIX && long.starts_with(short)
+}
+
 /// Full-width ASCII forms (`ＡＢＣ１２３？`) and the ideographic space folded to ASCII, the way
 /// Chinese input methods mix them in. Everything else is kept.
 pub fn fold_width(text: &str) -> String {

@@ -78,17 +78,18 @@ impl Asks {
         let q = q.trim();
         // What the question word asks for decides: "what day do you charge" asks for a
         // day, "how much is the fee" for a price; a price named without either is asked for.
-        // Normalizing folds 多少钱 into 价格, a word a time question may also use: asking
-        // for a price is read on the question as written too.
+        // The question words are also read on the question as written: normalizing folds
+        // 多少钱 into 价格 (a word a time question may also use) and 快不快 / 高不高 into 快 / 高
+        // (the yes/no form).
         let raw = question.to_lowercase();
-        if p.price_q.is_match(q) || p.price_q.is_match(&raw) {
+        let asks = |r: &Regex| r.is_match(q) || r.is_match(&raw);
+        if asks(&p.price_q) {
             Asks::Price
-        } else if p.time_q.is_match(q) || p.time_q.is_match(&raw) {
-            // On the raw text too: normalizing reads 快不快 as 快 (the yes/no form).
+        } else if asks(&p.time_q) {
             Asks::Time
         } else if p.price_topic_q.is_match(q) {
             Asks::Price
-        } else if p.amount_q.is_match(q) || p.amount_q.is_match(&raw) {
+        } else if asks(&p.amount_q) {
             Asks::Amount
         } else if p.place_q.is_match(q) {
             Asks::Place
