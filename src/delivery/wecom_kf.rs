@@ -194,15 +194,8 @@ impl KfSender {
             kf::ERR_QUOTA => format!(
                 "the 5 messages allowed after the customer's last message are used up ({refused})"
             ),
-            _ => {
-                return match classify(&answer.reply) {
-                    Err(SendError::Permanent(why)) if repeat => {
-                        already_delivered("send_msg", &why);
-                        Ok(())
-                    }
-                    other => other,
-                }
-            }
+            _ if repeat => return refused_repeat("send_msg", classify(&answer.reply)),
+            _ => return classify(&answer.reply),
         };
         // Refused for good (never retried): the session's journal says why.
         self.journal
@@ -219,13 +212,7 @@ impl KfSender {
         let answer = self.api.call(&call.method, &call.url, &call.body).await?;
         match answer.reply.errcode {
             0 => Ok(()),
-            code if repeat && !answer.reply.is_retryable() && !answer.reply.is_token_error() => {
-                already_delivered(
-                    "send_msg_on_event",
-                    &format!("errcode {code}: {}", answer.reply.errmsg),
-                );
-                Ok(())
-            }
+            _ if repeat => refused_repeat("send_msg_on_event", classify(&answer.reply)),
             // A used code or one past its 20 s: nothing to retry (the errcode is not documented).
             code if !answer.reply.is_retryable() => {
                 tracing::warn!(channel = self.channel(), errcode = code, errmsg = %answer.reply.errmsg, "kf send_msg_on_event refused");
@@ -417,11 +404,19 @@ impl KfSender {
     }
 }
 
-/// A call sent again after a crash was refused: the send the crash cut off got through.
-fn already_delivered(what: &str, why: &str) {
-    tracing::warn!(
-        call = what,
-        refusal = why,
-        "kf refused a call sent again after a crash: the first send reached WeCom, not sent twice"
-    );
+/// The outcome of a call sent again after a crash: a refusal for good (as [`classify`] reads
+/// the answer) means the send the crash cut off got through; busy, token and rate-limit
+/// answers are retried as for any call.
+fn refused_repeat(what: &str, outcome: Result<(), SendError>) -> Result<(), SendError> {
+    match outcome {
+        Err(SendError::Permanent(why)) => {
+            tracing::warn!(
+                call = what,
+                refusal = %why,
+                "kf refused a call sent again after a crash: the first send reached WeCom, not sent twice"
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }
