@@ -2,7 +2,7 @@
 //! for each question, prints its analyzed terms and the top hits with calibrated scores,
 //! sources, heading paths and the start of each chunk. The built-in embedder, or with
 //! `--local DIR` (a build with `--features local-embeddings`) a local sentence model and its
-//! search knobs, as `kind = "local"` uses them. `TOPK=10` shows more hits.
+//! search knobs, as `kind = "local"` uses them. `TOPK=10` shows more hits; `MODE=vector` / `MODE=lexical` one side of the hybrid.
 //!
 //! ```text
 //! cargo run --release --example why -- [--local DIR] KNOWLEDGE_DIR "question" ["question" ...]
@@ -45,6 +45,12 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    // MODE=vector or MODE=lexical looks at one side of the hybrid alone.
+    let mode = match std::env::var("MODE").as_deref() {
+        Ok("vector") => RetrievalMode::Vector,
+        Ok("lexical") => RetrievalMode::Lexical,
+        _ => RetrievalMode::Hybrid,
+    };
     let tmp = tempfile::tempdir()?;
     let db = sled::open(tmp.path())?;
     let kb = match model {
@@ -58,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     kb.ingest(&[dir.into()]).await?;
     for q in questions {
         println!("{q}\n  terms: {:?}", analyze::terms(q));
-        for h in kb.search(q, top, RetrievalMode::Hybrid).await? {
+        for h in kb.search(q, top, mode).await? {
             let start: String = h.text.chars().take(70).collect();
             println!(
                 "  {:.3} {} {:?}\n        {}",
