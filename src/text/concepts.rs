@@ -69,6 +69,15 @@ mod tests {
     }
 
     #[test]
+    fn a_word_with_an_unrelated_second_sense_does_not_mislead() {
+        // "what time does support close" is about hours, not about deleting an account.
+        let close = of(&stem("close"));
+        assert!(close.contains(&"~hours".to_string()), "{close:?}");
+        assert!(!close.contains(&"~delete".to_string()), "{close:?}");
+        assert!(of(&stem("delete")).contains(&"~delete".to_string()));
+    }
+
+    #[test]
     fn the_table_parses_into_many_concepts() {
         let names: std::collections::HashSet<&String> = concepts().of.values().flatten().collect();
         assert!(names.len() >= 40, "{}", names.len());
