@@ -80,31 +80,32 @@ impl WeComSender {
         self.kf = Some(kf);
         self
     }
+
+    /// The kf sender, when `call` is a kf call and the channel has one.
+    fn kf_for(&self, call: &Call) -> Option<&Arc<dyn Sender>> {
+        self.kf
+            .as_ref()
+            .filter(|_| call.url.starts_with(adapters::wecom::kf::PATH_PREFIX))
+    }
 }
 
 #[async_trait]
 impl Sender for WeComSender {
     /// App messages carry no id the platform checks; kf calls are the kf sender's to judge.
     fn resend_safe(&self, call: &Call) -> bool {
-        self.kf.as_ref().is_some_and(|kf| {
-            call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) && kf.resend_safe(call)
-        })
+        self.kf_for(call).is_some_and(|kf| kf.resend_safe(call))
     }
 
     async fn resend(&self, call: &Call) -> Result<(), SendError> {
-        match &self.kf {
-            Some(kf) if call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) => {
-                kf.resend(call).await
-            }
-            _ => self.send(call).await,
+        match self.kf_for(call) {
+            Some(kf) => kf.resend(call).await,
+            None => self.send(call).await,
         }
     }
 
     async fn send(&self, call: &Call) -> Result<(), SendError> {
-        if let Some(kf) = &self.kf {
-            if call.url.starts_with(adapters::wecom::kf::PATH_PREFIX) {
-                return kf.send(call).await;
-            }
+        if let Some(kf) = self.kf_for(call) {
+            return kf.send(call).await;
         }
         // Only paths under our own api_base: the token must never go to another host.
         if !call.url.starts_with('/') {
