@@ -2,7 +2,8 @@
 //! for each question, prints its analyzed terms and the top hits with calibrated scores,
 //! sources, heading paths and the start of each chunk. The built-in embedder, or with
 //! `--local DIR` (a build with `--features local-embeddings`) a local sentence model and its
-//! search knobs, as `kind = "local"` uses them. `TOPK=10` shows more hits; `MODE=vector` / `MODE=lexical` one side of the hybrid.
+//! search knobs, as `kind = "local"` uses them. `TOPK=10` shows more hits; `MODE=vector` / `MODE=lexical` one side of the hybrid; `TERMS=1` what each
+//! query term meets in the index.
 //!
 //! ```text
 //! cargo run --release --example why -- [--local DIR] KNOWLEDGE_DIR "question" ["question" ...]
@@ -64,6 +65,15 @@ async fn main() -> anyhow::Result<()> {
     kb.ingest(&[dir.into()]).await?;
     for q in questions {
         println!("{q}\n  terms: {:?}", analyze::terms(q));
+        // TERMS=1: what each term meets (indexed form, IDF, match factor, unit count).
+        if std::env::var("TERMS").is_ok() {
+            for e in kb.explain_terms(q) {
+                println!(
+                    "    {:<14} w{:.1} units {:?} sentences {:?}",
+                    e.term, e.weight, e.units, e.sentences
+                );
+            }
+        }
         for h in kb.search(q, top, mode).await? {
             let start: String = h.text.chars().take(70).collect();
             println!(

@@ -202,13 +202,17 @@ impl Bm25 {
             return None;
         }
         let frequent = |id: &u32| (self.postings[*id as usize].len(), std::cmp::Reverse(*id));
+        // A word of the concept table is spelled right: "crack" is not a typo of "track"
+        // (its concept already meets "broken" on the page that answers it).
+        let spelled_right = !crate::text::concepts::of(term).is_empty();
         let typo = std::iter::once(term.to_string())
             .chain(deletions(term))
             .filter_map(|v| self.fuzzy.get(&hash(&v)))
             .flatten()
             .copied()
             .filter(|&id| crate::text::within_one_edit(term, &self.terms[id as usize]))
-            .max_by_key(frequent);
+            .max_by_key(frequent)
+            .filter(|_| !spelled_right);
         typo.or_else(|| {
             let from = self
                 .latin
@@ -227,6 +231,20 @@ impl Bm25 {
         .map(|id| (id, 0.8))
     }
 
+    /// What a query term meets in this index (tuning tools): the indexed term it resolves
+    /// to, its IDF, how much a match counts (1.0, or 0.8 for a typo or another form) and in
+    /// how many units it occurs; `None` = nowhere.
+    pub fn explain(&self, term: &str) -> Option<(String, f32, f32, usize)> {
+        let (id, typo) = self.resolve(term)?;
+        let id = id as usize;
+        Some((
+            self.terms[id].to_string(),
+            self.idf[id],
+            typo,
+            self.postings[id].len(),
+        ))
+    }
+
     pub fn units(&self) -> usize {
         self.unit_norm.len()
     }
@@ -242,9 +260,11 @@ impl Bm25 {
         let mut uniq: Vec<&String> = query_terms.iter().collect();
         uniq.sort();
         uniq.dedup();
-        let qweight = |t: &str| weights.of(t);
-        let resolved: Vec<(f32, Option<(u32, f32)>)> =
-            uniq.iter().map(|t| (qweight(t), self.resolve(t))).collect();
+        let mut resolved: Vec<(f32, Option<(u32, f32)>)> = uniq
+            .iter()
+            .map(|t| (weights.of(t), self.resolve(t)))
+            .collect();
+        carry_by_concept(&uniq, &mut resolved, weights);
         let denom: f32 = resolved
             .iter()
             .map(|(w, r)| {
@@ -274,6 +294,35 @@ impl Bm25 {
             }
         }
         touched
+    }
+}
+
+/// A query word the knowledge never uses whose concept it does ("crack" where the page says
+/// "broken"): the concept is all that can carry the word's meaning, so it counts as the word
+/// would, and the word leaves the denominator (it would otherwise lower every page alike, as
+/// a word about something the knowledge lacks). `uniq` is sorted; `resolved[i]` is the
+/// (weight, match) of `uniq[i]`.
+fn carry_by_concept(
+    uniq: &[&String],
+    resolved: &mut [(f32, Option<(u32, f32)>)],
+    weights: &TermWeights,
+) {
+    for i in 0..uniq.len() {
+        if resolved[i].1.is_some() || uniq[i].starts_with(CONCEPT) {
+            continue;
+        }
+        let mut carried = false;
+        for c in crate::text::concepts::of(uniq[i]) {
+            if let Ok(j) = uniq.binary_search(&c) {
+                if resolved[j].1.is_some() {
+                    resolved[j].0 = resolved[j].0.max(weights.of(uniq[i]));
+                    carried = true;
+                }
+            }
+        }
+        if carried {
+            resolved[i].0 = 0.0;
+        }
     }
 }
 
@@ -371,6 +420,38 @@ mod tests {
         bm.score_into(&q("refund"), &w, &mut exact);
         bm.score_into(&q("refnd"), &w, &mut typo);
         assert!(typo[0] < exact[0] && typo[0] > 0.0);
+    }
+
+    #[test]
+    fn a_word_of_the_concept_table_is_not_read_as_a_typo() {
+        // "crack" (a damage word) is one letter from "track"; it must not meet it.
+        let units = vec![unit("track parcel"), unit("broken teapot")];
+        let bm = Bm25::build(&units, Bm25Params::default());
+        assert!(!bm.knows("crack"));
+        // A misspelling that is no word of the table still meets its word.
+        assert!(bm.knows("trackk"));
+    }
+
+    #[test]
+    fn a_word_the_knowledge_lacks_counts_through_its_concept() {
+        // The page says "broken"; the question "cracked". Both index `~damage`.
+        let units = vec![
+            unit("~damage broken teapot report"),
+            unit("teapot clay price"),
+        ];
+        let bm = Bm25::build(&units, Bm25Params::default());
+        let w = TermWeights::default();
+        let mut synonym = vec![0.0; 2];
+        bm.score_into(&q("~damage crack teapot"), &w, &mut synonym);
+        let mut word = vec![0.0; 2];
+        bm.score_into(&q("~damage broken teapot"), &w, &mut word);
+        // As good as asking with the page's own word (which also has its literal match).
+        assert!(synonym[0] > synonym[1], "{synonym:?}");
+        assert!(synonym[0] >= 0.75 * word[0], "{synonym:?} {word:?}");
+        // A word outside the concept table still weighs in as unknown.
+        let mut unknown = vec![0.0; 2];
+        bm.score_into(&q("~damage zebra teapot"), &w, &mut unknown);
+        assert!(unknown[0] < synonym[0], "{unknown:?} {synonym:?}");
     }
 
     #[test]

@@ -487,10 +487,43 @@ impl Knowledge {
         search::QueryShape::of(&terms, unknown)
     }
 
+    /// Per distinct query term: its weight class and what it meets in the unit index and in
+    /// the sentence index ([`bm25::Bm25::explain`]); for `examples/why`.
+    pub fn explain_terms(&self, query: &str) -> Vec<TermExplanation> {
+        let params = self
+            .params
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let snap = self.snapshot();
+        let mut terms = analyze::terms(query);
+        terms.sort();
+        terms.dedup();
+        terms
+            .into_iter()
+            .map(|t| TermExplanation {
+                weight: params.terms.of(&t),
+                units: snap.bm25.explain(&t),
+                sentences: snap.passages.explain(&t),
+                term: t,
+            })
+            .collect()
+    }
+
     /// Bytes of keys and values in the `kb_` trees (for size reports).
     pub fn payload_bytes(&self) -> u64 {
         self.trees.payload_bytes()
     }
+}
+
+/// See [`Knowledge::explain_terms`].
+#[derive(Debug)]
+pub struct TermExplanation {
+    pub term: String,
+    pub weight: f32,
+    /// (indexed term, IDF, match factor, units holding it)
+    pub units: Option<(String, f32, f32, usize)>,
+    pub sentences: Option<(String, f32, f32, usize)>,
 }
 
 struct Scanned {
