@@ -217,6 +217,40 @@ pub struct Breakdown {
     pub asks_order: Field,
     pub silent: Field,
     pub answered: Field,
+    /// Length of the replies that answered from the knowledge where a fact was expected:
+    /// "contains" alone rewards saying more.
+    pub reply_words: Lengths,
+}
+
+/// Word counts (Chinese: two characters a word), reported as count, median and 90th
+/// percentile.
+#[derive(Default, Debug, Clone)]
+pub struct Lengths(Vec<usize>);
+
+impl Lengths {
+    fn add(&mut self, words: usize) {
+        self.0.push(words);
+    }
+
+    /// (median, 90th percentile), nearest rank; `None` without values.
+    pub fn median_p90(&self) -> Option<(usize, usize)> {
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        (!v.is_empty()).then(|| (at(0.5), at(0.9)))
+    }
+}
+
+impl Serialize for Lengths {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (median, p90) = self.median_p90().unwrap_or((0, 0));
+        let mut st = s.serialize_struct("Lengths", 3)?;
+        st.serialize_field("count", &self.0.len())?;
+        st.serialize_field("median", &median)?;
+        st.serialize_field("p90", &p90)?;
+        st.end()
+    }
 }
 
 impl Breakdown {
@@ -255,6 +289,12 @@ impl Breakdown {
             ));
         }
         line(out, "contains", &self.contains);
+        if let Some((median, p90)) = self.reply_words.median_p90() {
+            out.push_str(&format!(
+                "{indent}reply      {median} words median, {p90} at p90  ({} answered)\n",
+                self.reply_words.0.len()
+            ));
+        }
         line(out, "answered", &self.answered);
         if self.source_hit1.total > 0 {
             let n = self.source_hit1.total as f64;
@@ -435,6 +475,10 @@ fn check(expect: &Expect, turn: &Turn, b: &mut [&mut Breakdown]) -> Outcome {
             .iter()
             .all(|c| reply.contains(&c.to_lowercase()));
         each(&mut |x| x.contains.add(good));
+        if !turn.handoff_active && !turn.sources.is_empty() {
+            let words = crate::text::word_count(&turn.reply);
+            each(&mut |x| x.reply_words.add(words));
+        }
         if !good {
             why.push(format!(
                 "reply lacks {:?}: {:?}",
@@ -644,6 +688,20 @@ mod tests {
             .contains("message"));
         assert!(parse_case(r#"{"message": "x", "expect_handoff": "yes"}"#).is_err());
         assert!(parse_case("[1]").is_err());
+    }
+
+    #[test]
+    fn reply_lengths_report_median_and_p90() {
+        let mut l = Lengths::default();
+        assert_eq!(l.median_p90(), None);
+        for w in [10, 2, 7, 30, 5, 9, 8, 4, 6, 3] {
+            l.add(w);
+        }
+        assert_eq!(l.median_p90(), Some((6, 10)));
+        let json = serde_json::to_value(&l).unwrap();
+        assert_eq!(json["count"], 10);
+        assert_eq!(json["median"], 6);
+        assert_eq!(json["p90"], 10);
     }
 
     #[test]
