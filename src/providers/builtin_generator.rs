@@ -282,6 +282,7 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
             words += w;
         }
         picked.sort_unstable();
+        drop_restated_rows(mine, &mut picked);
         picked
     };
     let text = if as_written {
@@ -310,6 +311,28 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
         used: vec![top.hit],
         declined: false,
     }
+}
+
+/// Chosen table rows whose every figure a chosen sentence also states: the sentence says it
+/// in words and the row would only repeat it (a price table's row "明前特级 | 100 g 罐装 |
+/// ¥368" next to "明前特级西湖龙井 100 g 罐装售价 ¥368。").
+fn drop_restated_rows(pieces: &[Piece], chosen: &mut Vec<usize>) {
+    static FIGURE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let figure = FIGURE.get_or_init(|| regex::Regex::new(r"\d[\d,.]*").expect("valid pattern"));
+    let prose: Vec<&str> = chosen
+        .iter()
+        .filter(|&&j| !pieces[j].is_row())
+        .map(|&j| pieces[j].text.as_str())
+        .collect();
+    if prose.is_empty() {
+        return;
+    }
+    let stated = |f: &str| prose.iter().any(|p| p.contains(f));
+    chosen.retain(|&j| {
+        let p = &pieces[j];
+        let mut figures = figure.find_iter(&p.text).map(|m| m.as_str()).peekable();
+        !p.is_row() || figures.peek().is_none() || !figures.all(stated)
+    });
 }
 
 /// The chosen pieces in document order; table rows under one header per table.
@@ -458,6 +481,27 @@ mod tests {
         assert!(!a.text.contains("11 cm"), "{}", a.text);
         // A table row comes with its header.
         assert!(a.text.contains("| Mug | Size | Price |"), "{}", a.text);
+    }
+
+    #[test]
+    fn a_row_a_chosen_sentence_restates_is_left_out() {
+        let text = "| Tin | Size | Price |\n|---|---|---|\n| Spring green | 100 g | ¥368 |\n| Spring green | 250 g | ¥880 |\n\nThe 100 g tin of Spring green costs ¥368.\nThe 250 g tin of Spring green costs ¥880.\nThe tins are sealed with nitrogen.\nEach tin carries its harvest date on the lid.\nWe pack tins in recycled paper.\nTins ship within two days.";
+        let hits = [hit(text, 0.9)];
+        let a = extract(&req("how much is the spring green tin", &hits, false));
+        assert!(
+            a.text.contains("¥368") && a.text.contains("¥880"),
+            "{}",
+            a.text
+        );
+        assert!(!a.text.contains('|'), "{}", a.text);
+        // A row with a figure no chosen sentence states stays.
+        let pieces = pieces(text);
+        let mut chosen = vec![1, 2];
+        drop_restated_rows(&pieces, &mut chosen);
+        assert_eq!(chosen, vec![1, 2]);
+        let mut chosen = vec![0, 2];
+        drop_restated_rows(&pieces, &mut chosen);
+        assert_eq!(chosen, vec![2]);
     }
 
     #[test]
