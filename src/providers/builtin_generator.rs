@@ -327,7 +327,17 @@ fn drop_restated_rows(pieces: &[Piece], chosen: &mut Vec<usize>) {
     if prose.is_empty() {
         return;
     }
-    let stated = |f: &str| prose.iter().any(|p| p.contains(f));
+    // The same number, not a part of another (the 2 of "2–4 days" is not in "¥12").
+    let stated = |f: &str| {
+        prose.iter().any(|p| {
+            p.match_indices(f).any(|(at, _)| {
+                let before = p[..at].chars().next_back();
+                let after = p[at + f.len()..].chars().next();
+                !before.is_some_and(|c| c.is_ascii_digit())
+                    && !after.is_some_and(|c| c.is_ascii_digit())
+            })
+        })
+    };
     chosen.retain(|&j| {
         let p = &pieces[j];
         let mut figures = figure.find_iter(&p.text).map(|m| m.as_str()).peekable();
@@ -502,6 +512,12 @@ mod tests {
         let mut chosen = vec![0, 2];
         drop_restated_rows(&pieces, &mut chosen);
         assert_eq!(chosen, vec![2]);
+        // A figure found only inside a longer number is not stated.
+        let text = "| Tin | Size | Price |\n|---|---|---|\n| Green | 10 g | ¥8 |\n\nThe 100 g tin costs ¥88.\nIt ships fast.";
+        let other = super::pieces(text);
+        let mut chosen = vec![0, 1];
+        drop_restated_rows(&other, &mut chosen);
+        assert_eq!(chosen, vec![0, 1]);
     }
 
     #[test]
