@@ -870,8 +870,11 @@ impl Engine {
         let reply = flow::Reply {
             answer: flow::read_answer(text),
             order: intent.order.clone(),
-            // A question of its own (not "yes", "no" or a number): answer it, keep the flow.
-            new_question: matches!(intent.intent, IntentKind::Query | IntentKind::Other)
+            // A message of its own (not "yes", "no", a number, or the flow's request again):
+            // answer it, keep the flow. A complaint or a question asked mid-flow ("is my data
+            // used to train your AI?" after "I want to stop my subscription") is answered as
+            // one, not met with the order-number question again.
+            new_question: !matches!(intent.intent, IntentKind::Refund | IntentKind::Cancel)
                 && intent.small_talk.is_none()
                 && text.chars().count() > 12,
         };

@@ -163,6 +163,32 @@ async fn refund_flow_asks_remembers_confirms_and_hands_over() {
 }
 
 #[tokio::test]
+async fn a_complaint_in_the_middle_of_a_flow_is_answered_and_the_flow_waits() {
+    for (start, complaint, order) in [
+        (
+            "I want a refund",
+            "this is ridiculous, the mug arrived broken and nobody answers my emails",
+            "it's LM-20241105-0042",
+        ),
+        (
+            "我要退款",
+            "你们这服务太差了 杯子收到就是碎的 邮件也没人回",
+            "LM-20241105-0042",
+        ),
+    ] {
+        let e = engine();
+        let t = say(&e, "s", start).await;
+        assert_eq!(t.route, "flow", "{start}: {t:?}");
+        let t = say(&e, "s", complaint).await;
+        assert_eq!(t.intent.intent, IntentKind::Complaint, "{complaint}");
+        assert_ne!(t.route, "flow", "{complaint}: {}", t.reply);
+        // The flow still waits for the order number.
+        let t = say(&e, "s", order).await;
+        assert!(t.reply.contains("LM-20241105-0042"), "{start}: {}", t.reply);
+    }
+}
+
+#[tokio::test]
 async fn refund_flow_runs_the_configured_action() {
     let actions = Arc::new(RecordingActions {
         outcome: ActionOutcome::Done {
