@@ -315,33 +315,21 @@ fn extract(req: &GenerateRequest<'_>) -> Answer {
 
 /// Chosen table rows whose every figure a chosen sentence also states: the sentence says it
 /// in words and the row would only repeat it (a price table's row "明前特级 | 100 g 罐装 |
-/// ¥368" next to "明前特级西湖龙井 100 g 罐装售价 ¥368。").
+/// ¥368" next to "明前特级西湖龙井 100 g 罐装售价 ¥368。"). Figures compare as grounding
+/// compares them: whole numbers, so the 2 of "2–4 days" is not in "¥12".
 fn drop_restated_rows(pieces: &[Piece], chosen: &mut Vec<usize>) {
-    static FIGURE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let figure = FIGURE.get_or_init(|| regex::Regex::new(r"\d[\d,.]*").expect("valid pattern"));
-    let prose: Vec<&str> = chosen
+    let stated: std::collections::HashSet<String> = chosen
         .iter()
         .filter(|&&j| !pieces[j].is_row())
-        .map(|&j| pieces[j].text.as_str())
+        .flat_map(|&j| super::grounding::numbers(&pieces[j].text))
         .collect();
-    if prose.is_empty() {
+    if stated.is_empty() {
         return;
     }
-    // The same number, not a part of another (the 2 of "2–4 days" is not in "¥12").
-    let stated = |f: &str| {
-        prose.iter().any(|p| {
-            p.match_indices(f).any(|(at, _)| {
-                let before = p[..at].chars().next_back();
-                let after = p[at + f.len()..].chars().next();
-                !before.is_some_and(|c| c.is_ascii_digit())
-                    && !after.is_some_and(|c| c.is_ascii_digit())
-            })
-        })
-    };
     chosen.retain(|&j| {
         let p = &pieces[j];
-        let mut figures = figure.find_iter(&p.text).map(|m| m.as_str()).peekable();
-        !p.is_row() || figures.peek().is_none() || !figures.all(stated)
+        let figures = super::grounding::numbers(&p.text);
+        !p.is_row() || figures.is_empty() || !figures.is_subset(&stated)
     });
 }
 

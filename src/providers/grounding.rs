@@ -245,7 +245,9 @@ fn numbers_in_order(text: &str) -> Vec<String> {
     out
 }
 
-fn numbers(text: &str) -> HashSet<String> {
+/// The numbers a text states, canonical (full-width digits, currency signs and thousands
+/// separators folded; `1,200` = `1200`, `2.50` = `2.5`), each as a whole number.
+pub(super) fn numbers(text: &str) -> HashSet<String> {
     numbers_in_order(text).into_iter().collect()
 }
 
