@@ -205,14 +205,17 @@ impl Bm25 {
         // A word of the concept table is spelled right: "crack" is not a typo of "track"
         // (its concept already meets "broken" on the page that answers it).
         let spelled_right = !crate::text::concepts::of(term).is_empty();
-        let typo = std::iter::once(term.to_string())
-            .chain(deletions(term))
-            .filter_map(|v| self.fuzzy.get(&hash(&v)))
-            .flatten()
-            .copied()
-            .filter(|&id| crate::text::within_one_edit(term, &self.terms[id as usize]))
-            .max_by_key(frequent)
-            .filter(|_| !spelled_right);
+        let typo = if spelled_right {
+            None
+        } else {
+            std::iter::once(term.to_string())
+                .chain(deletions(term))
+                .filter_map(|v| self.fuzzy.get(&hash(&v)))
+                .flatten()
+                .copied()
+                .filter(|&id| crate::text::within_one_edit(term, &self.terms[id as usize]))
+                .max_by_key(frequent)
+        };
         typo.or_else(|| {
             let from = self
                 .latin
