@@ -42,6 +42,8 @@ const SCORE_WINDOW: f32 = 0.25;
 /// question asking for one fact), or within `GENERAL_MARGIN` (any other question).
 const NEAR_BEST: f32 = 0.15;
 const GENERAL_MARGIN: f32 = 0.5;
+/// Sections of one page whose scores differ by no more than this are tied (see `places_below`).
+const SCORE_TIE: f32 = 0.02;
 
 #[derive(Default)]
 pub struct BuiltinGenerator;
@@ -186,7 +188,7 @@ fn candidates(req: &GenerateRequest<'_>, q: &Question, all: &[Vec<Piece>]) -> Ve
                 // Retrieval knows the knowledge (IDF, vectors); the overlap above only sees
                 // this question's words: the hit's score and rank weigh as much as they.
                 + h.score
-                - 0.15 * i as f32;
+                - 0.15 * places_below(req.hits, i) as f32;
             if same_language {
                 score += 0.1;
             }
@@ -202,6 +204,21 @@ fn candidates(req: &GenerateRequest<'_>, q: &Question, all: &[Vec<Piece>]) -> Ve
         }
     }
     cands
+}
+
+/// How many hits are placed above hit `i`, not counting sections of the same page tied with it.
+/// Calibrated scores saturate near 1 (four sections of one page at 0.99, 0.99, 0.98, 0.98):
+/// which of those answers is a matter of what the question asks, the generator's part, not of
+/// their order. Across pages and FAQ entries retrieval's order stands (it knows the
+/// knowledge; the scoring here sees only this question's words), and a hit put first on
+/// purpose with a lower score (a policy answering a complaint) still counts as above.
+fn places_below(hits: &[Hit], i: usize) -> usize {
+    let tied = |h: &Hit| {
+        h.source == hits[i].source
+            && h.kind == ChunkKind::Section
+            && (h.score - hits[i].score).abs() <= SCORE_TIE
+    };
+    hits[..i].iter().filter(|h| !tied(h)).count()
 }
 
 /// The best-scoring candidate (ties: the earlier hit, then the earlier piece).
@@ -506,6 +523,63 @@ mod tests {
         let mut chosen = vec![0, 1];
         drop_restated_rows(&other, &mut chosen);
         assert_eq!(chosen, vec![0, 1]);
+    }
+
+    #[test]
+    fn hits_tied_in_score_are_not_ranked_by_their_order() {
+        // Three sections of one page, all saturated near 1: the one that states the duration
+        // asked for is quoted even though it came third.
+        let hits = [
+            hit(
+                "Bike rentals come in three sizes. Helmets are included with every bike.",
+                0.99,
+            ),
+            hit(
+                "Rented bikes can be ridden on all park trails but not on the beach.",
+                0.985,
+            ),
+            hit(
+                "A rental ticket is valid for 48 hours from the time of purchase.",
+                0.98,
+            ),
+        ];
+        let a = extract(&req(
+            "how long can I use my bike rental ticket",
+            &hits,
+            false,
+        ));
+        assert!(a.text.contains("48 hours"), "{}", a.text);
+        // Not tied: the third hit, well below the others, loses its place as before.
+        let spread = [
+            hits[0].clone(),
+            Hit {
+                score: 0.9,
+                ..hits[1].clone()
+            },
+            Hit {
+                score: 0.8,
+                ..hits[2].clone()
+            },
+        ];
+        assert_eq!(places_below(&spread, 2), 2);
+        assert_eq!(places_below(&hits, 2), 0);
+        // Another page, or an FAQ entry, keeps retrieval's order however close the scores.
+        let other_page = Hit {
+            source: "guides/rentals.md".into(),
+            ..hits[2].clone()
+        };
+        assert_eq!(places_below(&[hits[0].clone(), other_page], 1), 1);
+        let entry = faq("How long is a ticket valid?", "48 hours.", 0.99);
+        assert_eq!(places_below(&[entry, hits[2].clone()], 1), 1);
+        // A hit put first on purpose with a lower score still counts as above.
+        let policy_first = [
+            Hit {
+                score: 0.7,
+                ..hits[2].clone()
+            },
+            hits[0].clone(),
+        ];
+        assert_eq!(places_below(&policy_first, 1), 1);
     }
 
     #[test]
