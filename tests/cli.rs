@@ -305,3 +305,46 @@ fn hash_password_prints_an_argon2id_hash_the_config_accepts() {
     assert!(out.is_empty());
     assert!(err.contains("at least 8 characters"), "{err}");
 }
+
+#[test]
+fn serve_stops_with_the_reason_when_its_ingest_before_start_fails() {
+    // `serve` ingests in a child process (`kefu ingest --at-start`) so that the ingest's
+    // memory goes back to the system; a failure there must still stop `serve` with the
+    // reason, as an in-process ingest did. Here the embedding server is not there.
+    let dir = tempfile::tempdir().unwrap();
+    let kb = dir.path().join("kb/faq");
+    std::fs::create_dir_all(&kb).unwrap();
+    std::fs::write(
+        kb.join("a.jsonl"),
+        "{\"id\":\"x\",\"question\":\"How do I reset my password?\",\"answer\":\"Open Settings.\"}\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("k.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n\n[knowledge]\npaths = [{:?}]\n\n\
+             [providers.embedding]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\n\
+             model = \"m\"\ndim = 8\ntimeout_ms = 500\nmax_retries = 0\n",
+            dir.path().join("data"),
+            dir.path().join("kb")
+        ),
+    )
+    .unwrap();
+    let out = kefu()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serve started:\n{err}");
+    assert!(
+        err.contains("the knowledge ingest before start failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("embedding faq/a.jsonl") && err.contains("cannot connect"),
+        "the child's reason is shown:\n{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
