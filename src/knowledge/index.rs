@@ -306,7 +306,10 @@ impl Trees {
         }
         snap.passages = passage_terms.finish(bm25.clone());
         snap.bm25 = unit_terms.finish(bm25);
-        snap.vectors = matrix;
+        snap.vectors = matrix.map(|mut m| {
+            m.shrink_to_fit();
+            m
+        });
         snap.titles = Snapshot::referable_titles(&snap.chunks);
         Ok(snap)
     }

@@ -1,11 +1,12 @@
 //! Vectors in memory and on disk: L2-normalized, quantized to `i8` with one scale per vector
 //! (a quarter of the f32 size, cosine error ≈ 1e-3), scanned brute force.
 //!
-//! In memory the matrix is stored in blocks of [`BLOCK`] rows, each block dimension-major, so
-//! a scan touches only the dimensions where the (quantized) query is non-zero: the built-in
-//! embedder's queries are sparse (≈50–200 of 1024 dimensions), which makes the scan 5–10×
-//! cheaper than a row-by-row dot product; a dense query (an HTTP embedder) costs the same as
-//! a plain scan. Past [`PARALLEL_ROWS`] rows, blocks are split across the available cores.
+//! In memory a [`Matrix`] is dimension-major, so a scan touches only the dimensions where the
+//! (quantized) query is non-zero: the built-in embedder's queries are sparse (≈50–200 of 1024
+//! dimensions), which makes the scan 5–10× cheaper than a row-by-row dot product. Mostly-zero
+//! rows are kept as lists of their non-zero codes per dimension; dense rows (a sentence model)
+//! in blocks of [`BLOCK`] rows, where a dense query costs what a plain scan does. Past
+//! [`PARALLEL_ROWS`] rows, the rows are split across the available cores.
 
 /// Rows per block: the block's i32 accumulators (16 KiB) stay in L1 and each column is one
 /// 4 KiB page read in a stream (measured: 2× faster than 1024 rows, 4× than 256).
@@ -45,20 +46,55 @@ pub fn decode(bytes: &[u8], dim: usize) -> Option<(&[u8], f32)> {
     Some((&bytes[4..], scale))
 }
 
-/// Quantized vectors in dimension-major blocks of [`BLOCK`] rows.
+/// Quantized vectors, scanned dimension by dimension. Two layouts, chosen by what the
+/// vectors are like: mostly-zero vectors (the built-in embedder fills ~5–15% of its 1024
+/// dimensions) keep only their non-zero codes, per dimension as (row, code) lists, 5 bytes
+/// each instead of 1 byte for every dimension; dense ones (a sentence model) are kept whole in
+/// blocks. A matrix starts sparse and turns dense for good once that would be smaller.
 #[derive(Debug, Default)]
 pub struct Matrix {
     dim: usize,
-    /// `blocks[b][d * BLOCK + r]` = dimension `d` of row `b * BLOCK + r` (0-padded).
-    blocks: Vec<Vec<i8>>,
     scales: Vec<f32>,
+    layout: Layout,
 }
+
+#[derive(Debug)]
+enum Layout {
+    /// Per dimension, the rows where it is non-zero (ascending) and their codes.
+    Sparse {
+        rows: Vec<Vec<u32>>,
+        codes: Vec<Vec<i8>>,
+        nonzero: usize,
+    },
+    /// `blocks[b][d * BLOCK + r]` = dimension `d` of row `b * BLOCK + r` (0-padded).
+    Dense { blocks: Vec<Vec<i8>> },
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout::Sparse {
+            rows: Vec::new(),
+            codes: Vec::new(),
+            nonzero: 0,
+        }
+    }
+}
+
+/// Bytes a non-zero code takes in the sparse layout (a `u32` row and an `i8` code).
+const SPARSE_BYTES: usize = 5;
+/// Rows seen before the layout is judged (the first few texts may be unusually short).
+const JUDGE_AFTER: usize = 64;
 
 impl Matrix {
     pub fn new(dim: usize) -> Self {
         Self {
             dim,
-            ..Self::default()
+            scales: Vec::new(),
+            layout: Layout::Sparse {
+                rows: vec![Vec::new(); dim],
+                codes: vec![Vec::new(); dim],
+                nonzero: 0,
+            },
         }
     }
 
@@ -70,18 +106,70 @@ impl Matrix {
         self.scales.len()
     }
 
+    /// Whether the rows are kept as non-zero codes only (see [`Matrix`]).
+    pub fn is_sparse(&self) -> bool {
+        matches!(self.layout, Layout::Sparse { .. })
+    }
+
     /// Append one row of codes (as stored: `i8` reinterpreted as `u8`).
     pub fn push(&mut self, codes: &[u8], scale: f32) {
         debug_assert_eq!(codes.len(), self.dim);
-        let r = self.rows() % BLOCK;
-        if r == 0 {
-            self.blocks.push(vec![0; self.dim * BLOCK]);
+        let row = self.rows();
+        match &mut self.layout {
+            Layout::Sparse {
+                rows,
+                codes: lists,
+                nonzero,
+            } => {
+                for (d, c) in codes.iter().enumerate().take(self.dim) {
+                    if *c != 0 {
+                        rows[d].push(row as u32);
+                        lists[d].push(*c as i8);
+                        *nonzero += 1;
+                    }
+                }
+                let denser = *nonzero * SPARSE_BYTES > (row + 1) * self.dim;
+                self.scales.push(scale);
+                if row + 1 >= JUDGE_AFTER && denser {
+                    self.densify();
+                }
+            }
+            Layout::Dense { blocks } => {
+                let r = row % BLOCK;
+                if r == 0 {
+                    blocks.push(vec![0; self.dim * BLOCK]);
+                }
+                let block = blocks.last_mut().expect("a block was just ensured");
+                for (d, c) in codes.iter().enumerate().take(self.dim) {
+                    block[d * BLOCK + r] = *c as i8;
+                }
+                self.scales.push(scale);
+            }
         }
-        let block = self.blocks.last_mut().expect("a block was just ensured");
-        for (d, c) in codes.iter().enumerate().take(self.dim) {
-            block[d * BLOCK + r] = *c as i8;
+    }
+
+    /// Switch to the dense layout, keeping every row.
+    fn densify(&mut self) {
+        let Layout::Sparse { rows, codes, .. } = &self.layout else {
+            return;
+        };
+        let mut blocks = vec![vec![0i8; self.dim * BLOCK]; self.rows().div_ceil(BLOCK)];
+        for (d, (rs, cs)) in rows.iter().zip(codes).enumerate() {
+            for (r, c) in rs.iter().zip(cs) {
+                let r = *r as usize;
+                blocks[r / BLOCK][d * BLOCK + r % BLOCK] = *c;
+            }
         }
-        self.scales.push(scale);
+        self.layout = Layout::Dense { blocks };
+    }
+
+    /// Give back the room the lists grew into while rows were pushed (call when done).
+    pub fn shrink_to_fit(&mut self) {
+        self.scales.shrink_to_fit();
+        if let Layout::Sparse { rows, codes, .. } = &mut self.layout {
+            rows.iter_mut().for_each(Vec::shrink_to_fit);
+            codes.iter_mut().for_each(Vec::shrink_to_fit);
+        }
     }
 
     pub fn push_f32(&mut self, v: &[f32]) {
@@ -122,48 +210,70 @@ impl Matrix {
         } else {
             1
         };
-        let blocks_per = self.blocks.len().div_ceil(threads).max(1);
+        // Whole blocks to each thread (the dense layout scans by block).
+        let rows_per = self.rows().div_ceil(BLOCK).div_ceil(threads).max(1) * BLOCK;
         if threads == 1 {
             self.scan(&nz, qscale, 0, out);
         } else {
             std::thread::scope(|s| {
-                for (i, part) in out.chunks_mut(blocks_per * BLOCK).enumerate() {
+                for (i, part) in out.chunks_mut(rows_per).enumerate() {
                     let nz = &nz;
-                    s.spawn(move || self.scan(nz, qscale, i * blocks_per, part));
+                    s.spawn(move || self.scan(nz, qscale, i * rows_per, part));
                 }
             });
         }
     }
 
-    /// Score the rows of blocks `first_block..` into `out` (which starts at that block).
-    fn scan(&self, nz: &[(usize, i16)], qscale: f32, first_block: usize, out: &mut [f32]) {
-        let mut acc = vec![0i32; BLOCK];
-        for (b, part) in out.chunks_mut(BLOCK).enumerate() {
-            let block = &self.blocks[first_block + b];
-            // The last block is padded: only its filled rows are worth scanning.
-            let acc = &mut acc[..part.len()];
-            acc.iter_mut().for_each(|a| *a = 0);
-            // Two dimensions at a time: |q0·c0 + q1·c1| ≤ 2·127² still fits i16, so the
-            // products stay in 16-bit lanes and are widened to i32 once per pair (≈1.7×
-            // faster than widening every product).
-            let mut pairs = nz.chunks_exact(2);
-            for pair in &mut pairs {
-                let ((d0, q0), (d1, q1)) = (pair[0], pair[1]);
-                let c0 = &block[d0 * BLOCK..d0 * BLOCK + acc.len()];
-                let c1 = &block[d1 * BLOCK..d1 * BLOCK + acc.len()];
-                for ((a, x), y) in acc.iter_mut().zip(c0).zip(c1) {
-                    *a += i32::from(q0 * i16::from(*x) + q1 * i16::from(*y));
+    /// Score rows `first..first + out.len()` into `out` (`first` a multiple of [`BLOCK`]).
+    fn scan(&self, nz: &[(usize, i16)], qscale: f32, first: usize, out: &mut [f32]) {
+        match &self.layout {
+            Layout::Sparse { rows, codes, .. } => {
+                let end = (first + out.len()) as u32;
+                // Each product is a whole number of at most 127², so up to 1040 dimensions
+                // the f32 sums stay below 2^24 and exact, as the dense layout's i32 sums are.
+                for &(d, qd) in nz {
+                    let (rs, cs) = (&rows[d], &codes[d]);
+                    let lo = rs.partition_point(|r| (*r as usize) < first);
+                    let hi = lo + rs[lo..].partition_point(|r| *r < end);
+                    for (r, c) in rs[lo..hi].iter().zip(&cs[lo..hi]) {
+                        out[*r as usize - first] += f32::from(qd * i16::from(*c));
+                    }
+                }
+                // In the dense layout's order of operations, so both give the same bits.
+                for (o, scale) in out.iter_mut().zip(&self.scales[first..]) {
+                    *o = *o * qscale * scale;
                 }
             }
-            for &(d, qd) in pairs.remainder() {
-                let col = &block[d * BLOCK..d * BLOCK + acc.len()];
-                for (a, c) in acc.iter_mut().zip(col) {
-                    *a += i32::from(qd * i16::from(*c));
+            Layout::Dense { blocks } => {
+                let mut acc = vec![0i32; BLOCK];
+                for (b, part) in out.chunks_mut(BLOCK).enumerate() {
+                    let block = &blocks[first / BLOCK + b];
+                    // The last block is padded: only its filled rows are worth scanning.
+                    let acc = &mut acc[..part.len()];
+                    acc.iter_mut().for_each(|a| *a = 0);
+                    // Two dimensions at a time: |q0·c0 + q1·c1| ≤ 2·127² still fits i16, so
+                    // the products stay in 16-bit lanes and are widened to i32 once per pair
+                    // (≈1.7× faster than widening every product).
+                    let mut pairs = nz.chunks_exact(2);
+                    for pair in &mut pairs {
+                        let ((d0, q0), (d1, q1)) = (pair[0], pair[1]);
+                        let c0 = &block[d0 * BLOCK..d0 * BLOCK + acc.len()];
+                        let c1 = &block[d1 * BLOCK..d1 * BLOCK + acc.len()];
+                        for ((a, x), y) in acc.iter_mut().zip(c0).zip(c1) {
+                            *a += i32::from(q0 * i16::from(*x) + q1 * i16::from(*y));
+                        }
+                    }
+                    for &(d, qd) in pairs.remainder() {
+                        let col = &block[d * BLOCK..d * BLOCK + acc.len()];
+                        for (a, c) in acc.iter_mut().zip(col) {
+                            *a += i32::from(qd * i16::from(*c));
+                        }
+                    }
+                    let row0 = first + b * BLOCK;
+                    for (r, o) in part.iter_mut().enumerate() {
+                        *o = acc[r] as f32 * qscale * self.scales[row0 + r];
+                    }
                 }
-            }
-            let row0 = (first_block + b) * BLOCK;
-            for (r, o) in part.iter_mut().enumerate() {
-                *o = acc[r] as f32 * qscale * self.scales[row0 + r];
             }
         }
     }
@@ -196,6 +306,66 @@ mod tests {
         assert!((c[1] - 1.0).abs() < 0.01);
         assert_eq!(c[2], 0.0);
         assert!(m.cosines(&[1.0]).iter().all(|x| *x == 0.0));
+    }
+
+    #[test]
+    fn sparse_rows_stay_sparse_and_score_as_dense_ones() {
+        let dim = 256;
+        // A few non-zero dimensions a row, like the built-in embedder's.
+        let row = |i: usize| -> Vec<f32> {
+            (0..dim)
+                .map(|d| match (d * 7 + i * 13) % 41 {
+                    0 => 1.0 + (i % 3) as f32,
+                    1 => -0.5,
+                    _ => 0.0,
+                })
+                .collect()
+        };
+        let mut sparse = Matrix::new(dim);
+        let mut dense = Matrix::new(dim);
+        for i in 0..300 {
+            sparse.push_f32(&row(i));
+            dense.push_f32(&row(i));
+        }
+        dense.densify();
+        sparse.shrink_to_fit();
+        assert!(sparse.is_sparse() && !dense.is_sparse());
+        let q: Vec<f32> = (0..dim).map(|d| ((d % 5) as f32 - 2.0) / 2.0).collect();
+        assert_eq!(sparse.cosines(&q), dense.cosines(&q));
+        // Dense rows turn a sparse matrix dense once that is smaller, and keep every row.
+        let mut m = Matrix::new(dim);
+        let before = {
+            for i in 0..10 {
+                m.push_f32(&row(i));
+            }
+            m.cosines(&q)
+        };
+        for i in 0..JUDGE_AFTER {
+            m.push_f32(
+                &(0..dim)
+                    .map(|d| ((d + i) % 7) as f32 - 3.0)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert!(!m.is_sparse());
+        assert_eq!(m.cosines(&q)[..10], before[..]);
+        // Past PARALLEL_ROWS the rows are split across threads: each part finds its own
+        // range of every list.
+        let mut big = Matrix::new(dim);
+        for i in 0..PARALLEL_ROWS + 5 {
+            big.push_f32(&row(i));
+        }
+        assert!(big.is_sparse());
+        let (qc, qs) = quantize(&q);
+        let nz: Vec<(usize, i16)> = qc
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0)
+            .map(|(d, c)| (d, i16::from(*c)))
+            .collect();
+        let mut one = vec![0.0; big.rows()];
+        big.scan(&nz, qs, 0, &mut one);
+        assert_eq!(big.cosines(&q), one);
     }
 
     #[test]
