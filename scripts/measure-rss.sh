@@ -3,12 +3,13 @@
 #
 #   scripts/measure-rss.sh [SIZES...]        (default: 1000 10000 100000 FAQ entries)
 #
-# For each size it writes a synthetic FAQ file (a question, an answer and two alternates
-# an entry, words drawn from a 20,000-word made-up vocabulary plus Chinese phrases, so the
-# index's vocabulary grows as a real help centre's does), starts `kefu serve` on it with a
-# fresh data directory and the built-in embedder, waits for /healthz, and prints the
-# resident set (VmRSS) and its peak (VmHWM; the ingest itself runs in a child process
-# before the server opens the database, see README "Memory"). KEFU_BIN picks the binary
+# For each size it writes a synthetic FAQ file (a question, an answer of two sentences and
+# two alternates an entry, drawn from the bundled knowledge's own FAQ entries and pages, in
+# English and Chinese, plus a made-up product name an entry so that the vocabulary grows),
+# starts `kefu serve` on it with a fresh data directory and the built-in embedder, waits
+# for /healthz, and prints the resident set (VmRSS) and its peak (VmHWM; the ingest itself
+# runs in a child process before the server opens the database, see README "Memory").
+# KEFU_BIN picks the binary
 # (default: target/release/kefu, built if missing); EXTRA_TOML is appended to the config
 # (e.g. a `[providers.embedding]` table to measure a sentence model).
 set -euo pipefail
@@ -30,24 +31,32 @@ printf '%-8s %-12s %-12s %s\n' entries rss_mb peak_mb ready_s
 for n in "${sizes[@]}"; do
   rm -rf "$work/kb" "$work/data"
   mkdir -p "$work/kb/faq"
-  python3 - "$n" "$work/kb/faq/synthetic.jsonl" <<'EOF'
-import json, random, sys
-n, path = int(sys.argv[1]), sys.argv[2]
+  python3 - "$n" "$work/kb/faq/synthetic.jsonl" knowledge <<'EOF'
+import glob, json, random, re, sys
+n, path, bundled = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 rng = random.Random(7)
+questions, answers, alternates = [], [], []
+for f in sorted(glob.glob(f"{bundled}/**/*.jsonl", recursive=True)):
+    for line in open(f, encoding="utf-8"):
+        e = json.loads(line)
+        questions.append(e["question"])
+        alternates.extend(e.get("alternates", []))
+        answers.extend(s for s in re.split(r"(?<=[.。!?！？])\s*", e["answer"]) if s)
+for f in sorted(glob.glob(f"{bundled}/**/*.md", recursive=True)):
+    text = open(f, encoding="utf-8").read()
+    answers.extend(s for s in re.split(r"(?<=[.。!?！？])\s*", text) if len(s) > 20 and "|" not in s)
 syll = ["ka", "lo", "mi", "ru", "te", "sa", "po", "ne", "vi", "da", "gu", "be", "zo", "fi", "ha"]
-vocab = ["".join(rng.choice(syll) for _ in range(rng.randint(2, 4))) for _ in range(20000)]
-zh = ["退款", "发货", "运费", "会员", "积分", "发票", "保修", "礼盒", "优惠券", "快递", "订单", "地址"]
-def words(k):
-    return " ".join(rng.choice(vocab) for _ in range(k))
-with open(path, "w", encoding="utf-8") as f:
+with open(path, "w", encoding="utf-8") as out:
     for i in range(n):
+        # A made-up product name an entry, so the vocabulary grows with the knowledge.
+        name = "".join(rng.choice(syll) for _ in range(3)).capitalize() + f" {i}"
         entry = {
             "id": f"e{i}",
-            "question": f"How do I {words(5)}?",
-            "answer": f"{words(25)}. {rng.choice(zh)}{rng.choice(zh)}请联系客服 {i}.",
-            "alternates": [words(4), f"{rng.choice(zh)}怎么{rng.choice(zh)}"],
+            "question": f"{rng.choice(questions)} ({name})",
+            "answer": f"{name}: " + " ".join(rng.sample(answers, 2)),
+            "alternates": rng.sample(alternates, 2),
         }
-        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        out.write(json.dumps(entry, ensure_ascii=False) + "\n")
 EOF
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   cat > "$work/kefu.toml" <<EOF
