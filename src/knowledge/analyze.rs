@@ -42,10 +42,23 @@ const LONG_NUMBER: usize = 5;
 /// Online-shopping words jieba's dictionary cuts apart (天猫 → 天 / 猫): kept whole.
 const VOCABULARY: &str = include_str!("../text/vocabulary.zh.txt");
 
+/// jieba's own dictionary (jieba-rs 0.7.4's `src/data/dict.txt`, MIT, 349,045 words) with
+/// the part-of-speech tags left out, raw-deflated: each line `word frequency`. The crate's
+/// embedded copy stays decompressed in a static for the life of the process (8 MB) and its
+/// tags cost an allocation a word (~11 MB); kefu only cuts words, by frequency, so it streams
+/// this copy instead: same words, same frequencies, same cuts (tested), ~19 MB less resident.
+/// Made with: `awk '{print $1, $2}' dict.txt`, deflated (zlib, level 9, raw, wbits −15).
+const DICTIONARY: &[u8] = include_bytes!("../text/jieba-dict.deflate");
+
+fn load_jieba() -> Jieba {
+    let mut words = std::io::BufReader::new(libflate::deflate::Decoder::new(DICTIONARY));
+    Jieba::with_dict(&mut words).expect("the bundled jieba dictionary is well formed")
+}
+
 fn jieba() -> &'static Jieba {
     static JIEBA: OnceLock<Jieba> = OnceLock::new();
     JIEBA.get_or_init(|| {
-        let mut jieba = Jieba::new();
+        let mut jieba = load_jieba();
         for word in VOCABULARY
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
@@ -361,6 +374,29 @@ pub fn is_stopword(w: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bundled_dictionary_cuts_as_jiebas_own() {
+        let own = Jieba::new();
+        let ours = load_jieba();
+        let pages = [
+            include_str!("../../knowledge/guides/billing.zh.md"),
+            include_str!("../../knowledge/policies/refund.zh.md"),
+            include_str!("../../knowledge/guides/account.zh.md"),
+            "亲 这个茶壶咋还没发货啊 能不能帮我查一下物流 明前龙井和碧螺春哪个更香",
+        ];
+        for text in pages {
+            assert_eq!(own.cut(text, false), ours.cut(text, false));
+            assert_eq!(
+                own.cut_for_search(text, true),
+                ours.cut_for_search(text, true)
+            );
+        }
+        // The frequencies too: a new word is given one from them.
+        for word in ["天猫", "顺丰到付", "退款", "茶友会"] {
+            assert_eq!(own.suggest_freq(word), ours.suggest_freq(word), "{word}");
+        }
+    }
 
     fn stems(text: &str) -> Vec<String> {
         tokens(text)
