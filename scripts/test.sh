@@ -37,7 +37,19 @@ echo "scripts/test.sh: free disk before the build: $(df -h --output=avail . | ta
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked --no-fail-fast --features kefu/local-embeddings --lib --bins --tests 2>&1 | tee "$log" || status=$?
+# Every crate's unit tests, then the end-to-end tests (tests/*.rs) one binary at a time, with
+# the same package selection and features throughout (so nothing is built twice). On a
+# machine short of disk (under KEFU_TEST_MIN_FREE_GB, default 4, free) each end-to-end
+# binary (40–60 MB) is removed once it has run, so the build never holds all of them at once.
+tests=(cargo test --workspace --locked --no-fail-fast --features kefu/local-embeddings)
+"${tests[@]}" --lib --bins 2>&1 | tee -a "$log" || status=$?
+for t in tests/*.rs; do
+  name=$(basename "$t" .rs)
+  "${tests[@]}" --test "$name" 2>&1 | tee -a "$log" || status=$?
+  if [ "$(df -k --output=avail . | tail -1)" -lt $((${KEFU_TEST_MIN_FREE_GB:-4} * 1024 * 1024)) ]; then
+    rm -f target/debug/deps/"$name"-*
+  fi
+done
 # One total over every test binary (each prints its own "test result:" line).
 echo "scripts/test.sh: free disk after the tests: $(df -h --output=avail . | tail -1 | tr -d ' ')" >&2
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
