@@ -153,13 +153,15 @@ fn load_config(arg: &ConfigArg) -> Result<(Config, config::ConfigSource), ExitCo
 /// memory again as the index itself (10k FAQ entries: 280 MB resident after an in-process
 /// ingest, 166 MB when the index is only loaded), and the allocator keeps what a process
 /// once held; a child gives it all back when it exits. With nothing stale the child only
-/// compares file hashes (~0.2 s). `serve` still ingests in process if the child cannot run.
-fn ingest_in_child(cfg: &ConfigArg) -> anyhow::Result<()> {
+/// compares file hashes (~0.2 s). Returns how `serve` then opens the index: as it is when
+/// the child brought it up to date (no second round of hashing), or ingesting in process
+/// when the child cannot run.
+fn ingest_in_child(cfg: &ConfigArg) -> anyhow::Result<IngestPolicy> {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
             tracing::warn!(error = %e, "cannot find kefu's own executable; ingesting in process");
-            return Ok(());
+            return Ok(IngestPolicy::WhenStale);
         }
     };
     let mut child = std::process::Command::new(exe);
@@ -173,7 +175,7 @@ fn ingest_in_child(cfg: &ConfigArg) -> anyhow::Result<()> {
     if !status.success() {
         anyhow::bail!("the knowledge ingest before start failed ({status}); see above");
     }
-    Ok(())
+    Ok(IngestPolicy::Never)
 }
 
 /// Read the password (the first line of stdin), print its argon2id PHC string.
@@ -208,8 +210,8 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             tracing::info!(config = %source.describe(), "starting");
             let listen = config.server.listen.clone();
-            ingest_in_child(&cfg)?;
-            let app = App::open(config, IngestPolicy::WhenStale).await?;
+            let policy = ingest_in_child(&cfg)?;
+            let app = App::open(config, policy).await?;
             kefu::server::serve(kefu::server::AppState::new(app)?, &listen).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -222,27 +224,27 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            if at_start {
-                let app = App::open(config, IngestPolicy::WhenStale).await?;
-                app.store.flush()?;
-                app.checkpoint()?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let roots = if paths.is_empty() {
-                config.knowledge.paths.clone()
+            let app = if at_start {
+                // As `serve` would open it: ingest only when stale, report in the log.
+                App::open(config, IngestPolicy::WhenStale).await?
             } else {
-                paths
+                let roots = if paths.is_empty() {
+                    config.knowledge.paths.clone()
+                } else {
+                    paths
+                };
+                let app = App::open(config, IngestPolicy::Never).await?;
+                let r = app.knowledge.ingest(&roots).await?;
+                for p in &r.problems {
+                    eprintln!("{p}");
+                }
+                println!(
+                    "ingested {} file(s): {} changed, {} removed, {} chunks in the index",
+                    r.files_seen, r.files_changed, r.files_removed, r.chunks
+                );
+                kefu::app::warn_if_empty(&app.knowledge, &roots);
+                app
             };
-            let app = App::open(config, IngestPolicy::Never).await?;
-            let r = app.knowledge.ingest(&roots).await?;
-            for p in &r.problems {
-                eprintln!("{p}");
-            }
-            println!(
-                "ingested {} file(s): {} changed, {} removed, {} chunks in the index",
-                r.files_seen, r.files_changed, r.files_removed, r.chunks
-            );
-            kefu::app::warn_if_empty(&app.knowledge, &roots);
             app.store.flush()?;
             app.checkpoint()?;
             Ok(ExitCode::SUCCESS)
