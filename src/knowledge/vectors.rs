@@ -29,6 +29,19 @@ pub fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
     (codes, scale / norm)
 }
 
+/// A query quantized as the rows are: its non-zero dimensions with their codes (only they
+/// contribute to a scan), and its scale.
+fn query_codes(query: &[f32]) -> (Vec<(usize, i16)>, f32) {
+    let (q, qscale) = quantize(query);
+    let nz = q
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != 0)
+        .map(|(d, c)| (d, i16::from(*c)))
+        .collect();
+    (nz, qscale)
+}
+
 /// Encode one quantized vector for sled: scale (f32 LE) then the codes.
 pub fn encode(codes: &[i8], scale: f32) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + codes.len());
@@ -112,8 +125,7 @@ impl Matrix {
     pub fn new(dim: usize) -> Self {
         Self {
             dim,
-            scales: Vec::new(),
-            layout: Layout::default(),
+            ..Self::default()
         }
     }
 
@@ -134,6 +146,7 @@ impl Matrix {
     pub fn push(&mut self, codes: &[u8], scale: f32) {
         debug_assert_eq!(codes.len(), self.dim);
         let row = self.rows();
+        self.scales.push(scale);
         match &mut self.layout {
             Layout::Sparse { segments, nonzero } => {
                 if row.is_multiple_of(SEGMENT) {
@@ -149,7 +162,6 @@ impl Matrix {
                     }
                 }
                 let denser = *nonzero * SPARSE_UP_TO > (row + 1) * self.dim;
-                self.scales.push(scale);
                 if row + 1 >= JUDGE_AFTER && denser {
                     self.densify();
                 }
@@ -163,7 +175,6 @@ impl Matrix {
                 for (d, c) in codes.iter().enumerate().take(self.dim) {
                     block[d * BLOCK + r] = *c as i8;
                 }
-                self.scales.push(scale);
             }
         }
     }
@@ -216,17 +227,10 @@ impl Matrix {
         if query.len() != self.dim || self.dim == 0 {
             return;
         }
-        let (q, qscale) = quantize(query);
+        let (nz, qscale) = query_codes(query);
         if qscale == 0.0 {
             return;
         }
-        // Only the query's non-zero dimensions contribute.
-        let nz: Vec<(usize, i16)> = q
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c != 0)
-            .map(|(d, c)| (d, i16::from(*c)))
-            .collect();
         let threads = if self.rows() >= PARALLEL_ROWS {
             std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
@@ -389,13 +393,7 @@ mod tests {
             big.push_f32(&row(i));
         }
         assert!(big.is_sparse());
-        let (qc, qs) = quantize(&q);
-        let nz: Vec<(usize, i16)> = qc
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c != 0)
-            .map(|(d, c)| (d, i16::from(*c)))
-            .collect();
+        let (nz, qs) = query_codes(&q);
         let mut one = vec![0.0; big.rows()];
         big.scan(&nz, qs, 0, &mut one);
         assert_eq!(big.cosines(&q), one);
@@ -417,12 +415,7 @@ mod tests {
         }
         let q: Vec<f32> = (0..dim).map(|j| j as f32).collect();
         let all = m.cosines(&q);
-        let (qc, qs) = quantize(&q);
-        let nz: Vec<(usize, i16)> = qc
-            .iter()
-            .enumerate()
-            .map(|(d, c)| (d, i16::from(*c)))
-            .collect();
+        let (nz, qs) = query_codes(&q);
         let mut one = vec![0.0; m.rows()];
         m.scan(&nz, qs, 0, &mut one);
         assert_eq!(all, one);
