@@ -490,11 +490,7 @@ impl Knowledge {
     /// Per distinct query term: its weight class and what it meets in the unit index and in
     /// the sentence index ([`bm25::Bm25::explain`]); for `examples/why`.
     pub fn explain_terms(&self, query: &str) -> Vec<TermExplanation> {
-        let params = self
-            .params
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let weights = self.params.read().unwrap_or_else(|e| e.into_inner()).terms;
         let snap = self.snapshot();
         let mut terms = analyze::terms(query);
         terms.sort();
@@ -502,7 +498,7 @@ impl Knowledge {
         terms
             .into_iter()
             .map(|t| TermExplanation {
-                weight: params.terms.of(&t),
+                weight: weights.of(&t),
                 units: snap.bm25.explain(&t),
                 sentences: snap.passages.explain(&t),
                 term: t,
