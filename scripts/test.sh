@@ -32,7 +32,9 @@ cargo fmt --all -- --check
 # would be a third of target/ (a developer who wants it sets CARGO_INCREMENTAL=1). The free disk
 # is printed before and after, so a build that dies in the linker for want of space says so.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-echo "scripts/test.sh: free disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ')" >&2
+# Free disk where the build goes (`df` options: -h for people, -k for arithmetic).
+free_disk() { df "$@" --output=avail . | tail -1 | tr -d ' '; }
+echo "scripts/test.sh: free disk before the build: $(free_disk -h)" >&2
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -46,12 +48,12 @@ tests=(cargo test --workspace --locked --no-fail-fast --features kefu/local-embe
 for t in tests/*.rs; do
   name=$(basename "$t" .rs)
   "${tests[@]}" --test "$name" 2>&1 | tee -a "$log" || status=$?
-  if [ "$(df -k --output=avail . | tail -1)" -lt $((${KEFU_TEST_MIN_FREE_GB:-4} * 1024 * 1024)) ]; then
+  if [ "$(free_disk -k)" -lt $((${KEFU_TEST_MIN_FREE_GB:-4} * 1024 * 1024)) ]; then
     rm -f target/debug/deps/"$name"-*
   fi
 done
 # One total over every test binary (each prints its own "test result:" line).
-echo "scripts/test.sh: free disk after the tests: $(df -h --output=avail . | tail -1 | tr -d ' ')" >&2
+echo "scripts/test.sh: free disk after the tests: $(free_disk -h)" >&2
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$status"
