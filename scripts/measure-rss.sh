@@ -10,7 +10,10 @@
 # for /healthz, and prints the resident set (VmRSS) and its peak (VmHWM; the ingest itself
 # runs in a child process before the server opens the database, see README "Memory").
 # KEFU_BIN picks the binary
-# (default: target/release/kefu, built if missing); EXTRA_TOML is appended to the config
+# (default: target/release/kefu, built if missing); TEXTS takes the texts from another folder
+# instead of knowledge/ (its FAQ files, its pages, and the `message` of any case file under it:
+# `TEXTS=../shared/data/banking77` measures English customer wording, which fills more of the
+# built-in embedder's dimensions than the bundled texts); EXTRA_TOML is appended to the config
 # (e.g. a `[providers.embedding]` table to measure a sentence model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +34,7 @@ printf '%-8s %-12s %-12s %s\n' entries rss_mb peak_mb ready_s
 for n in "${sizes[@]}"; do
   rm -rf "$work/kb" "$work/data"
   mkdir -p "$work/kb/faq"
-  python3 - "$n" "$work/kb/faq/synthetic.jsonl" knowledge <<'EOF'
+  python3 - "$n" "$work/kb/faq/synthetic.jsonl" "${TEXTS:-knowledge}" <<'EOF'
 import glob, json, random, re, sys
 n, path, bundled = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 rng = random.Random(7)
@@ -39,6 +42,11 @@ questions, answers, alternates = [], [], []
 for f in sorted(glob.glob(f"{bundled}/**/*.jsonl", recursive=True)):
     for line in open(f, encoding="utf-8"):
         e = json.loads(line)
+        if "message" in e:  # a case file: customers' own wording
+            questions.append(e["message"])
+            alternates.append(e["message"])
+        if "question" not in e or "answer" not in e:
+            continue
         questions.append(e["question"])
         alternates.extend(e.get("alternates", []))
         answers.extend(s for s in re.split(r"(?<=[.。!?！？])\s*", e["answer"]) if s)

@@ -60,7 +60,7 @@ pub fn decode(bytes: &[u8], dim: usize) -> Option<(&[u8], f32)> {
 }
 
 /// Quantized vectors, scanned dimension by dimension. Two layouts, chosen by what the
-/// vectors are like: mostly-zero vectors (the built-in embedder fills ~5–15% of its 1024
+/// vectors are like: mostly-zero vectors (the built-in embedder fills ~4–20% of its 1024
 /// dimensions) keep only their non-zero codes, per dimension as (row, code) lists, 3 bytes
 /// each instead of 1 byte for every dimension; dense ones (a sentence model) are kept whole in
 /// blocks. A matrix starts sparse and turns dense for good once more than one code in
@@ -115,9 +115,13 @@ impl Segment {
 /// bytes (a `u16` row offset and an `i8` code), so it is smaller up to a third; but a scan
 /// adds its codes one by one where the dense layout adds 8–16 lanes at once, and measured on
 /// 10k synthetic FAQ entries with a quarter of the codes non-zero, a vector search took
-/// 713 µs sparse against 384 µs dense. Help centres' own texts fill ~4–7% of the built-in
-/// embedder's dimensions, well inside the limit.
-const SPARSE_UP_TO: usize = 8;
+/// 713 µs sparse against 384 µs dense. Chinese help-centre text fills ~4–7% of the built-in
+/// embedder's dimensions, English FAQ text 1/6–1/5: on 12k English FAQ entries (public
+/// customer questions and answers) sparse took `kefu serve` from 168 to 149 MB resident, and
+/// a vector search from ~1.44 to ~1.65 ms p50 (hybrid ~2.3 → ~2.4 ms). The limit was one in
+/// eight before, which kept such text dense; one in four made the benchmark's synthetic
+/// words (just under a quarter) sparse too, and its vector search 2× slower.
+const SPARSE_UP_TO: usize = 5;
 /// Rows seen before the layout is judged (the first few texts may be unusually short).
 const JUDGE_AFTER: usize = 64;
 
