@@ -3,33 +3,14 @@
 
 use std::process::Command;
 
+#[path = "common/one_file_knowledge.rs"]
+mod one_file_knowledge;
+use one_file_knowledge::{one_file_knowledge, ONE_ENTRY};
+
 fn kefu() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kefu"));
     c.env_remove("KEFU_CONFIG").env("KEFU_LOG", "warn");
     c
-}
-
-const ONE_ENTRY: &str =
-    "{\"id\":\"x\",\"question\":\"How do I reset my password?\",\"answer\":\"Open Settings.\"}\n";
-
-/// A temporary directory with `kb/faq/a.jsonl` holding `faq`, and `k.toml`: its own data
-/// directory, that knowledge, and `extra` after them.
-fn one_file_knowledge(faq: &str, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let kb = dir.path().join("kb/faq");
-    std::fs::create_dir_all(&kb).unwrap();
-    std::fs::write(kb.join("a.jsonl"), faq).unwrap();
-    let cfg = dir.path().join("k.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\ndata_dir = {:?}\n[knowledge]\npaths = [{:?}]\n{extra}",
-            dir.path().join("data"),
-            dir.path().join("kb")
-        ),
-    )
-    .unwrap();
-    (dir, cfg)
 }
 
 const BROKEN: &str = r#"
@@ -96,7 +77,7 @@ fn serve_refuses_a_broken_config_and_leaves_no_data() {
 
 #[test]
 fn check_and_ingest_report_bad_knowledge_lines_and_keep_the_rest() {
-    let (_dir, cfg) = one_file_knowledge(&format!("{ONE_ENTRY}{{broken\n"), "");
+    let (_dir, cfg) = one_file_knowledge(&format!("{ONE_ENTRY}{{broken\n"), "", "");
     let out = kefu()
         .args(["check", "--config"])
         .arg(&cfg)
@@ -223,7 +204,7 @@ kind = "web"
 
 #[test]
 fn ingest_warns_about_an_empty_knowledge_base_only_when_it_is() {
-    let (dir, _) = one_file_knowledge(ONE_ENTRY, "");
+    let (dir, _) = one_file_knowledge(ONE_ENTRY, "", "");
     let config = |data: &str, kb: &std::path::Path| {
         let path = dir.path().join(format!("{data}.toml"));
         std::fs::write(
@@ -312,6 +293,7 @@ fn serve_stops_with_the_reason_when_its_ingest_before_start_fails() {
     // reason, as an in-process ingest did. Here the embedding server is not there.
     let (_dir, cfg) = one_file_knowledge(
         ONE_ENTRY,
+        "",
         "[providers.embedding]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\n\
          model = \"m\"\ndim = 8\ntimeout_ms = 500\nmax_retries = 0\n",
     );

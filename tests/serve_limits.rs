@@ -8,6 +8,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "common/one_file_knowledge.rs"]
+mod one_file_knowledge;
+use one_file_knowledge::{one_file_knowledge, ONE_ENTRY};
+
 struct Served {
     child: Child,
     port: u16,
@@ -23,24 +27,11 @@ impl Drop for Served {
 
 /// Start `kefu serve` on `listen` with `[server]` extras; wait for its listening line.
 fn serve(listen: &str, server_extra: &str) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let kb = dir.path().join("kb/faq");
-    std::fs::create_dir_all(&kb).unwrap();
-    std::fs::write(
-        kb.join("a.jsonl"),
-        "{\"id\":\"x\",\"question\":\"How do I reset my password?\",\"answer\":\"Open Settings.\"}\n",
-    )
-    .unwrap();
-    let cfg = dir.path().join("k.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nlisten = \"{listen}\"\ndata_dir = {:?}\n{server_extra}\n[knowledge]\npaths = [{:?}]\n",
-            dir.path().join("data"),
-            dir.path().join("kb")
-        ),
-    )
-    .unwrap();
+    let (dir, cfg) = one_file_knowledge(
+        ONE_ENTRY,
+        &format!("listen = \"{listen}\"\n{server_extra}"),
+        "",
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
         .args(["serve", "--config"])
         .arg(&cfg)
