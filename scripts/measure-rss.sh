@@ -36,10 +36,10 @@ for n in "${sizes[@]}"; do
   mkdir -p "$work/kb/faq"
   python3 - "$n" "$work/kb/faq/synthetic.jsonl" "${TEXTS:-knowledge}" <<'EOF'
 import glob, json, random, re, sys
-n, path, bundled = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+n, path, texts = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 rng = random.Random(7)
 questions, answers, alternates = [], [], []
-for f in sorted(glob.glob(f"{bundled}/**/*.jsonl", recursive=True)):
+for f in sorted(glob.glob(f"{texts}/**/*.jsonl", recursive=True)):
     for line in open(f, encoding="utf-8"):
         e = json.loads(line)
         if "message" in e:  # a case file: customers' own wording
@@ -50,7 +50,7 @@ for f in sorted(glob.glob(f"{bundled}/**/*.jsonl", recursive=True)):
         questions.append(e["question"])
         alternates.extend(e.get("alternates", []))
         answers.extend(s for s in re.split(r"(?<=[.。!?！？])\s*", e["answer"]) if s)
-for f in sorted(glob.glob(f"{bundled}/**/*.md", recursive=True)):
+for f in sorted(glob.glob(f"{texts}/**/*.md", recursive=True)):
     text = open(f, encoding="utf-8").read()
     answers.extend(s for s in re.split(r"(?<=[.。!?！？])\s*", text) if len(s) > 20 and "|" not in s)
 syll = ["ka", "lo", "mi", "ru", "te", "sa", "po", "ne", "vi", "da", "gu", "be", "zo", "fi", "ha"]
