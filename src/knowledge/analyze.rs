@@ -42,11 +42,12 @@ const LONG_NUMBER: usize = 5;
 /// Online-shopping words jieba's dictionary cuts apart (天猫 → 天 / 猫): kept whole.
 const VOCABULARY: &str = include_str!("../text/vocabulary.zh.txt");
 
-/// jieba's own dictionary (jieba-rs 0.7.4's `src/data/dict.txt`, MIT, 349,045 words) with
-/// the part-of-speech tags left out, raw-deflated: each line `word frequency`. The crate's
-/// embedded copy stays decompressed in a static for the life of the process (8 MB) and its
-/// tags cost an allocation a word (~11 MB); kefu only cuts words, by frequency, so it streams
-/// this copy instead: same words, same frequencies, same cuts (tested), ~19 MB less resident.
+/// jieba's own dictionary (jieba-rs's `src/data/dict.txt`, the same file from 0.7.4 to 0.11,
+/// MIT, 349,045 words) with the part-of-speech tags left out, raw-deflated: each line
+/// `word frequency`. The crate's embedded copy stays decompressed in a static for the life of
+/// the process (8 MB); kefu only cuts words, by frequency, so it streams this copy instead:
+/// same words, same frequencies, same cuts (tested). (jieba-rs 0.11 itself holds the words in
+/// a character trie with no string per word: ~9 MB less resident than 0.7's records.)
 /// Made with: `awk '{print $1, $2}' dict.txt`, deflated (zlib, level 9, raw, wbits −15).
 const DICTIONARY: &[u8] = include_bytes!("../text/jieba-dict.deflate");
 
@@ -128,7 +129,7 @@ fn flush_cjk(run: &mut String, out: &mut Vec<Token>) {
     let mut span = String::new();
     let mut parts = Vec::new();
     for w in jieba().cut(run, false) {
-        let w = w.trim();
+        let w = w.word.trim();
         if w.is_empty() {
             continue;
         }
@@ -146,6 +147,7 @@ fn flush_cjk(run: &mut String, out: &mut Vec<Token>) {
                     jieba()
                         .cut_for_search(w, false)
                         .into_iter()
+                        .map(|p| p.word)
                         .filter(|p| *p != w && p.chars().count() >= 2)
                         .map(str::to_string),
                 );
