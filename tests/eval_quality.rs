@@ -46,7 +46,7 @@ fn bundled_knowledge_answers() {
     let r = eval("eval/bundled.jsonl");
     println!("{}", r.render());
     assert!(r.cases >= 60);
-    // Measured 0.955: the example vote reads some problem reports ("lost my phone and cant
+    // Measured 0.925: the example vote reads some problem reports ("lost my phone and cant
     // get my 2fa code") as complaints where this set says query (empathy, then the answer).
     assert!(
         r.intent.accuracy() >= 0.88,
@@ -70,7 +70,7 @@ fn off_topic_questions_get_no_made_up_answer() {
     let r = eval("eval/offtopic.jsonl");
     println!("{}", r.render());
     // 66 questions in both languages, many of them other businesses' service questions
-    // ("refund my train ticket"): measured 0.924.
+    // ("refund my train ticket"): measured 0.909.
     assert!(
         r.answered.accuracy() >= 0.85,
         "not answered from the knowledge {:.3}",

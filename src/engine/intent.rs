@@ -711,19 +711,10 @@ impl BuiltinClassifier {
                 && vote.share < 0.7)
             // A plain question with no word of any intent stays a question unless the
             // neighbours are near-unanimous ("What are your support hours?" is no complaint).
-            // The naive-Bayes shares run high: reading a question as a complaint, refund,
-            // cancellation or thanks (an apology, a flow) takes 0.99 — "is my data used to
-            // train your ai?" came out complaint at 0.94 on "used" and "train", question-form
-            // complaints ("why does nobody ever answer my emails?") at 0.998 and up.
             && !(intent.intent == IntentKind::Query
                 && lexicon_score == 0
                 && is_question(&norm, &words)
-                && vote.share
-                    < if vote.kind == IntentKind::Other {
-                        0.9
-                    } else {
-                        0.99
-                    })
+                && vote.share < 0.9)
             // Asking about refunds or cancelling is not asking for one: without a word that
             // asks and without an order number, an information question stays a question
             // however sure the neighbours are.
@@ -1181,18 +1172,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_plain_question_takes_a_near_unanimous_vote_to_become_a_complaint() {
+    async fn a_complaint_asked_as_a_question_is_still_a_complaint() {
         let c = voting().await;
-        // No word of any intent; "used" and "train" are complaint words only in examples
-        // ("it's not what it used to be", "train was cancelled"): the vote said complaint, 0.94.
+        // No word of any intent: the examples' vote decides, at shares of 0.96–1.0. Raising
+        // the bar for questions to 0.99 (to keep "is my data used to train your ai?", 0.94,
+        // a question) lost the first two of these.
         for q in [
-            "is my data used to train your ai?",
-            "is my data used to train your ai",
-        ] {
-            assert_eq!(c.classify_full(q).await.intent, IntentKind::Query, "{q}");
-        }
-        // A complaint asked as a question still is one: the vote is unanimous.
-        for q in [
+            "is it normal that my order still hasn't arrived after 3 weeks?",
+            "为什么扣了我两次钱",
             "why does nobody ever answer my emails?",
             "为什么每次打电话都没人接？",
         ] {
