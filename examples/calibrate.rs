@@ -203,8 +203,13 @@ fn logistic(points: &[(Vec<f64>, bool, f64)], init: Vec<f64>, prior: &[(f64, f64
                 }
             }
         }
+        // Newton's step, shortened when it is long: on near-separable groups a full step
+        // overshoots and the iteration runs off to huge weights.
+        let step: Vec<f64> = (0..m).map(|i| aug[i][m] / aug[i][i]).collect();
+        let longest = step.iter().fold(0f64, |a, s| a.max(s.abs()));
+        let scale = if longest > 2.0 { 2.0 / longest } else { 1.0 };
         for i in 0..m {
-            w[i] -= aug[i][m] / aug[i][i];
+            w[i] -= scale * step[i];
         }
     }
     w
