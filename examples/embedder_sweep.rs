@@ -81,6 +81,9 @@ impl Embedder for Cached {
     fn dim(&self) -> usize {
         self.inner.dim()
     }
+    fn dense_dims(&self) -> usize {
+        self.inner.dense_dims()
+    }
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
         self.cached(texts, None).await
     }

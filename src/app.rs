@@ -272,7 +272,7 @@ fn embedder(config: &Config) -> anyhow::Result<(Arc<dyn Embedder>, SearchParams)
             for (b, probes) in background.iter_mut().zip(crate::providers::PROBES) {
                 let builtin: Vec<Vec<f32>> = probes
                     .iter()
-                    .map(|p| BuiltinEmbedder::new().embed_one(p))
+                    .map(|p| BuiltinEmbedder::hashed().embed_one(p))
                     .collect();
                 *b = (1.0 - blend) * *b + blend * crate::providers::mean_pairwise_cosine(&builtin);
             }

@@ -37,6 +37,9 @@ impl Embedder for Counting {
     fn dim(&self) -> usize {
         self.inner.dim()
     }
+    fn dense_dims(&self) -> usize {
+        self.inner.dense_dims()
+    }
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail_after.is_some_and(|n| call >= n) {

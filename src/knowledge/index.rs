@@ -231,16 +231,17 @@ impl Trees {
         Ok(removed)
     }
 
-    /// Build the in-memory snapshot of `m`. Vectors are loaded only if `vector_dim` is given
-    /// (the embedder matches the manifest's model and dimension).
+    /// Build the in-memory snapshot of `m`. Vectors are loaded only if `vectors` is given
+    /// (the embedder matches the manifest's model and dimension): their dimension and how
+    /// many trailing ones every vector fills ([`crate::providers::Embedder::dense_dims`]).
     pub fn load(
         &self,
         m: &Manifest,
-        vector_dim: Option<usize>,
+        vectors: Option<(usize, usize)>,
         bm25: Bm25Params,
     ) -> anyhow::Result<Snapshot> {
         let mut snap = Snapshot::default();
-        let mut matrix = vector_dim.map(Matrix::new);
+        let mut matrix = vectors.map(|(dim, tail)| Matrix::with_dense_tail(dim, tail));
         let mut unit_terms = Bm25Builder::default();
         let mut passage_terms = Bm25Builder::default();
         let mut seen = HashSet::new();

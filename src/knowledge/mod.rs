@@ -119,7 +119,11 @@ impl Knowledge {
                 "knowledge index was built with another embedding model; lexical search only until the next ingest rebuilds it"
             );
         }
-        trees.load(m, matches.then_some(e.dim()), Bm25Params::default())
+        trees.load(
+            m,
+            matches.then_some((e.dim(), e.dense_dims())),
+            Bm25Params::default(),
+        )
     }
 
     /// The embedding model the index is built with (`Embedder::model`).

@@ -13,13 +13,14 @@
 //! s(c)     = max(match(c), w_body·sim(body))                 (w_body 0.7 FAQ answer, 1 section)
 //! raw      = v(c)                 vector mode
 //!          = l(c)                 lexical mode
-//!          = α·v(c) + (1-α)·l(c)  hybrid, α = 0.4
+//!          = α·v(c) + (1-α)·l(c)  hybrid, α = 0.5
 //! score    = 1 / (1 + e^(−k_m·(raw − c_m)))                   calibrated per mode m
 //! ```
 //!
-//! (k, c) = (10, 0.21) hybrid, (9, 0.32) vector, (9, 0.14) lexical: a logistic regression on
-//! the four public dev sets in `shared/data` (built-in embedder), the label being "this top
-//! hit is the expected source", clinc150's out-of-scope messages counting as negatives. So
+//! One curve per mode, query language and chunk kind (with terms for the query's shape, see
+//! [`Curve`]): a logistic regression on the odd lines of the dev sets in `shared/data`
+//! (built-in embedder; `examples/calibrate.rs`, docs/calibration.md), the label being "this
+//! top hit is the expected source", off-topic and out-of-scope messages counting as negatives. So
 //! the score reads the same in every mode: the estimated probability that the hit answers the
 //! question (0.5 = a coin flip). The fusion is on similarities, not ranks (reciprocal rank
 //! fusion has no absolute scale to calibrate). Another embedder has another cosine scale:
@@ -200,7 +201,7 @@ const fn curve(k: f32, c: f32, u: f32, l: f32) -> Curve {
 impl Default for SearchParams {
     fn default() -> Self {
         Self {
-            alpha: 0.4,
+            alpha: 0.5,
             faq_body_weight: 0.7,
             section_body_weight: 1.0,
             pool_weight: 0.7,
@@ -214,18 +215,18 @@ impl Default for SearchParams {
             calibration: [
                 Calibration {
                     curves: [
-                        curve(14.16, 0.292, 1.19, 0.98),
-                        curve(14.61, 0.303, 1.86, 1.72),
-                        curve(19.23, 0.349, 3.53, 1.73),
-                        curve(14.11, 0.405, 0.74, 1.49),
+                        curve(14.83, 0.333, 0.93, 0.74),
+                        curve(15.29, 0.293, 1.87, 1.26),
+                        curve(19.64, 0.336, 3.19, 1.18),
+                        curve(14.80, 0.430, 0.56, 1.50),
                     ],
                 },
                 Calibration {
                     curves: [
-                        curve(15.23, 0.350, 0.97, 0.47),
-                        curve(14.32, 0.390, 1.30, 1.50),
-                        curve(10.36, 0.237, 5.97, 0.29),
-                        curve(14.33, 0.392, 0.94, 1.11),
+                        curve(14.53, 0.413, 0.80, 0.36),
+                        curve(12.92, 0.414, 1.50, 1.17),
+                        curve(16.33, 0.330, 4.13, 0.26),
+                        curve(13.46, 0.448, 0.79, 0.99),
                     ],
                 },
                 Calibration {

@@ -65,9 +65,16 @@ pub fn decode(bytes: &[u8], dim: usize) -> Option<(&[u8], f32)> {
 /// each instead of 1 byte for every dimension; dense ones (a sentence model) are kept whole in
 /// blocks. A matrix starts sparse and turns dense for good once more than one code in
 /// [`SPARSE_UP_TO`] is non-zero.
+///
+/// An embedder whose vectors end in dimensions every text fills (the built-in embedder's word
+/// vectors, [`crate::providers::Embedder::dense_dims`]) has those kept in dense blocks beside
+/// the sparse lists: as lists they would cost 3 bytes a code instead of 1, and counted in the
+/// density they would turn an English index dense (1 byte for every dimension of every row).
 #[derive(Debug, Default)]
 pub struct Matrix {
     dim: usize,
+    /// Trailing dimensions kept dense whatever the layout of the others.
+    tail: usize,
     scales: Vec<f32>,
     layout: Layout,
 }
@@ -79,6 +86,9 @@ enum Layout {
     Sparse {
         segments: Vec<Segment>,
         nonzero: usize,
+        /// The tail dimensions: `tail_blocks[b][t * BLOCK + r]` = tail dimension `t` of row
+        /// `b * BLOCK + r`.
+        tail_blocks: Vec<Vec<i8>>,
     },
     /// `blocks[b][d * BLOCK + r]` = dimension `d` of row `b * BLOCK + r` (0-padded).
     Dense { blocks: Vec<Vec<i8>> },
@@ -89,6 +99,7 @@ impl Default for Layout {
         Layout::Sparse {
             segments: Vec::new(),
             nonzero: 0,
+            tail_blocks: Vec::new(),
         }
     }
 }
@@ -127,10 +138,21 @@ const JUDGE_AFTER: usize = 64;
 
 impl Matrix {
     pub fn new(dim: usize) -> Self {
+        Self::with_dense_tail(dim, 0)
+    }
+
+    /// A matrix whose last `tail` dimensions are always kept dense (see [`Matrix`]).
+    pub fn with_dense_tail(dim: usize, tail: usize) -> Self {
         Self {
             dim,
+            tail: tail.min(dim),
             ..Self::default()
         }
+    }
+
+    /// Dimensions kept as sparse lists while the layout is sparse.
+    fn head(&self) -> usize {
+        self.dim - self.tail
     }
 
     pub fn dim(&self) -> usize {
@@ -150,22 +172,37 @@ impl Matrix {
     pub fn push(&mut self, codes: &[u8], scale: f32) {
         debug_assert_eq!(codes.len(), self.dim);
         let row = self.rows();
+        let head = self.head();
         self.scales.push(scale);
         match &mut self.layout {
-            Layout::Sparse { segments, nonzero } => {
+            Layout::Sparse {
+                segments,
+                nonzero,
+                tail_blocks,
+            } => {
                 if row.is_multiple_of(SEGMENT) {
-                    segments.push(Segment::new(self.dim));
+                    segments.push(Segment::new(head));
                 }
                 let seg = segments.last_mut().expect("a segment was just ensured");
                 let offset = (row % SEGMENT) as u16;
-                for (d, c) in codes.iter().enumerate().take(self.dim) {
+                for (d, c) in codes.iter().enumerate().take(head) {
                     if *c != 0 {
                         seg.rows[d].push(offset);
                         seg.codes[d].push(*c as i8);
                         *nonzero += 1;
                     }
                 }
-                let denser = *nonzero * SPARSE_UP_TO > (row + 1) * self.dim;
+                if self.tail > 0 {
+                    let r = row % BLOCK;
+                    if r == 0 {
+                        tail_blocks.push(vec![0; self.tail * BLOCK]);
+                    }
+                    let block = tail_blocks.last_mut().expect("a block was just ensured");
+                    for (t, c) in codes[head..self.dim].iter().enumerate() {
+                        block[t * BLOCK + r] = *c as i8;
+                    }
+                }
+                let denser = *nonzero * SPARSE_UP_TO > (row + 1) * head;
                 if row + 1 >= JUDGE_AFTER && denser {
                     self.densify();
                 }
@@ -185,10 +222,19 @@ impl Matrix {
 
     /// Switch to the dense layout, keeping every row.
     fn densify(&mut self) {
-        let Layout::Sparse { segments, .. } = &self.layout else {
+        let Layout::Sparse {
+            segments,
+            tail_blocks,
+            ..
+        } = &self.layout
+        else {
             return;
         };
+        let head = self.head();
         let mut blocks = vec![vec![0i8; self.dim * BLOCK]; self.rows().div_ceil(BLOCK)];
+        for (block, tail) in blocks.iter_mut().zip(tail_blocks) {
+            block[head * BLOCK..].copy_from_slice(tail);
+        }
         for (s, seg) in segments.iter().enumerate() {
             for (d, (rs, cs)) in seg.rows.iter().zip(&seg.codes).enumerate() {
                 for (r, c) in rs.iter().zip(cs) {
@@ -259,7 +305,12 @@ impl Matrix {
     /// Score rows `first..first + out.len()` into `out` (`first` a multiple of [`BLOCK`]).
     fn scan(&self, nz: &[(usize, i16)], qscale: f32, first: usize, out: &mut [f32]) {
         match &self.layout {
-            Layout::Sparse { segments, .. } => {
+            Layout::Sparse {
+                segments,
+                tail_blocks,
+                ..
+            } => {
+                let head = self.head();
                 let end = first + out.len();
                 // Each product is a whole number of at most 127², so up to 1040 dimensions
                 // the f32 sums stay below 2^24 and exact, as the dense layout's i32 sums are.
@@ -271,13 +322,21 @@ impl Matrix {
                     // This part's rows as offsets in the segment.
                     let (from, to) = (first.max(start) - start, end.min(start + SEGMENT) - start);
                     let out = &mut out[start + from - first..start + to - first];
-                    for &(d, qd) in nz {
+                    for &(d, qd) in nz.iter().filter(|(d, _)| *d < head) {
                         let (rs, cs) = (&seg.rows[d], &seg.codes[d]);
                         let lo = rs.partition_point(|r| usize::from(*r) < from);
                         let hi = lo + rs[lo..].partition_point(|r| usize::from(*r) < to);
                         for (r, c) in rs[lo..hi].iter().zip(&cs[lo..hi]) {
                             out[usize::from(*r) - from] += f32::from(qd * i16::from(*c));
                         }
+                    }
+                }
+                for &(d, qd) in nz.iter().filter(|(d, _)| *d >= head) {
+                    let t = d - head;
+                    for (i, o) in out.iter_mut().enumerate() {
+                        let r = first + i;
+                        let c = tail_blocks[r / BLOCK][t * BLOCK + r % BLOCK];
+                        *o += f32::from(qd * i16::from(c));
                     }
                 }
                 // In the dense layout's order of operations, so both give the same bits.
@@ -401,6 +460,48 @@ mod tests {
         let mut one = vec![0.0; big.rows()];
         big.scan(&nz, qs, 0, &mut one);
         assert_eq!(big.cosines(&q), one);
+    }
+
+    #[test]
+    fn a_dense_tail_scores_as_the_whole_row_and_keeps_the_rest_sparse() {
+        let (dim, tail) = (256, 16);
+        // Sparse head (a few non-zeros), then a tail every row fills.
+        let row = |i: usize| -> Vec<f32> {
+            (0..dim)
+                .map(|d| {
+                    if d >= dim - tail {
+                        ((d * 5 + i * 3) % 11) as f32 - 5.0
+                    } else if (d * 7 + i * 13).is_multiple_of(41) {
+                        1.0 + (i % 3) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let mut plain = Matrix::new(dim);
+        let mut tailed = Matrix::with_dense_tail(dim, tail);
+        let rows = BLOCK + 70; // two tail blocks, the second partly filled
+        for i in 0..rows {
+            plain.push_f32(&row(i));
+            tailed.push_f32(&row(i));
+        }
+        tailed.shrink_to_fit();
+        // The tail's 16 filled dimensions do not count towards the head's density.
+        assert!(tailed.is_sparse());
+        let q: Vec<f32> = (0..dim).map(|d| ((d % 5) as f32 - 2.0) / 2.0).collect();
+        let want = plain.cosines(&q);
+        let got = tailed.cosines(&q);
+        assert_eq!(got.len(), rows);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        // Turned dense, it still scores the same, tail included.
+        tailed.densify();
+        assert!(!tailed.is_sparse());
+        for (g, w) in tailed.cosines(&q).iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
     }
 
     #[test]

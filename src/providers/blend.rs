@@ -28,7 +28,7 @@ pub struct BlendedEmbedder {
 impl BlendedEmbedder {
     /// `weight` (0 < w < 1) is the built-in share of the cosine.
     pub fn new(model: std::sync::Arc<dyn Embedder>, weight: f32) -> Self {
-        let builtin = BuiltinEmbedder::new();
+        let builtin = BuiltinEmbedder::hashed();
         let name = format!("{}+{}*{weight}", model.model(), builtin.model());
         Self {
             model,
@@ -134,13 +134,13 @@ mod tests {
     #[tokio::test]
     async fn cosine_is_the_weighted_sum_and_unreadable_texts_fall_back_to_builtin() {
         let e = BlendedEmbedder::new(Arc::new(Letters), 0.3);
-        assert_eq!(e.dim(), 26 + BuiltinEmbedder::new().dim());
+        assert_eq!(e.dim(), 26 + BuiltinEmbedder::hashed().dim());
         assert_eq!(e.model(), "letters+builtin-hash-v3*0.3");
         let texts: Vec<String> = ["apple pie", "apple tart", "退款多久到账", "退款什么时候到"]
             .map(String::from)
             .to_vec();
         let v = e.embed(&texts).await.unwrap();
-        let b = BuiltinEmbedder::new();
+        let b = BuiltinEmbedder::hashed();
         let cb = |i: usize, j: usize| cos(&b.embed_one(&texts[i]), &b.embed_one(&texts[j]));
         // Both read by the model (same letter: model cosine 1).
         assert!((cos(&v[0], &v[1]) - (0.7 + 0.3 * cb(0, 1))).abs() < 1e-5);

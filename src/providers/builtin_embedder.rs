@@ -8,20 +8,32 @@
 //!
 //! Each feature's count becomes a sublinear weight `1 + ln(tf)`, times its class weight; the
 //! feature is hashed (FNV-1a + a splitmix finalizer, stable across platforms and releases)
-//! to one of `dim` buckets with a hashed sign, and the vector is L2-normalized. The model
-//! name carries the feature-set version: change the features, bump [`MODEL`], and the index
-//! rebuilds itself instead of mixing vectors.
+//! to one of `dim` buckets with a hashed sign, and the vector is L2-normalized.
+//!
+//! After the hashed part come the 64 dimensions of the text's *word vectors*
+//! ([`super::static_words`]: each word's vector distilled from multilingual-e5-small, summed
+//! with weights that favour rare words): the only part of the vector in which different
+//! words can meet (攒 and 累计, teapot and 茶壶). The two parts are unit vectors scaled by
+//! √(1−β) and √β (β = [`FeatureWeights::dense`]), so the cosine of two texts is
+//! `(1−β)·cos_hashed + β·cos_words`.
+//!
+//! The model name carries the feature-set version: change the features, bump [`MODEL`], and
+//! the index rebuilds itself instead of mixing vectors.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 
+use super::static_words::{self, StaticWords};
 use super::{Embedder, ProviderError};
 use crate::knowledge::analyze::{is_stopword, tokens, Token};
 use crate::text::concepts;
 
 /// Model name recorded in the index. Bump the version when features or weights change.
-pub const MODEL: &str = "builtin-hash-v3";
+pub const MODEL: &str = "builtin-v4";
+/// The hashed features alone ([`BuiltinEmbedder::hashed`]): what a sentence model is blended
+/// with (`builtin_weight`), whose knobs were fitted against it.
+pub const HASHED_MODEL: &str = "builtin-hash-v3";
 /// Default dimension (see the report in `knowledge/mod.rs` for the measurement).
 pub const DEFAULT_DIM: usize = 1024;
 
@@ -39,6 +51,12 @@ pub struct FeatureWeights {
     pub cjk_bigram: f32,
     /// A concept the word belongs to (`~refund`: synonyms and translations meet).
     pub concept: f32,
+    /// β: the word vectors' share of the cosine (0 = the hashed features alone).
+    pub dense: f32,
+    /// A word's weight in the sum of word vectors is `1 / (1 + 10^(a − ic))`, ic = −log10 of
+    /// its frequency (a smooth inverse frequency, as in SIF): words more frequent than
+    /// 10^−a count little.
+    pub dense_rarity: f32,
 }
 
 impl Default for FeatureWeights {
@@ -52,6 +70,11 @@ impl Default for FeatureWeights {
             cjk_char: 0.4,
             cjk_bigram: 0.7,
             concept: 0.5,
+            // Chosen with the hybrid weight α on the odd lines of the dev sets, curves refitted
+            // for each (β 0.2–0.7, a 3.5–5, α 0.4–0.6; docs/calibration.md): a 3.5 answered
+            // four more off-topic questions ("天气怎么样" shares 怎么样 with the knowledge).
+            dense: 0.3,
+            dense_rarity: 5.0,
         }
     }
 }
@@ -59,9 +82,12 @@ impl Default for FeatureWeights {
 /// Hashed word + character n-gram embedder. Deterministic, offline, cheap.
 #[derive(Clone, Debug)]
 pub struct BuiltinEmbedder {
+    /// Dimensions of the hashed part.
     dim: usize,
     model: String,
     weights: FeatureWeights,
+    /// The word vectors, unless the hashed features are used alone.
+    words: Option<&'static StaticWords>,
 }
 
 impl Default for BuiltinEmbedder {
@@ -82,11 +108,30 @@ impl BuiltinEmbedder {
 
     pub fn with_weights(dim: usize, weights: FeatureWeights) -> Self {
         let dim = dim.max(16);
+        let words = (weights.dense > 0.0).then(static_words::bundled);
+        let model = match words {
+            Some(_) if dim == DEFAULT_DIM => MODEL.to_string(),
+            Some(_) => format!("{MODEL}-{dim}"),
+            None if dim == DEFAULT_DIM => HASHED_MODEL.to_string(),
+            None => format!("{HASHED_MODEL}-{dim}"),
+        };
         Self {
             dim,
-            model: MODEL.to_string(),
+            model,
             weights,
+            words,
         }
+    }
+
+    /// The hashed features alone, without word vectors ([`HASHED_MODEL`]).
+    pub fn hashed() -> Self {
+        Self::with_weights(
+            DEFAULT_DIM,
+            FeatureWeights {
+                dense: 0.0,
+                ..FeatureWeights::default()
+            },
+        )
     }
 
     /// Embed one text synchronously (the trait method batches over this).
@@ -98,7 +143,11 @@ impl BuiltinEmbedder {
         };
         let w = &self.weights;
         let mut prev_stem: Option<String> = None;
+        let mut dense = vec![0f32; self.words.map_or(0, StaticWords::dim)];
         for token in tokens(text) {
+            if let Some(words) = self.words {
+                add_word_vectors(words, w.dense_rarity, &token, &mut dense);
+            }
             match token {
                 Token::Word { raw, stem } => {
                     let weight = if is_stopword(&stem) || is_stopword(&raw) {
@@ -162,7 +211,56 @@ impl BuiltinEmbedder {
         if norm > 0.0 {
             v.iter_mut().for_each(|x| *x /= norm);
         }
+        if self.words.is_some() {
+            let beta = w.dense.clamp(0.0, 1.0);
+            let dense_norm = dense.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let hashed_share = (1.0 - beta).sqrt();
+            let dense_share = if dense_norm > 0.0 {
+                beta.sqrt() / dense_norm
+            } else {
+                0.0
+            };
+            v.iter_mut().for_each(|x| *x *= hashed_share);
+            v.extend(dense.iter().map(|x| x * dense_share));
+        }
         v
+    }
+}
+
+/// Add the vectors of `token`'s words to `acc`, each as a unit vector times its rarity
+/// weight. Stop words and long numbers add nothing; a Latin word is looked up as written,
+/// then by its stem (and the stem + e: `caffein` → caffeine); a Chinese word the table lacks
+/// by its characters.
+fn add_word_vectors(table: &StaticWords, rarity: f32, token: &Token, acc: &mut [f32]) {
+    let mut add = |found: Option<(f32, &[u8])>| {
+        if let Some((ic, row)) = found {
+            let weight = 1.0 / (1.0 + 10f32.powf(rarity - ic));
+            static_words::add_unit(acc, row, weight);
+        }
+    };
+    match token {
+        Token::Word { raw, stem } => {
+            if is_stopword(stem) || is_stopword(raw) || raw == "#num" {
+                return;
+            }
+            add(table
+                .get(raw)
+                .or_else(|| table.get(stem))
+                .or_else(|| table.get(&format!("{stem}e"))));
+        }
+        Token::Cjk { words, .. } => {
+            for word in words.iter().filter(|w| !is_stopword(w)) {
+                match table.get(word) {
+                    Some(found) => add(Some(found)),
+                    None => {
+                        let mut buf = [0u8; 4];
+                        for c in word.chars() {
+                            add(table.get(c.encode_utf8(&mut buf)));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -206,7 +304,11 @@ impl Embedder for BuiltinEmbedder {
     }
 
     fn dim(&self) -> usize {
-        self.dim
+        self.dim + self.words.map_or(0, StaticWords::dim)
+    }
+
+    fn dense_dims(&self) -> usize {
+        self.words.map_or(0, StaticWords::dim)
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
@@ -252,6 +354,31 @@ mod tests {
         let near = e.embed_one("退款申请流程是什么");
         let far = e.embed_one("明天北京天气怎么样");
         assert!(cos(&q, &near) > cos(&q, &far) + 0.2);
+    }
+
+    #[test]
+    fn word_vectors_let_different_words_meet() {
+        let (with, without) = (BuiltinEmbedder::new(), BuiltinEmbedder::hashed());
+        assert_eq!((with.model(), without.model()), (MODEL, HASHED_MODEL));
+        assert_eq!(with.dim(), DEFAULT_DIM + 64);
+        assert_eq!((with.dense_dims(), without.dense_dims()), (64, 0));
+        let pair = |e: &BuiltinEmbedder, a: &str, b: &str| cos(&e.embed_one(a), &e.embed_one(b));
+        // No feature in common: only the word vectors relate them.
+        for (a, b) in [("teapot", "茶壶"), ("tea", "茶")] {
+            assert!(pair(&without, a, b).abs() < 0.05, "{a} {b}");
+            assert!(pair(&with, a, b) > 0.1, "{a} {b}: {}", pair(&with, a, b));
+        }
+        // And unrelated words stay apart.
+        assert!(pair(&with, "teapot", "发票") < 0.05);
+        // The hashed part is the same as the hashed embedder's, scaled by √(1−β).
+        let (a, b) = (
+            with.embed_one("退款多久到账"),
+            without.embed_one("退款多久到账"),
+        );
+        let share = (1.0 - FeatureWeights::default().dense).sqrt();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - share * y).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod openai;
 pub mod openai_chat;
 pub mod openai_embed;
 pub mod prompt;
+pub mod static_words;
 #[cfg(feature = "local-embeddings")]
 pub mod unigram;
 
@@ -102,6 +103,11 @@ pub struct SimilarityProfile {
 pub trait Embedder: Send + Sync {
     fn model(&self) -> &str;
     fn dim(&self) -> usize;
+    /// How many trailing dimensions every vector fills (the index keeps them in a dense
+    /// block however sparse the rest is). Only memory and speed depend on it.
+    fn dense_dims(&self) -> usize {
+        0
+    }
     /// The texts as they are.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
     /// The texts in `role` (with the model's prefix for it). Embedders without roles
