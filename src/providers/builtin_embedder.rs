@@ -13,7 +13,7 @@
 //! After the hashed part come the 64 dimensions of the text's *word vectors*
 //! ([`super::static_words`]: each word's vector distilled from multilingual-e5-small, summed
 //! with weights that favour rare words): the only part of the vector in which different
-//! words can meet (攒 and 累计, teapot and 茶壶). The two parts are unit vectors scaled by
+//! words can meet (价格 and price, teapot and 茶壶). The two parts are unit vectors scaled by
 //! √(1−β) and √β (β = [`FeatureWeights::dense`]), so the cosine of two texts is
 //! `(1−β)·cos_hashed + β·cos_words`.
 //!
@@ -79,7 +79,7 @@ impl Default for FeatureWeights {
     }
 }
 
-/// Hashed word + character n-gram embedder. Deterministic, offline, cheap.
+/// Hashed word + character n-gram features, then word vectors. Deterministic, offline, cheap.
 #[derive(Clone, Debug)]
 pub struct BuiltinEmbedder {
     /// Dimensions of the hashed part.

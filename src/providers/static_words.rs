@@ -1,9 +1,11 @@
 //! Static word vectors: one small dense vector per Chinese word, Chinese character and
 //! English word, distilled from a multilingual sentence model (multilingual-e5-small, MIT)
 //! by running each word through it alone (examples/distill_static.rs). A text's vector is
-//! the weighted sum of its words' vectors. Unlike the hashed features, these put 攒 near 累计,
-//! refund near 退款 and caffeine near 咖啡因: the built-in embedder's only sense of meaning
-//! beyond shared words, in-process and without the model.
+//! the weighted sum of its words' vectors. Unlike the hashed features, these put words of
+//! close meaning near each other, across the two languages too (cosines in the bundled
+//! table: 价格–price 0.74, refund–返还 0.64, teapot–茶壶 0.53, 攒–累计 0.34, against
+//! teapot–发票 0.06): the built-in embedder's only sense of meaning beyond shared words,
+//! in-process and without the model.
 //!
 //! A text's vector is what kefu's built-in embedder appends to its hashed features; see
 //! `builtin_embedder.rs`.
