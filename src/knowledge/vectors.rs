@@ -331,12 +331,20 @@ impl Matrix {
                         }
                     }
                 }
-                for &(d, qd) in nz.iter().filter(|(d, _)| *d >= head) {
-                    let t = d - head;
-                    for (i, o) in out.iter_mut().enumerate() {
-                        let r = first + i;
-                        let c = tail_blocks[r / BLOCK][t * BLOCK + r % BLOCK];
-                        *o += f32::from(qd * i16::from(c));
+                // The dense tail, block by block as the dense layout scans.
+                let tail: Vec<(usize, i16)> = nz
+                    .iter()
+                    .filter(|(d, _)| *d >= head)
+                    .map(|&(d, qd)| (d - head, qd))
+                    .collect();
+                if !tail.is_empty() {
+                    let mut acc = vec![0i32; BLOCK];
+                    for (b, part) in out.chunks_mut(BLOCK).enumerate() {
+                        let acc = &mut acc[..part.len()];
+                        sum_columns(&tail_blocks[first / BLOCK + b], &tail, acc);
+                        for (o, a) in part.iter_mut().zip(acc.iter()) {
+                            *o += *a as f32;
+                        }
                     }
                 }
                 // In the dense layout's order of operations, so both give the same bits.
@@ -350,31 +358,36 @@ impl Matrix {
                     let block = &blocks[first / BLOCK + b];
                     // The last block is padded: only its filled rows are worth scanning.
                     let acc = &mut acc[..part.len()];
-                    acc.iter_mut().for_each(|a| *a = 0);
-                    // Two dimensions at a time: |q0·c0 + q1·c1| ≤ 2·127² still fits i16, so
-                    // the products stay in 16-bit lanes and are widened to i32 once per pair
-                    // (≈1.7× faster than widening every product).
-                    let mut pairs = nz.chunks_exact(2);
-                    for pair in &mut pairs {
-                        let ((d0, q0), (d1, q1)) = (pair[0], pair[1]);
-                        let c0 = &block[d0 * BLOCK..d0 * BLOCK + acc.len()];
-                        let c1 = &block[d1 * BLOCK..d1 * BLOCK + acc.len()];
-                        for ((a, x), y) in acc.iter_mut().zip(c0).zip(c1) {
-                            *a += i32::from(q0 * i16::from(*x) + q1 * i16::from(*y));
-                        }
-                    }
-                    for &(d, qd) in pairs.remainder() {
-                        let col = &block[d * BLOCK..d * BLOCK + acc.len()];
-                        for (a, c) in acc.iter_mut().zip(col) {
-                            *a += i32::from(qd * i16::from(*c));
-                        }
-                    }
+                    sum_columns(block, nz, acc);
                     let row0 = first + b * BLOCK;
                     for (r, o) in part.iter_mut().enumerate() {
                         *o = acc[r] as f32 * qscale * self.scales[row0 + r];
                     }
                 }
             }
+        }
+    }
+}
+
+/// `acc[r] = Σ q · block[c * BLOCK + r]` over the `(column, q)` pairs of `cols`, for the first
+/// `acc.len()` rows of one block (`acc` is overwritten). Two columns at a time: |q0·c0 +
+/// q1·c1| ≤ 2·127² still fits i16, so the products stay in 16-bit lanes and are widened to i32
+/// once per pair (≈1.7× faster than widening every product).
+fn sum_columns(block: &[i8], cols: &[(usize, i16)], acc: &mut [i32]) {
+    acc.iter_mut().for_each(|a| *a = 0);
+    let mut pairs = cols.chunks_exact(2);
+    for pair in &mut pairs {
+        let ((d0, q0), (d1, q1)) = (pair[0], pair[1]);
+        let c0 = &block[d0 * BLOCK..d0 * BLOCK + acc.len()];
+        let c1 = &block[d1 * BLOCK..d1 * BLOCK + acc.len()];
+        for ((a, x), y) in acc.iter_mut().zip(c0).zip(c1) {
+            *a += i32::from(q0 * i16::from(*x) + q1 * i16::from(*y));
+        }
+    }
+    for &(d, qd) in pairs.remainder() {
+        let col = &block[d * BLOCK..d * BLOCK + acc.len()];
+        for (a, c) in acc.iter_mut().zip(col) {
+            *a += i32::from(qd * i16::from(*c));
         }
     }
 }

@@ -109,15 +109,11 @@ impl BuiltinEmbedder {
     pub fn with_weights(dim: usize, weights: FeatureWeights) -> Self {
         let dim = dim.max(16);
         let words = (weights.dense > 0.0).then(static_words::bundled);
-        let model = match words {
-            Some(_) if dim == DEFAULT_DIM => MODEL.to_string(),
-            Some(_) => format!("{MODEL}-{dim}"),
-            None if dim == DEFAULT_DIM => HASHED_MODEL.to_string(),
-            None => format!("{HASHED_MODEL}-{dim}"),
-        };
+        // The index records the dimension beside the name: the name says which features.
+        let model = if words.is_some() { MODEL } else { HASHED_MODEL };
         Self {
             dim,
-            model,
+            model: model.to_string(),
             weights,
             words,
         }
