@@ -46,7 +46,8 @@ fn intents_on_an_unseen_help_centre() {
 #[test]
 fn handoffs_on_an_unseen_help_centre() {
     let r = eval("handoff.jsonl");
-    // Measured 1.000 (precision 1.0, recall 1.0) on both halves.
+    // Measured 0.983 (precision 0.968, recall 1.0; odd half 0.967, even 1.000): "the four
+    // seasons box was a hit with my family" is handed over as no_knowledge.
     assert!(
         r.handoff.accuracy() >= 0.9,
         "handoff {:.3}",
@@ -60,8 +61,8 @@ fn handoffs_on_an_unseen_help_centre() {
 #[test]
 fn answers_and_conversations_on_an_unseen_help_centre() {
     let r = eval("answers.jsonl");
-    // Measured: contains 0.758, expected source first 0.792 (zh 0.714 / 0.771, en 0.820 /
-    // 0.820; halves in docs/providers.md).
+    // Measured: contains 0.800, expected source first 0.817 (zh 0.757 / 0.786, en 0.860 /
+    // 0.860; halves in docs/calibration.md).
     assert!(
         r.contains.accuracy() >= 0.7,
         "contains {:.3}",
@@ -73,7 +74,7 @@ fn answers_and_conversations_on_an_unseen_help_centre() {
         r.source_hit1.accuracy()
     );
     let r = eval("conversations.jsonl");
-    // Measured 9 of 15 scripts; the misses are answers (wrong or no source), not flows.
+    // Measured 11 of 15 scripts; the misses are answers (wrong or no source), not flows.
     assert!(
         r.scripts.ok >= 9,
         "{} of {} conversations",
