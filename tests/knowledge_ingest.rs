@@ -223,6 +223,36 @@ async fn incremental_ingest_embeds_only_changed_files_and_drops_deleted_ones() {
 }
 
 #[tokio::test]
+async fn an_faq_answer_is_found_by_its_words_and_not_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("knowledge");
+    write(
+        &root,
+        "faq/care.jsonl",
+        r#"{"id": "kettle-scale", "question": "How do I descale the kettle?", "alternates": ["kettle has white spots", "limescale in my kettle"], "answer": "Boil a solution of citric acid, let it stand for twenty minutes, then rinse twice."}
+"#,
+    );
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let embedder = Counting::new(None);
+    let kb = Knowledge::open(&db, embedder.clone()).unwrap();
+    kb.ingest(std::slice::from_ref(&root)).await.unwrap();
+    // The question, two alternates and their pool; the answer is searched by its words.
+    assert_eq!(embedder.texts.load(Ordering::SeqCst), 4);
+    for mode in [RetrievalMode::Lexical, RetrievalMode::Hybrid] {
+        let hits = kb.search("citric acid", 1, mode).await.unwrap();
+        assert_eq!(hits[0].source, "faq/care.jsonl#kettle-scale", "{mode:?}");
+    }
+    // And after a restart, from what was stored.
+    drop(kb);
+    let kb = Knowledge::open(&db, embedder).unwrap();
+    let hits = kb
+        .search("descale kettle", 1, RetrievalMode::Vector)
+        .await
+        .unwrap();
+    assert_eq!(hits[0].source, "faq/care.jsonl#kettle-scale");
+}
+
+#[tokio::test]
 async fn bad_lines_are_reported_with_their_line_and_the_rest_ingested() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::bm25::{Bm25Builder, Bm25Params};
 use super::load::{ChunkKind, Problem};
-use super::search::{ChunkRecord, Snapshot};
+use super::search::{ChunkRecord, Snapshot, UnitKind};
 use super::vectors::{self, Matrix};
 
 const GENERATION: &[u8] = b"generation";
@@ -75,7 +75,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Version of what ingest derives from a file besides its vectors (chunking, units, the
 /// analyzer's terms). Part of the document id, so changing them re-ingests every file even
 /// when the embedding model stays the same.
-pub const ANALYSIS_VERSION: &str = "analysis-6";
+pub const ANALYSIS_VERSION: &str = "analysis-7";
 
 pub fn doc_id(model: &str, dim: usize, source: &str, sha256: &str) -> String {
     let mut h = Sha256::new();
@@ -276,26 +276,29 @@ impl Trees {
                 let mut row = 0u16;
                 for (kind, terms) in rec.units.iter().zip(terms) {
                     let terms = terms.iter().map(|(t, tf)| (t.as_ref(), *tf));
-                    if !kind.has_vector() {
+                    if *kind == UnitKind::Sentence {
                         snap.passage_chunk.push(c);
                         passage_terms.add_unit(terms);
                         continue;
                     }
-                    if let Some(matrix) = matrix.as_mut() {
-                        let mut vk = ck.clone();
-                        vk.extend_from_slice(&row.to_be_bytes());
-                        let bytes = self
-                            .vectors
-                            .get(&vk)?
-                            .with_context(|| format!("missing vector of {}", f.source))?;
-                        let (codes, scale) =
-                            vectors::decode(&bytes, matrix.dim()).with_context(|| {
-                                format!("vector of {} has the wrong size", f.source)
-                            })?;
-                        matrix.push(codes, scale);
-                        snap.vector_unit.push(snap.unit_chunk.len() as u32);
+                    // Numbered among the embedded units; the rest are searched by words.
+                    if kind.embedded(rec.kind) {
+                        if let Some(matrix) = matrix.as_mut() {
+                            let mut vk = ck.clone();
+                            vk.extend_from_slice(&row.to_be_bytes());
+                            let bytes = self
+                                .vectors
+                                .get(&vk)?
+                                .with_context(|| format!("missing vector of {}", f.source))?;
+                            let (codes, scale) = vectors::decode(&bytes, matrix.dim())
+                                .with_context(|| {
+                                    format!("vector of {} has the wrong size", f.source)
+                                })?;
+                            matrix.push(codes, scale);
+                            snap.vector_unit.push(snap.unit_chunk.len() as u32);
+                        }
+                        row += 1;
                     }
-                    row += 1;
                     snap.unit_chunk.push(c);
                     snap.unit_kind.push(*kind);
                     snap.unit_faq.push(rec.kind == ChunkKind::Faq);

@@ -348,7 +348,7 @@ impl Knowledge {
             texts.extend(
                 units
                     .into_iter()
-                    .filter(|(k, _)| k.has_vector())
+                    .filter(|(k, _)| k.embedded(c.kind))
                     .map(|(k, t)| (search::unit_role(k), t)),
             );
         }
@@ -375,7 +375,7 @@ impl Knowledge {
         let vectors = chunks
             .iter()
             .map(|c| {
-                let n = c.units.iter().filter(|k| k.has_vector()).count();
+                let n = c.units.iter().filter(|k| k.embedded(c.kind)).count();
                 it.by_ref().take(n).collect()
             })
             .collect();
