@@ -1,9 +1,11 @@
 //! Scoring: the in-memory snapshot of the index and how a query is ranked against it.
 //!
-//! Every chunk has *units*, each embedded and indexed on its own: **match** units (an FAQ's
-//! question and each alternate; a section's "title › heading path" line), for an FAQ with
-//! alternates one **pool** unit (question + alternates as one text: the entry as a whole),
-//! and one **body** unit (the FAQ answer; a section's heading line + text). Per signal
+//! Every chunk has *units*, each indexed on its own: **match** units (an FAQ's question and
+//! each alternate; a section's "title › heading path" line), for an FAQ with alternates one
+//! **pool** unit (question + alternates as one text: the entry as a whole), one **body** unit
+//! (the FAQ answer; a section's heading line + text), and a section's **sentence** units. All
+//! are in BM25; all but sentences and FAQ answers are embedded too
+//! ([`UnitKind::embedded`]), so in the vector signal an FAQ answer's `sim` is 0. Per signal
 //! (`sim` = `max(0, cosine)` of the embeddings, or `nbm25`, the query-normalized BM25 of
 //! bm25.rs, both 0..1):
 //!
