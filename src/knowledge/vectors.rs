@@ -310,7 +310,9 @@ impl Matrix {
                 tail_blocks,
                 ..
             } => {
+                // The query's non-zeros are in dimension order: the head's, then the tail's.
                 let head = self.head();
+                let (head_nz, tail_nz) = nz.split_at(nz.partition_point(|(d, _)| *d < head));
                 let end = first + out.len();
                 // Each product is a whole number of at most 127², so up to 1040 dimensions
                 // the f32 sums stay below 2^24 and exact, as the dense layout's i32 sums are.
@@ -322,7 +324,7 @@ impl Matrix {
                     // This part's rows as offsets in the segment.
                     let (from, to) = (first.max(start) - start, end.min(start + SEGMENT) - start);
                     let out = &mut out[start + from - first..start + to - first];
-                    for &(d, qd) in nz.iter().filter(|(d, _)| *d < head) {
+                    for &(d, qd) in head_nz {
                         let (rs, cs) = (&seg.rows[d], &seg.codes[d]);
                         let lo = rs.partition_point(|r| usize::from(*r) < from);
                         let hi = lo + rs[lo..].partition_point(|r| usize::from(*r) < to);
@@ -332,11 +334,8 @@ impl Matrix {
                     }
                 }
                 // The dense tail, block by block as the dense layout scans.
-                let tail: Vec<(usize, i16)> = nz
-                    .iter()
-                    .filter(|(d, _)| *d >= head)
-                    .map(|&(d, qd)| (d - head, qd))
-                    .collect();
+                let tail: Vec<(usize, i16)> =
+                    tail_nz.iter().map(|&(d, qd)| (d - head, qd)).collect();
                 if !tail.is_empty() {
                     let mut acc = vec![0i32; BLOCK];
                     for (b, part) in out.chunks_mut(BLOCK).enumerate() {
