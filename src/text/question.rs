@@ -64,7 +64,9 @@ fn patterns() -> &'static Patterns {
             time: r(r"(?i)\d\s*(个)?(工作日|天|日|小时|分钟|秒|周|星期|个月|月|年)|\d{1,2}[:：]\d{2}|\d\s*(business |working |calendar )?(days?|hours?|minutes?|weeks?|months?|years?)\b|\d(st|nd|rd|th)\b|(当天|次日|当日|同一天|same day|next day|immediately|within|立即|马上|以内)"),
             // A digit, or a count in words ("twice", 两次, 三泡).
             amount: r(r"(?i)\d|\b(once|twice|thrice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozen)\b|[一二两三四五六七八九十百千万]\s*[个次遍泡张件位份款种天周年月倍]"),
-            place: r(r"(?i)地址|路\s*\d|[省市区县]\S{0,8}路|\baddress\b|\bstreet\b|\broad\b|\bwarehouse\b|仓库"),
+            // An address stated, not the word: "地址：…" / "address: …", a street with its
+            // number, a postcode; "一次最多导入 500 个地址" and "enter your address" state none.
+            place: r(r"(?i)地址\s*[:：是为]|[路街道巷弄]\s*\d+\s*号|[省市区县]\S{0,8}[路街]|邮编\s*\d|\baddress(es)?\s*(is|are|:)|\b\d+[a-z]?,?\s+([a-z]+\s+){1,3}(road|rd|street|st|avenue|ave|lane|ln|boulevard|blvd|drive|dr)\b|\b(post ?code|zip|p\.?\s?o\.? box)\b|\bwarehouse\b|仓库"),
             yes_no: r(r"(?i)可以|不能|能|无法|支持|不会|需要|提供|接受|只能|允许|不参与|参与|没有|\b(can|cannot|can't|may|must|not|no|only|yes|do not|don't|does not|doesn't|are not|is not|won't|never|always)\b"),
         }
     })
@@ -240,5 +242,27 @@ mod tests {
             0.5
         );
         assert_eq!(Asks::Other.carried_by("Anything at all, 5 days."), 0.0);
+    }
+
+    #[test]
+    fn an_address_is_stated_only_when_it_is_written_out() {
+        for stated in [
+            "寄回地址：江苏省苏州市吴中区木渎路 66 号，邮编 215101。",
+            "门店在广州市天河区体育西路 12 号。",
+            "Send it to 42 Harbour Road, Kowloon.",
+            "Our address is Unit 5, Kwun Tong.",
+            "Returns go to our warehouse in Ningbo.",
+        ] {
+            assert_eq!(Asks::Place.carried_by(stated), 1.0, "{stated}");
+        }
+        // Naming addresses is not stating one: a rule about them answers no "where".
+        for named in [
+            "一次最多可以添加 20 个收货地址。",
+            "下单时填写收件人的姓名、电话和地址即可。",
+            "Enter your address at checkout.",
+            "You can save up to five delivery addresses.",
+        ] {
+            assert_eq!(Asks::Place.carried_by(named), 0.0, "{named}");
+        }
     }
 }
