@@ -63,7 +63,7 @@ fn patterns() -> &'static Patterns {
             price: r(r"(?i)[¥￥$€£]|HK\$|S\$|\bRM\s?\d|\d\s*(元|块|港币|新币|美元)|\b(USD|CNY|RMB|HKD|SGD)\b|价格|售价|收费|免费|\bfree\b|\d+\s*折|\d+%\s*off"),
             time: r(r"(?i)\d\s*(个)?(工作日|天|日|小时|分钟|秒|周|星期|个月|月|年)|\d{1,2}[:：]\d{2}|\d\s*(business |working |calendar )?(days?|hours?|minutes?|weeks?|months?|years?)\b|\d(st|nd|rd|th)\b|(当天|次日|当日|同一天|same day|next day|immediately|within|立即|马上|以内)"),
             // A digit, or a count in words ("twice", 两次, 三泡).
-            amount: r(r"(?i)\d|\b(once|twice|thrice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozen)\b|[一二两三四五六七八九十百千万]\s*[个次遍泡张件位份款种天周年月倍]"),
+            amount: r(r"(?i)\d|\b(once|twice|thrice|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozen)\b|(^|[^第])[一二两三四五六七八九十百千万]\s*[个次遍泡张件位份款种天周年月倍]"),
             // An address stated, not the word: "地址：…" / "address: …", a street with its
             // number, a postcode; "一次最多导入 500 个地址" and "enter your address" state none.
             place: r(r"(?i)地址\s*[:：是为]|[路街道巷弄]\s*\d+\s*号|[省市区县]\S{0,8}[路街]|邮编\s*\d|\baddress(es)?\s*(is|are|:)|\b\d+[a-z]?,?\s+([a-z]+\s+){1,3}(road|rd|street|st|avenue|ave|lane|ln|boulevard|blvd|drive|dr)\b|\b(post ?code|zip|p\.?\s?o\.? box)\b|\bwarehouse\b|仓库"),
@@ -237,6 +237,8 @@ mod tests {
         assert_eq!(Asks::Amount.carried_by("Up to 5 cards per order."), 1.0);
         assert_eq!(Asks::Amount.carried_by("Rinse ripe pu'er twice."), 1.0);
         assert_eq!(Asks::Amount.carried_by("熟普要洗两次茶。"), 1.0);
+        // An ordinal is not an amount.
+        assert_eq!(Asks::Amount.carried_by("第一泡可以倒掉。"), 0.0);
         assert_eq!(
             Asks::YesNo.carried_by("Engraved pots cannot be returned."),
             0.5
