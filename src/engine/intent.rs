@@ -336,7 +336,6 @@ const PRAISE: &[(&str, u8)] = &[
     ("solved it", 2),
     ("you rock", 2),
     ("thank", 1),
-    ("thanks", 1),
     ("thx", 1),
     ("great", 1),
     ("awesome", 2),
@@ -709,6 +708,9 @@ impl BuiltinClassifier {
             && !(matches!(vote.kind, IntentKind::Refund | IntentKind::Cancel | IntentKind::Praise)
                 && lexicon_score == 0
                 && vote.share < 0.7)
+            // A question is not answered with thanks: "thanks, and can I pay by card?" is
+            // a question the lexicons read as one, however much it reads like thanks.
+            && !(vote.kind == IntentKind::Praise && is_question(&norm, &words))
             // A plain question with no word of any intent stays a question unless the
             // neighbours are near-unanimous ("What are your support hours?" is no complaint).
             && !(intent.intent == IntentKind::Query
@@ -1189,6 +1191,41 @@ mod tests {
                 "{q}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn thanks_with_a_question_is_a_question() {
+        let c = voting().await;
+        for q in [
+            "thanks, and can I pay by card?",
+            "thank you! do you ship to Macau?",
+            "谢谢，那可以开发票吗？",
+        ] {
+            assert_eq!(c.classify_sync(q).intent, IntentKind::Query, "{q}");
+            assert_eq!(c.classify_full(q).await.intent, IntentKind::Query, "{q}");
+        }
+        // No word of thanks, but the built-in examples nearest to these are compliments on
+        // the service, so the neighbours vote praise: a question is still not thanked.
+        for q in ["客服一般多久回复", "企业版客服多久回复", "售后客服几点回复"]
+        {
+            // The neighbours read thanks in it; a question is still not answered with thanks.
+            assert_eq!(c.classify_full(q).await.intent, IntentKind::Query, "{q}");
+        }
+        for q in [
+            "thanks a lot!",
+            "thank you so much for the quick reply",
+            "谢谢你们",
+        ] {
+            assert_eq!(c.classify_full(q).await.intent, IntentKind::Praise, "{q}");
+        }
+    }
+
+    #[test]
+    fn thanks_count_once() {
+        // "thanks" is "thank" in the plural and one edit from it: two lexicon entries for
+        // it made every thanks decisive (2), so a question after it was never a question.
+        let (_, score) = c().lexicon("thanks, and how do I export?");
+        assert_eq!(score, 1);
     }
 
     #[test]
