@@ -540,3 +540,58 @@ async fn a_section_that_points_to_another_page_brings_that_page_along() {
     assert_eq!(hits[1].heading_path.last().unwrap(), "Damaged on delivery");
     assert_eq!(hits[1].score, hits[0].score);
 }
+
+#[tokio::test]
+async fn a_pointer_below_the_first_hit_brings_the_section_under_its_heading() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("kb");
+    write(
+        &root,
+        "product/bikes.md",
+        "# Bicycles\n\n## Ridgeback trail bike\n\nThe Ridgeback trail bike has a carbon frame, \
+         12 gears and a 29-inch front wheel.\n\n## Bent wheel on arrival\n\nWhat to do about a \
+         bike that arrives with a bent wheel is explained in Claims and repairs policy.\n",
+    );
+    write(
+        &root,
+        "policies/claims.md",
+        "# Claims and repairs policy\n\n## Bent wheel on arrival\n\nReport it within 5 days \
+         with two photos and we send a new wheel.\n\n## Wheels and frames not covered\n\nA \
+         front wheel or frame bent in a crash after delivery is not covered.\n",
+    );
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let kb = Knowledge::open(&db, Arc::new(BuiltinEmbedder::new())).unwrap();
+    kb.ingest(std::slice::from_ref(&root)).await.unwrap();
+    let hits = kb
+        .search(
+            "my Ridgeback trail bike came with a bent front wheel",
+            4,
+            RetrievalMode::Hybrid,
+        )
+        .await
+        .unwrap();
+    let found: Vec<(String, String)> = hits
+        .iter()
+        .map(|h| {
+            (
+                h.source.clone(),
+                h.heading_path.last().cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let pointer = found
+        .iter()
+        .position(|(s, h)| s == "product/bikes.md" && h == "Bent wheel on arrival")
+        .unwrap_or_else(|| panic!("{found:?}"));
+    assert!(pointer > 0, "the product section comes first: {found:?}");
+    // The policy's section under the pointer's heading, not the one sharing most words.
+    assert_eq!(
+        found[pointer + 1],
+        (
+            "policies/claims.md".to_string(),
+            "Bent wheel on arrival".to_string()
+        ),
+        "{found:?}"
+    );
+    assert_eq!(hits[pointer + 1].score, hits[pointer].score);
+}

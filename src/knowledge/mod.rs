@@ -442,25 +442,15 @@ impl Knowledge {
         let qterms = analyze::terms(query);
         let lang = crate::text::Lang::of(query);
         let mut ranked = snap.rank(qvec.as_deref(), &qterms, lang, top_k, mode, params);
-        // A page that says where the answer is ("… is explained in Returns and refunds"):
-        // the best section of the page it names comes right after it, as likely as it.
-        let referred = ranked.first().and_then(|top| snap.referred(top.chunk));
-        if let Some(source) = referred.filter(|s| {
-            !ranked
-                .iter()
-                .take(2)
-                .any(|r| snap.chunks[r.chunk].source == *s)
+        // A hit that says where its answer is ("… is explained in Returns and refunds") brings
+        // the section it points at along, right after it and as likely as it.
+        if let Some((at, target)) = referent(&snap, &ranked, || {
+            snap.rank(qvec.as_deref(), &qterms, lang, REFERENCE_POOL, mode, params)
         }) {
-            let wide = snap.rank(qvec.as_deref(), &qterms, lang, REFERENCE_POOL, mode, params);
-            if let Some(found) = wide
-                .into_iter()
-                .find(|r| snap.chunks[r.chunk].source == source)
-            {
-                ranked.retain(|r| r.chunk != found.chunk);
-                let score = ranked[0].score;
-                ranked.insert(1, search::Ranked { score, ..found });
-                ranked.truncate(top_k);
-            }
+            ranked.retain(|r| r.chunk != target.chunk);
+            let score = ranked[at].score;
+            ranked.insert(at + 1, search::Ranked { score, ..target });
+            ranked.truncate(top_k);
         }
         Ok(ranked
             .into_iter()
@@ -531,4 +521,44 @@ struct Scanned {
     entry: FileEntry,
     /// `None`: unreadable now, previous entry kept.
     bytes: Option<Vec<u8>>,
+}
+
+/// The first of `ranked` that refers the reader to another page by its title
+/// ([`search::Snapshot::referred`]), and the section it points at: the page's section under
+/// the same heading when it has one (a product page's "Teaware broken on arrival" → the returns
+/// policy's "Teaware broken on arrival"), else the page's best section for the question in
+/// `wide`. None when there is no such hit or its target already follows it.
+fn referent(
+    snap: &search::Snapshot,
+    ranked: &[search::Ranked],
+    wide: impl FnOnce() -> Vec<search::Ranked>,
+) -> Option<(usize, search::Ranked)> {
+    let (at, source) = ranked
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| snap.referred(r.chunk).map(|s| (i, s)))?;
+    let heading = |c: usize| snap.chunks[c].heading_path.last().map(|h| h.to_lowercase());
+    let pointer_heading = heading(ranked[at].chunk);
+    let same_heading = (0..snap.chunks.len()).find(|&c| {
+        snap.chunks[c].source == source
+            && pointer_heading.is_some()
+            && heading(c) == pointer_heading
+    });
+    let wide = wide();
+    let target = match same_heading {
+        Some(c) => wide
+            .iter()
+            .find(|r| r.chunk == c)
+            .copied()
+            .unwrap_or(search::Ranked {
+                chunk: c,
+                score: 0.0,
+                raw: 0.0,
+            }),
+        None => *wide
+            .iter()
+            .find(|r| snap.chunks[r.chunk].source == source)?,
+    };
+    let placed = ranked.iter().take(at + 2).any(|r| r.chunk == target.chunk);
+    (!placed).then_some((at, target))
 }
