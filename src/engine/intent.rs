@@ -1208,7 +1208,6 @@ mod tests {
         // the service, so the neighbours vote praise: a question is still not thanked.
         for q in ["客服一般多久回复", "企业版客服多久回复", "售后客服几点回复"]
         {
-            // The neighbours read thanks in it; a question is still not answered with thanks.
             assert_eq!(c.classify_full(q).await.intent, IntentKind::Query, "{q}");
         }
         for q in [
