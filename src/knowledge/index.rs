@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::bm25::{Bm25Builder, Bm25Params};
 use super::load::{ChunkKind, Problem};
-use super::search::{ChunkRecord, Snapshot, UnitKind};
+use super::search::{ChunkRecord, PageTitles, Snapshot, UnitKind};
 use super::vectors::{self, Matrix};
 
 const GENERATION: &[u8] = b"generation";
@@ -314,7 +314,7 @@ impl Trees {
             m.shrink_to_fit();
             m
         });
-        snap.titles = Snapshot::referable_titles(&snap.chunks);
+        snap.titles = PageTitles::of(&snap.chunks);
         Ok(snap)
     }
 

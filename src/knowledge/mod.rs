@@ -538,11 +538,9 @@ fn referent(
         .enumerate()
         .find_map(|(i, r)| snap.referred(r.chunk).map(|s| (i, s)))?;
     let heading = |c: usize| snap.chunks[c].heading_path.last().map(|h| h.to_lowercase());
-    let pointer_heading = heading(ranked[at].chunk);
-    let same_heading = (0..snap.chunks.len()).find(|&c| {
-        snap.chunks[c].source == source
-            && pointer_heading.is_some()
-            && heading(c) == pointer_heading
+    let same_heading = heading(ranked[at].chunk).and_then(|h| {
+        (0..snap.chunks.len())
+            .find(|&c| snap.chunks[c].source == source && heading(c).as_ref() == Some(&h))
     });
     let wide = wide();
     let target = match same_heading {

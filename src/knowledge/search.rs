@@ -375,9 +375,61 @@ pub struct Snapshot {
     pub passage_chunk: Vec<u32>,
     pub passages: Bm25,
     /// Page titles another page can refer to ("explained in Returns and refunds",
-    /// 按《退货与退款政策》…处理), lower-cased, with the source each names (see
-    /// [`Snapshot::referable_titles`]).
-    pub titles: Vec<(String, String)>,
+    /// 按《退货与退款政策》…处理), see [`PageTitles`].
+    pub titles: PageTitles,
+}
+
+/// The titles of the knowledge's pages that are long enough not to occur in passing (three
+/// words, or four Chinese characters), lower-cased, each with its source, in title order; a
+/// title two pages share names neither. One automaton over them all, built with the snapshot:
+/// which titles a text names is one pass over the text, not one per title (a search looks
+/// at every hit it returns).
+#[derive(Debug, Default)]
+pub struct PageTitles {
+    sources: Vec<String>,
+    finder: Option<aho_corasick::AhoCorasick>,
+}
+
+impl PageTitles {
+    pub fn of(chunks: &[ChunkRecord]) -> Self {
+        let mut sources: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+        for c in chunks.iter().filter(|c| c.kind == ChunkKind::Section) {
+            let title = c.title.trim().to_lowercase();
+            let long = title.split_whitespace().count() >= 3
+                || title.chars().filter(|ch| crate::text::is_cjk(*ch)).count() >= 4;
+            let named = sources.entry(title).or_default();
+            if long && !named.contains(&c.source.as_str()) {
+                named.push(&c.source);
+            }
+        }
+        let (titles, sources): (Vec<String>, Vec<String>) = sources
+            .into_iter()
+            .filter_map(|(title, named)| match named.as_slice() {
+                [one] => Some((title, one.to_string())),
+                _ => None,
+            })
+            .unzip();
+        let finder = if titles.is_empty() {
+            None
+        } else {
+            aho_corasick::AhoCorasick::new(&titles)
+                .map_err(|e| tracing::warn!(error = %e, "page titles not indexed; references not followed"))
+                .ok()
+        };
+        PageTitles { sources, finder }
+    }
+
+    /// The page that `text` (lower-cased) names by its title, other than `own`: of several,
+    /// the first title in title order.
+    pub fn named_in(&self, text: &str, own: &str) -> Option<&str> {
+        let finder = self.finder.as_ref()?;
+        finder
+            .find_overlapping_iter(text)
+            .map(|m| m.pattern().as_usize())
+            .filter(|&t| self.sources[t] != own)
+            .min()
+            .map(|t| self.sources[t].as_str())
+    }
 }
 
 /// One ranked chunk: index into `Snapshot::chunks`, calibrated score, raw fused similarity.
@@ -510,37 +562,10 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// The titles of the knowledge's pages that are long enough not to occur in passing
-    /// (three words, or four Chinese characters), lower-cased, each with its source. A
-    /// title two pages share names neither.
-    pub fn referable_titles(chunks: &[ChunkRecord]) -> Vec<(String, String)> {
-        let mut sources: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
-        for c in chunks.iter().filter(|c| c.kind == ChunkKind::Section) {
-            let title = c.title.trim().to_lowercase();
-            let long = title.split_whitespace().count() >= 3
-                || title.chars().filter(|ch| crate::text::is_cjk(*ch)).count() >= 4;
-            let named = sources.entry(title).or_default();
-            if long && !named.contains(&c.source.as_str()) {
-                named.push(&c.source);
-            }
-        }
-        sources
-            .into_iter()
-            .filter_map(|(title, named)| match named.as_slice() {
-                [one] => Some((title, one.to_string())),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// The page `chunk` refers the reader to by its title, if any (not its own).
     pub fn referred(&self, chunk: usize) -> Option<&str> {
         let c = &self.chunks[chunk];
-        let text = c.text.to_lowercase();
-        self.titles
-            .iter()
-            .find(|(title, source)| *source != c.source && text.contains(title.as_str()))
-            .map(|(_, source)| source.as_str())
+        self.titles.named_in(&c.text.to_lowercase(), &c.source)
     }
 
     /// See [`SearchParams::language_offset`]: `sims` are the similarities of the matrix rows.
@@ -784,5 +809,48 @@ mod tests {
                 last = s;
             }
         }
+    }
+
+    #[test]
+    fn page_titles_are_found_in_one_pass_and_never_name_their_own_page() {
+        let section = |source: &str, title: &str| ChunkRecord {
+            kind: ChunkKind::Section,
+            source: source.into(),
+            title: title.into(),
+            heading_path: vec![],
+            category: String::new(),
+            text: String::new(),
+            units: vec![],
+        };
+        let titles = PageTitles::of(&[
+            section("policies/claims.md", "Claims and repairs policy"),
+            section("policies/claims-b.md", "Claims and repairs"),
+            section("policies/returns.zh.md", "退货与退款政策"),
+            section("guides/short.md", "FAQ"),
+            section("a.md", "Shared page title"),
+            section("b.md", "Shared page title"),
+        ]);
+        let text = "see claims and repairs policy, or 《退货与退款政策》";
+        // Both claims titles occur (one inside the other): the first in title order.
+        assert_eq!(
+            titles.named_in(text, "product/bikes.md"),
+            Some("policies/claims-b.md")
+        );
+        assert_eq!(
+            titles.named_in(text, "policies/claims-b.md"),
+            Some("policies/claims.md")
+        );
+        assert_eq!(
+            titles.named_in("按《退货与退款政策》处理", "product/gift.md"),
+            Some("policies/returns.zh.md")
+        );
+        assert_eq!(
+            titles.named_in("按《退货与退款政策》处理", "policies/returns.zh.md"),
+            None
+        );
+        // Too short to be a reference, or named by two pages.
+        assert_eq!(titles.named_in("read the faq", "x.md"), None);
+        assert_eq!(titles.named_in("see shared page title", "x.md"), None);
+        assert_eq!(PageTitles::default().named_in(text, "x.md"), None);
     }
 }
