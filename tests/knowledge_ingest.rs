@@ -1,7 +1,7 @@
 //! Knowledge index end to end on sled in a temp dir: ingest, restart, incremental updates,
 //! bad input, empty knowledge, interrupted ingest, model change.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -83,6 +83,14 @@ fn knowledge_tree(root: &Path) {
         "faq/billing.csv",
         "question,answer,id,alternates\nWhich payment methods do you accept?,Cards and bank transfer.,pay,can I pay by card|payment options\n",
     );
+}
+
+/// A fresh in-memory index with the built-in embedder, `root` ingested.
+async fn ingested_builtin(root: &Path) -> Knowledge {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let kb = Knowledge::open(&db, Arc::new(BuiltinEmbedder::new())).unwrap();
+    kb.ingest(&[root.to_path_buf()]).await.unwrap();
+    kb
 }
 
 fn sources(hits: &[Hit]) -> Vec<String> {
@@ -475,10 +483,7 @@ async fn chinese_retrieves_as_well_as_english() {
     write(dir.path(), "zh/faq/zh.jsonl", &zh);
     let mut rates = Vec::new();
     for (lang, queries) in [("en", en_queries), ("zh", zh_queries)] {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let kb = Knowledge::open(&db, Arc::new(BuiltinEmbedder::new())).unwrap();
-        let root: PathBuf = dir.path().join(lang);
-        kb.ingest(&[root]).await.unwrap();
+        let kb = ingested_builtin(&dir.path().join(lang)).await;
         let mut ok = 0;
         for (id, q) in queries {
             let hits = kb.search(q, 1, RetrievalMode::Hybrid).await.unwrap();
@@ -520,9 +525,7 @@ async fn a_section_that_points_to_another_page_brings_that_page_along() {
         "policies/privacy.md",
         "# Privacy notice\n\n## What we keep\n\nWe keep your address for deliveries.\n",
     );
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    let kb = Knowledge::open(&db, Arc::new(BuiltinEmbedder::new())).unwrap();
-    kb.ingest(std::slice::from_ref(&root)).await.unwrap();
+    let kb = ingested_builtin(&root).await;
     let hits = kb
         .search(
             "my bike arrived with a bent wheel",
@@ -559,9 +562,7 @@ async fn a_pointer_below_the_first_hit_brings_the_section_under_its_heading() {
          with two photos and we send a new wheel.\n\n## Wheels and frames not covered\n\nA \
          front wheel or frame bent in a crash after delivery is not covered.\n",
     );
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    let kb = Knowledge::open(&db, Arc::new(BuiltinEmbedder::new())).unwrap();
-    kb.ingest(std::slice::from_ref(&root)).await.unwrap();
+    let kb = ingested_builtin(&root).await;
     let hits = kb
         .search(
             "my Ridgeback trail bike came with a bent front wheel",
