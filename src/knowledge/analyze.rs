@@ -31,6 +31,8 @@ pub enum Token {
     Cjk {
         /// Words in order (fillers dropped, written forms), then search-mode parts of long ones.
         words: Vec<String>,
+        /// Where the search-mode parts start in `words`.
+        parts_from: usize,
         /// Runs of consecutive topic words (no fillers, no stop words), as text.
         spans: Vec<String>,
     },
@@ -166,10 +168,15 @@ fn flush_cjk(run: &mut String, out: &mut Vec<Token>) {
         words.push(w.to_string());
     }
     spans.extend((!span.is_empty()).then_some(span));
+    let parts_from = words.len();
     words.extend(parts);
     run.clear();
     if !words.is_empty() {
-        out.push(Token::Cjk { words, spans });
+        out.push(Token::Cjk {
+            words,
+            spans,
+            parts_from,
+        });
     }
 }
 
@@ -196,12 +203,24 @@ pub fn terms(text: &str) -> Vec<String> {
                 out.extend(concepts::of(&stem).iter().cloned());
                 out.push(stem);
             }
-            Token::Cjk { words, spans } => {
+            Token::Cjk {
+                words,
+                spans,
+                parts_from,
+            } => {
                 negated = false;
                 for w in &words {
                     out.extend(concepts::of(w).iter().cloned());
                 }
-                out.extend(words);
+                // A two-character part of a longer word (大红 / 红袍 of 大红袍) is one of the
+                // span's bigrams already: counted again as a word, a long name would outweigh
+                // the other words of the question by its length alone ("铁观音能放冰箱吗"
+                // is about the fridge as much as the tea). Its concepts still count.
+                let mut i = 0;
+                out.extend(words.into_iter().filter(|w| {
+                    i += 1;
+                    i <= parts_from || w.chars().count() > 2
+                }));
                 for span in spans {
                     let chars: Vec<char> = span.chars().collect();
                     for c in &chars {
@@ -502,6 +521,18 @@ mod tests {
         let t = terms("申请退款");
         assert!(t.contains(&"退款".to_string()));
         assert!(t.contains(&"2:请退".to_string()));
+    }
+
+    #[test]
+    fn a_long_words_two_character_parts_count_as_its_bigrams_not_again_as_words() {
+        let t = terms("运费险怎么买");
+        assert!(t.contains(&"运费险".to_string()));
+        // 运费 is a part of 运费险: its bigram and its concepts stay, the word does not.
+        assert!(!t.contains(&"运费".to_string()), "{t:?}");
+        assert!(t.contains(&"2:运费".to_string()));
+        assert!(t.contains(&"~ship".to_string()));
+        // Written on its own, the word is a word.
+        assert!(terms("运费怎么算").contains(&"运费".to_string()));
     }
 
     #[test]

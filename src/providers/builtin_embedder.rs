@@ -167,7 +167,7 @@ impl BuiltinEmbedder {
                     }
                     prev_stem = Some(stem);
                 }
-                Token::Cjk { words, spans } => {
+                Token::Cjk { words, spans, .. } => {
                     for word in &words {
                         let weight = if is_stopword(word) {
                             w.stopword
