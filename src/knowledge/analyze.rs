@@ -182,9 +182,10 @@ fn flush_cjk(run: &mut String, out: &mut Vec<Token>) {
 
 pub use crate::text::en::stem;
 
-/// Lexical terms for BM25: Latin stems; for CJK runs the words plus the characters and
-/// character bigrams of each span (marked `1:` and `2:`; see [`UNIGRAM`], [`BIGRAM`]); for
-/// both, the concepts the words belong to (`~refund`, see [`crate::text::concepts`]).
+/// Lexical terms for BM25: Latin stems; for CJK runs the words (a long word's search-mode
+/// parts of three characters or more too) plus the characters and character bigrams of each
+/// span (marked `1:` and `2:`; see [`UNIGRAM`], [`BIGRAM`]); for both, the concepts the words
+/// and parts belong to (`~refund`, see [`crate::text::concepts`]).
 pub fn terms(text: &str) -> Vec<String> {
     let mut out: Vec<String> = stated_facts(text).map(str::to_string).collect();
     let mut negated = false;
@@ -216,11 +217,13 @@ pub fn terms(text: &str) -> Vec<String> {
                 // span's bigrams already: counted again as a word, a long name would outweigh
                 // the other words of the question by its length alone ("铁观音能放冰箱吗"
                 // is about the fridge as much as the tea). Its concepts still count.
-                let mut i = 0;
-                out.extend(words.into_iter().filter(|w| {
-                    i += 1;
-                    i <= parts_from || w.chars().count() > 2
-                }));
+                out.extend(
+                    words
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, w)| *i < parts_from || w.chars().count() > 2)
+                        .map(|(_, w)| w),
+                );
                 for span in spans {
                     let chars: Vec<char> = span.chars().collect();
                     for c in &chars {
