@@ -83,8 +83,8 @@ struct Bayes {
 }
 
 fn features(text: &str) -> Vec<String> {
-    use crate::knowledge::analyze::{terms, tokens, Token, UNIGRAM};
-    let mut out: Vec<String> = terms(text)
+    use crate::knowledge::analyze::{terms_with_parts, tokens, Token, UNIGRAM};
+    let mut out: Vec<String> = terms_with_parts(text)
         .into_iter()
         .filter(|t| !t.starts_with(UNIGRAM))
         .collect();
