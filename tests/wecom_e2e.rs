@@ -9,6 +9,8 @@ use std::time::Duration;
 
 #[path = "common/fake_wecom.rs"]
 mod fake_wecom;
+#[path = "common/reopen.rs"]
+mod reopen;
 #[path = "common/wecom_kefu.rs"]
 mod wecom_kefu;
 
@@ -448,7 +450,7 @@ fn a_pending_reply_survives_a_restart_and_is_sent_once() {
     fake.set_down(true);
     let first = tokio::runtime::Runtime::new().unwrap();
     first.block_on(async {
-        let db = sled::open(&db_path).unwrap();
+        let db = reopen::open_when_free(&db_path);
         let kefu = Kefu::start(config(&kb, &fake.base), db).await;
         let (status, _, _) = kefu
             .post(&seal.text("restart-user", 1, "What is the refund policy?"))
@@ -474,7 +476,7 @@ fn a_pending_reply_survives_a_restart_and_is_sent_once() {
     fake.set_down(false);
     let second = tokio::runtime::Runtime::new().unwrap();
     second.block_on(async {
-        let db = sled::open(&db_path).unwrap();
+        let db = reopen::open_when_free(&db_path);
         let kefu = Kefu::start(config(&kb, &fake.base), db).await;
         let got = replies(&fake, "restart-user", 1).await;
         assert!(got[0].contains("30 days"), "{got:?}");

@@ -13,6 +13,8 @@ mod fake_kf;
 mod fake_wecom;
 #[path = "common/kf_kefu.rs"]
 mod kf_kefu;
+#[path = "common/reopen.rs"]
+mod reopen;
 #[path = "common/wecom_kefu.rs"]
 mod wecom_kefu;
 
@@ -784,7 +786,7 @@ where
 {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let db = sled::open(db_path).unwrap();
+        let db = reopen::open_when_free(db_path);
         let kefu = Kefu::start(kf_config(kb, &fake.base, "", ""), db).await;
         let kefu = body(kefu).await;
         kefu.stop();
@@ -921,7 +923,7 @@ fn a_kill_between_fetch_and_cursor_save_replays_without_double_answers() {
     });
     // Crash state: the cursor save of that page never happened.
     {
-        let db = sled::open(&db_path).unwrap();
+        let db = reopen::open_when_free(&db_path);
         let store = kefu::store::SledStore::open(&db).unwrap();
         use kefu::store::Store;
         store.kv_put(&cursor_key(), b"CUR-1").unwrap();
@@ -1200,7 +1202,7 @@ fn a_reply_resent_after_a_crash_and_refused_as_a_repeat_is_delivered() {
     // Crash state: the reply WeCom already has is still marked as being sent.
     {
         use kefu::store::Store;
-        let db = sled::open(&db_path).unwrap();
+        let db = reopen::open_when_free(&db_path);
         let store = kefu::store::SledStore::open(&db).unwrap();
         let sent = fake.sent().remove(0);
         let item = kefu::store::OutboxItem {
