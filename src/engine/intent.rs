@@ -1203,10 +1203,12 @@ mod tests {
     #[tokio::test]
     async fn the_vote_starts_a_refund_only_on_a_word_that_asks_for_one() {
         let c = voting().await;
-        // Bayes leans refund on these (0.93 and 0.98 before) for words any intent uses.
+        // Bayes leans refund on these (0.93, 0.98, 0.72) for words any intent uses.
         for q in [
             "I want to talk to your manager",
             "i want to know about tourist places for bangkok",
+            // "have a" is in two refund examples and no other: a pair of function words.
+            "have a good day",
         ] {
             let kind = c.classify_full(q).await.intent;
             assert!(

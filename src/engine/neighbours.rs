@@ -132,13 +132,18 @@ impl Bayes {
         Bayes { log_p, log_unseen }
     }
 
-    /// How many of `terms` point at `class` strongly: seen in training, with a likelihood
-    /// under `class` at least [`STRONG_ODDS`] times that under any other class.
+    /// How many of `terms` point at `class` strongly: content words (or word pairs with
+    /// one) seen in training, with a likelihood under `class` at least [`STRONG_ODDS`] times
+    /// that under any other class.
     fn strong_terms(&self, terms: &[String], class: usize) -> usize {
         let mut uniq: Vec<&String> = terms.iter().collect();
         uniq.sort();
         uniq.dedup();
+        // Function words and pairs of them ("have_a") are no such word, whatever the
+        // examples' counts say.
+        let function = |t: &str| t.split('_').all(crate::knowledge::analyze::is_stopword);
         uniq.into_iter()
+            .filter(|t| !function(t))
             .filter_map(|t| self.log_p.get(t))
             .filter(|lp| {
                 let other = (0..6)
