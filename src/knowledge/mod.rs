@@ -444,12 +444,12 @@ impl Knowledge {
         let mut ranked = snap.rank(qvec.as_deref(), &qterms, lang, top_k, mode, params);
         // A hit that says where its answer is ("… is explained in Returns and refunds") brings
         // the section it points at along, right after it and as likely as it.
-        if let Some((at, target)) = referent(&snap, &ranked, || {
+        if let Some((at, chunk)) = referent(&snap, &ranked, || {
             snap.rank(qvec.as_deref(), &qterms, lang, REFERENCE_POOL, mode, params)
         }) {
-            ranked.retain(|r| r.chunk != target.chunk);
-            let score = ranked[at].score;
-            ranked.insert(at + 1, search::Ranked { score, ..target });
+            ranked.retain(|r| r.chunk != chunk);
+            let pointer = ranked[at];
+            ranked.insert(at + 1, search::Ranked { chunk, ..pointer });
             ranked.truncate(top_k);
         }
         Ok(ranked
@@ -524,15 +524,16 @@ struct Scanned {
 }
 
 /// The first of `ranked` that refers the reader to another page by its title
-/// ([`search::Snapshot::referred`]), and the section it points at: the page's section under
-/// the same heading when it has one (a product page's "Teaware broken on arrival" → the returns
+/// ([`search::Snapshot::referred`]), and the chunk it points at: the page's section under the
+/// same heading when it has one (a product page's "Teaware broken on arrival" → the returns
 /// policy's "Teaware broken on arrival"), else the page's best section for the question in
-/// `wide`. None when there is no such hit or its target already follows it.
+/// `wide` (searched only then). None when there is no such hit or its target already follows
+/// it.
 fn referent(
     snap: &search::Snapshot,
     ranked: &[search::Ranked],
     wide: impl FnOnce() -> Vec<search::Ranked>,
-) -> Option<(usize, search::Ranked)> {
+) -> Option<(usize, usize)> {
     let (at, source) = ranked
         .iter()
         .enumerate()
@@ -542,21 +543,15 @@ fn referent(
         (0..snap.chunks.len())
             .find(|&c| snap.chunks[c].source == source && heading(c).as_ref() == Some(&h))
     });
-    let wide = wide();
     let target = match same_heading {
-        Some(c) => wide
-            .iter()
-            .find(|r| r.chunk == c)
-            .copied()
-            .unwrap_or(search::Ranked {
-                chunk: c,
-                score: 0.0,
-                raw: 0.0,
-            }),
-        None => *wide
-            .iter()
-            .find(|r| snap.chunks[r.chunk].source == source)?,
+        Some(c) => c,
+        None => {
+            wide()
+                .iter()
+                .find(|r| snap.chunks[r.chunk].source == source)?
+                .chunk
+        }
     };
-    let placed = ranked.iter().take(at + 2).any(|r| r.chunk == target.chunk);
+    let placed = ranked.iter().take(at + 2).any(|r| r.chunk == target);
     (!placed).then_some((at, target))
 }

@@ -160,12 +160,13 @@ fn candidates(req: &GenerateRequest<'_>, q: &Question, all: &[Vec<Piece>]) -> Ve
     let Some(best) = req.hits.first() else {
         return Vec::new();
     };
+    let faq_may_answer = faq_may_answer(req, q);
     let mut cands = Vec::new();
     for (i, h) in req.hits.iter().enumerate() {
         if best.score - h.score > SCORE_WINDOW {
             continue;
         }
-        if h.kind == ChunkKind::Faq && !faq_may_overrule(req, q, i) {
+        if h.kind == ChunkKind::Faq && !faq_may_answer(i) {
             continue;
         }
         let heading: Vec<&str> = std::iter::once(h.title.as_str())
@@ -209,24 +210,27 @@ fn candidates(req: &GenerateRequest<'_>, q: &Question, all: &[Vec<Piece>]) -> Ve
     cands
 }
 
-/// May FAQ entry `i` be answered when retrieval placed another FAQ entry above it? Between
-/// two entries retrieval is the better judge: it has read each one's question, alternates
-/// and their pool against the whole knowledge (IDF, vectors), where the scoring here sees
-/// only this question's words — letting the words re-rank entries cost 2–3 points of top-1
-/// on every public FAQ set (BANKING77 0.723 → 0.695, CLINC150 0.748 → 0.727). What
-/// retrieval does not see is the kind of fact asked: an entry below may still answer when
-/// the question asks for one (咖啡因高不高: an amount) that it states and no entry above it
-/// does. Sections are not affected; they compete piece by piece.
-fn faq_may_overrule(req: &GenerateRequest<'_>, q: &Question, i: usize) -> bool {
-    let mut above = req.hits[..i]
+/// Which FAQ hits may be answered (by their index in `req.hits`): the first FAQ entry, and the
+/// first one stating the kind of fact the question asks. Between two entries retrieval is the
+/// better judge: it has read each one's question, alternates and their pool against the whole
+/// knowledge (IDF, vectors), where the scoring here sees only this question's words — letting
+/// the words re-rank entries cost 2–3 points of top-1 on every public FAQ set (BANKING77
+/// 0.723 → 0.695, CLINC150 0.748 → 0.727). What retrieval does not see is the kind of fact
+/// asked: an entry below may still answer when the question asks for one (咖啡因高不高: an
+/// amount) that it states and no entry above it does. Sections are not affected; they compete
+/// piece by piece.
+fn faq_may_answer(req: &GenerateRequest<'_>, q: &Question) -> impl Fn(usize) -> bool {
+    let faqs = req
+        .hits
         .iter()
-        .filter(|o| o.kind == ChunkKind::Faq)
-        .peekable();
-    if above.peek().is_none() {
-        return true;
-    }
-    let states = |text: &str| q.asks.is_specific() && q.asks.carried_by(text) > 0.0;
-    states(&req.hits[i].text) && !above.any(|o| states(&o.text))
+        .enumerate()
+        .filter(|(_, h)| h.kind == ChunkKind::Faq);
+    let first = faqs.clone().next().map(|(i, _)| i);
+    let stating = faqs
+        .filter(|(_, h)| q.asks.is_specific() && q.asks.carried_by(&h.text) > 0.0)
+        .map(|(i, _)| i)
+        .next();
+    move |i| Some(i) == first || Some(i) == stating
 }
 
 /// How many hits are placed above hit `i`, not counting sections of the same page tied with it.
