@@ -119,6 +119,13 @@ pub struct Intent {
     /// always high urgency, always a person at once.
     #[serde(default)]
     pub hazard: bool,
+    /// A message that only thanks, greets or says goodbye at more length than small talk
+    /// ("i enjoyed our talk, bye", "thank you for your help today"): the engine answers it as
+    /// small talk when the knowledge has nothing for it, rather than calling a person over
+    /// a farewell. Never set for a message that asks anything. (`small_talk`, when set, is
+    /// here too.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closing: Option<SmallTalk>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -553,6 +560,78 @@ const BYE: &[&str] = &[
     "没事了",
     "没有了",
 ];
+/// Longer ways of thanking, greeting and taking leave, read only by [`closing`] (in a
+/// message that asks nothing): each says one of the three whatever surrounds it.
+const THANKS_LONG: &[&str] = &[
+    "thank u",
+    "appreciate it",
+    "appreciate your help",
+    "much appreciated",
+    "grateful",
+    "gratitude",
+    "thankful",
+    "辛苦了",
+    "谢了",
+    "感恩",
+];
+const BYE_LONG: &[&str] = &[
+    "bye bye",
+    "see ya",
+    "see you later",
+    "talk to you later",
+    "have a good day",
+    "have a nice day",
+    "have a great day",
+    "have a good one",
+    "good night",
+    "goodnight",
+    "take care",
+    "farewell",
+    "until next time",
+    "回头见",
+    "下次见",
+    "晚安",
+    "先这样",
+];
+const HELLO_LONG: &[&str] = &[
+    "how are you",
+    "how are ya",
+    "how's it going",
+    "hows it going",
+    "how is it going",
+    "what's up",
+    "whats up",
+    "howdy",
+    "你好啊",
+    "大家好",
+];
+/// Words that ask for something even without a question: "thanks, please change the
+/// address" is a request with thanks around it.
+const REQUEST: &[&str] = &[
+    "please",
+    "pls",
+    "plz",
+    "can you",
+    "could you",
+    "i need",
+    "i want",
+    "i'd like",
+    "help me",
+    "帮我",
+    "帮忙",
+    "我想",
+    "我要",
+    "请",
+    "麻烦",
+    "能不能",
+    "可以",
+    "能否",
+];
+/// The most words a [`closing`] message has ("it was a pleasure talking to you, goodbye now"
+/// has 10); past it a message is a story with a farewell at the end.
+const CLOSING_WORDS: usize = 12;
+/// The most Chinese characters a [`closing`] message has.
+const CLOSING_CJK: usize = 16;
 const ORDER_WORDS: &[&str] = &[
     "order",
     "purchase",
@@ -774,6 +853,8 @@ impl BuiltinClassifier {
             && (matches!(kind, IntentKind::Refund | IntentKind::Cancel)
                 || (about_order && kind == IntentKind::Complaint));
         let small_talk = small_talk(norm, words);
+        // An order number is business, whatever thanks surround it.
+        let closing = small_talk.or_else(|| closing(norm, words).filter(|_| order.is_none()));
         // Small talk is `other` ("hello", "are you a bot?"), thanks are praise — unless the
         // message also asks for something specific.
         let kind = match (small_talk, kind) {
@@ -798,6 +879,7 @@ impl BuiltinClassifier {
             needs_order_info,
             order,
             small_talk,
+            closing,
         }
     }
 
@@ -1023,6 +1105,41 @@ fn small_talk(norm: &str, words: &[&str]) -> Option<SmallTalk> {
     }
 }
 
+/// See [`Intent::closing`]: a message of at most [`CLOSING_WORDS`] words that thanks, takes
+/// leave or greets (the short lists or the longer ones), and asks nothing — no question mark,
+/// no question word. A greeting asked as a question ("how is it going my friend") is the one
+/// question that counts.
+fn closing(norm: &str, words: &[&str]) -> Option<SmallTalk> {
+    let cjk = norm.chars().filter(|&c| crate::text::is_cjk(c)).count();
+    if words.len() > CLOSING_WORDS || cjk > CLOSING_CJK {
+        return None;
+    }
+    let has = |lists: [&[&str]; 2]| {
+        lists
+            .iter()
+            .flat_map(|l| l.iter())
+            .any(|p| matches_phrase(norm, words, p))
+    };
+    let asks = norm.contains('?')
+        || norm.contains('？')
+        || info_question(norm, words)
+        || REQUEST.iter().any(|p| matches_phrase(norm, words, p));
+    if HELLO_LONG.iter().any(|p| matches_phrase(norm, words, p)) {
+        return Some(SmallTalk::Hello);
+    }
+    if asks {
+        None
+    } else if has([THANKS, THANKS_LONG]) {
+        Some(SmallTalk::Thanks)
+    } else if has([BYE, BYE_LONG]) {
+        Some(SmallTalk::Bye)
+    } else if has([HELLO, HELLO_LONG]) {
+        Some(SmallTalk::Hello)
+    } else {
+        None
+    }
+}
+
 /// Word and character-bigram set, for example similarity.
 fn grams(text: &str) -> HashSet<String> {
     let norm = normalize(text);
@@ -1153,6 +1270,42 @@ mod tests {
                 .small_talk,
             None
         );
+    }
+
+    #[test]
+    fn a_message_that_only_thanks_or_takes_leave_is_a_closing() {
+        let closing = |t: &str| c().classify_sync(t).closing;
+        for (t, want) in [
+            (
+                "thank you so much for sorting that out",
+                Some(SmallTalk::Thanks),
+            ),
+            ("lovely chatting, take care", Some(SmallTalk::Bye)),
+            (
+                "that's all for today, have a great day",
+                Some(SmallTalk::Bye),
+            ),
+            ("how is it going my friend", Some(SmallTalk::Hello)),
+            ("辛苦了 问题都解决了", Some(SmallTalk::Thanks)),
+            ("好的 那就先这样吧", Some(SmallTalk::Bye)),
+            // Short small talk is a closing too.
+            ("bye", Some(SmallTalk::Bye)),
+            // Asking anything is not closing.
+            ("thanks, and when will it ship?", None),
+            ("take care of my order, what is the status", None),
+            ("谢谢 顺便问下运费多少", None),
+            ("thanks, please change the address to my office", None),
+            ("谢谢 帮我改一下地址", None),
+            // Nor business: an order number.
+            ("thank you, order 20250612345678 please", None),
+            // Nor a story with a farewell at the end.
+            (
+                "the box came open and half the tea spilled all over the porch, goodbye",
+                None,
+            ),
+        ] {
+            assert_eq!(closing(t), want, "{t}");
+        }
     }
 
     #[test]

@@ -97,11 +97,14 @@ impl IntentClassifier for LlmClassifier {
     async fn classify(&self, text: &str) -> Intent {
         match self.ask(text).await {
             Ok(l) => {
+                // Closing words are read on every path: they only keep a farewell the
+                // knowledge has nothing for from going to a person.
+                let b = self.builtin.classify_sync(text);
+                let closing = b.closing;
                 let (order, small_talk) = if self.fallback {
-                    let b = self.builtin.classify_sync(text);
                     (b.order, b.small_talk)
                 } else {
-                    (self.builtin.find_order(text), None)
+                    (b.order, None)
                 };
                 // Safety is never left to the model: the same words hand over on any path.
                 let hazard = super::safety::is_hazard(text);
@@ -114,6 +117,7 @@ impl IntentClassifier for LlmClassifier {
                     needs_order_info: l.needs_order_info,
                     order,
                     small_talk,
+                    closing,
                 }
             }
             Err(error) => {
@@ -136,6 +140,7 @@ impl IntentClassifier for LlmClassifier {
                         needs_order_info: false,
                         order: self.builtin.find_order(text),
                         small_talk: None,
+                        closing: None,
                     }
                 }
             }

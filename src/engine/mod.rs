@@ -724,13 +724,7 @@ impl Engine {
             return d;
         }
         if let Some(st) = intent.small_talk {
-            let r = match st {
-                SmallTalk::Hello => &replies.greeting,
-                SmallTalk::Identity => &replies.identity,
-                SmallTalk::Thanks => &replies.thanks,
-                SmallTalk::Bye => &replies.goodbye,
-            };
-            return Draft::say(r.get(zh).to_string(), Route::SmallTalk, true);
+            return self.small_talk(st, zh);
         }
         if matches!(intent.intent, IntentKind::Query | IntentKind::Other) && safety::is_vague(text)
         {
@@ -813,15 +807,34 @@ impl Engine {
                     remember_topic(conv, text, &hits, &d);
                     return d;
                 }
-                self.off_topic(zh)
+                match intent.closing {
+                    Some(st) => self.small_talk(st, zh),
+                    None => self.off_topic(zh),
+                }
             }
             IntentKind::Query => {
                 let hits = self.retrieve_following(text, conv.topic.as_ref()).await;
+                if let (true, Some(st)) = (hits.is_empty(), intent.closing) {
+                    // "i enjoyed our talk, bye": a farewell, not a question for a person.
+                    return self.small_talk(st, zh);
+                }
                 let d = self.answer(text, &hits, zh, false, out).await;
                 remember_topic(conv, text, &hits, &d);
                 d
             }
         }
+    }
+
+    /// The configured reply to hello, "are you a bot?", thanks or goodbye.
+    fn small_talk(&self, st: SmallTalk, zh: bool) -> Draft {
+        let replies = &self.p.config.replies;
+        let r = match st {
+            SmallTalk::Hello => &replies.greeting,
+            SmallTalk::Identity => &replies.identity,
+            SmallTalk::Thanks => &replies.thanks,
+            SmallTalk::Bye => &replies.goodbye,
+        };
+        Draft::say(r.get(zh).to_string(), Route::SmallTalk, true)
     }
 
     /// What `intent.other` says to do with a message nothing answers.
@@ -1142,6 +1155,7 @@ fn neutral_intent() -> Intent {
         small_talk: None,
         sentiment_score: 0.0,
         hazard: false,
+        closing: None,
     }
 }
 

@@ -136,6 +136,38 @@ async fn small_talk_is_answered_not_handed_over() {
 }
 
 #[tokio::test]
+async fn a_longer_farewell_the_knowledge_lacks_is_small_talk_not_a_handover() {
+    let e = engine();
+    let replies = &Config::default().replies;
+    for (text, reply) in [
+        (
+            "it was a pleasure talking to you, goodbye now",
+            &replies.goodbye.en,
+        ),
+        ("have a nice day", &replies.goodbye.en),
+        ("much appreciated, you saved my evening", &replies.thanks.en),
+        ("好的 那先这样 回头见", &replies.goodbye.zh),
+    ] {
+        let t = say(&e, text, text).await;
+        // Thanks may be read as praise first: the same reply, another route name.
+        assert!(
+            matches!(t.route, super::Route::SmallTalk | super::Route::Thanks),
+            "{text}: {t:?}"
+        );
+        assert_eq!(&t.reply, reply, "{text}");
+        assert!(!t.handoff_active, "{text}");
+    }
+    // A farewell around a question the knowledge has nothing for still reaches a person.
+    let t = say(
+        &e,
+        "q",
+        "bye, but what does the eclipse look like from mars",
+    )
+    .await;
+    assert_ne!(t.route, "small_talk", "{t:?}");
+}
+
+#[tokio::test]
 async fn refund_flow_asks_remembers_confirms_and_hands_over() {
     let e = engine();
     let t = say(&e, "s", "I want a refund").await;
