@@ -783,6 +783,14 @@ impl BuiltinClassifier {
         if confident
             && lexicon_score < 2
             && intent.small_talk.is_none()
+            // Thanks, hello or goodbye, however long, neither asks for a refund or a
+            // cancellation nor complains ("thanks, have a nice day" came out a refund on
+            // "have a"); the vote may still make it a question the knowledge answers.
+            && !(intent.closing.is_some()
+                && matches!(
+                    vote.kind,
+                    IntentKind::Refund | IntentKind::Cancel | IntentKind::Complaint
+                ))
             && vote.kind != intent.intent
             // A refund or cancellation is only started, and thanks only said, on words that
             // ask for one or a clear majority of neighbours: a wrong flow or a "thank you" for
@@ -1365,6 +1373,11 @@ mod tests {
             "i want to know about tourist places for bangkok",
             // "have a" is in two refund examples and no other: a pair of function words.
             "have a good day",
+            // With thanks around it the lexicon scores praise 1, which leaves the vote free
+            // to override (both came out refunds); a closing is never made a refund, a
+            // cancellation or a complaint.
+            "thanks, have a nice day",
+            "thank you for the help",
         ] {
             let kind = c.classify_full(q).await.intent;
             assert!(
