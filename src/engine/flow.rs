@@ -60,6 +60,22 @@ const ABANDON: &[&str] = &[
     "取消操作",
 ];
 
+/// Ways of withdrawing that say nothing else, so they count anywhere in a short reply
+/// ("no wait, never mind", "oh actually forget it"), unlike "stop" or "don't", which only
+/// withdraw at the start ("stop charging me" is a complaint).
+const ABANDON_ANYWHERE: &[&str] = &[
+    "never mind",
+    "nevermind",
+    "forget it",
+    "forget about it",
+    "changed my mind",
+    "no need",
+    "don't bother",
+];
+/// The longest reply in which [`ABANDON_ANYWHERE`] still withdraws: past it the phrase is
+/// part of something else the customer says.
+const ABANDON_WORDS: usize = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
     Yes,
@@ -77,6 +93,18 @@ pub fn read_answer(text: &str) -> Answer {
     if ABANDON
         .iter()
         .any(|a| t == *a || t.starts_with(&format!("{a} ")) || (!a.is_ascii() && t.contains(a)))
+    {
+        return Answer::Abandon;
+    }
+    let words: Vec<&str> = t
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.len() <= ABANDON_WORDS
+        && ABANDON_ANYWHERE.iter().any(|a| {
+            let phrase: Vec<&str> = a.split(' ').collect();
+            words.windows(phrase.len()).any(|w| w == phrase.as_slice())
+        })
     {
         return Answer::Abandon;
     }
@@ -264,8 +292,22 @@ mod tests {
         for t in ["no", "No.", "不对", "no, it's another order", "不是"] {
             assert_eq!(read_answer(t), Answer::No, "{t}");
         }
-        for t in ["never mind", "算了吧", "forget it"] {
+        for t in [
+            "never mind",
+            "算了吧",
+            "forget it",
+            "no wait, never mind",
+            "oh actually, forget it",
+            "I changed my mind, thanks",
+        ] {
             assert_eq!(read_answer(t), Answer::Abandon, "{t}");
+        }
+        // "stop" withdraws only at the start; a long message is about something else.
+        for t in [
+            "why don't you stop charging me twice",
+            "the tea was mouldy, never mind the box, i want my money back",
+        ] {
+            assert_ne!(read_answer(t), Answer::Abandon, "{t}");
         }
         assert_eq!(read_answer("what is the refund window?"), Answer::Unclear);
     }
