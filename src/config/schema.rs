@@ -751,6 +751,9 @@ impl ChannelConfig {
     }
 }
 
+/// The web channel a config without `channels` gets (the embedded default's name).
+pub const DEFAULT_WEB_CHANNEL: &str = "site";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebChannelConfig {
@@ -1215,7 +1218,10 @@ pub(super) fn deserialize(
             _ => err("providers", "must be a table".into()),
         }
     }
-    let channels = tagged_list(
+    // A config without `channels` still serves the widget, as the embedded default does
+    // (same-origin pages need no `allowed_origins`); `channels = []` turns it off.
+    let default_channels = !table.contains_key("channels");
+    let mut channels = tagged_list(
         &mut table,
         "channels",
         err,
@@ -1231,6 +1237,13 @@ pub(super) fn deserialize(
         "web, wecom, wecom_kf, dingtalk",
         &mut outline.channels,
     );
+    if default_channels {
+        channels.push(ChannelConfig::Web(WebChannelConfig {
+            name: DEFAULT_WEB_CHANNEL.into(),
+            allowed_origins: Vec::new(),
+            link_hosts: Vec::new(),
+        }));
+    }
     let notify = tagged_list(
         &mut table,
         "notify",

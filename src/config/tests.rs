@@ -30,6 +30,23 @@ fn embedded_default_is_valid() {
 fn empty_file_means_all_defaults() {
     let cfg = parse("", "t.toml", &env).unwrap();
     assert_eq!(cfg.handoff.max_unresolved_turns, 5);
+    // The widget is served without a word of config, as with the embedded default.
+    assert_eq!(cfg.channels.len(), 1);
+    assert_eq!(cfg.channels[0].name(), "site");
+    assert!(matches!(cfg.channels[0], ChannelConfig::Web(_)));
+}
+
+#[test]
+fn channels_given_replace_the_default_web_channel_and_an_empty_list_means_none() {
+    let cfg = parse(
+        "[[channels]]\nname = \"helpdesk\"\nkind = \"dingtalk\"\napp_key = \"k\"\napp_secret = \"s\"\nrobot_code = \"r\"\n",
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(cfg.channels.len(), 1);
+    assert_eq!(cfg.channels[0].name(), "helpdesk");
+    let cfg = parse("channels = []", "t.toml", &env).unwrap();
     assert!(cfg.channels.is_empty());
 }
 

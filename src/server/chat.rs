@@ -301,8 +301,12 @@ fn web_channel(s: &AppState, name: Option<&str>) -> Result<String, ApiError> {
             ChannelConfig::Web(w) if name.is_none_or(|n| n == w.name) => Some(w.name.clone()),
             _ => None,
         })
-        .ok_or_else(|| {
-            ApiError::UnknownChannel(name.unwrap_or("(no web channel configured)").to_string())
+        .ok_or_else(|| match name {
+            Some(n) => ApiError::UnknownChannel(n.to_string()),
+            None => ApiError::NotFound(
+                "no web channel is configured (the config's [[channels]] has none of kind \"web\")"
+                    .into(),
+            ),
         })
 }
 
