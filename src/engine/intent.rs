@@ -432,14 +432,14 @@ const QUESTION_MARKERS_ZH: &[&str] = &[
     "是否",
     "为什么",
     "请问",
-    "想",
-    "要",
-    "需要",
-    "帮",
     // Colloquial "how" / "what" (咋回事, 是啥).
     "咋",
     "啥",
 ];
+/// Words that ask us for something (想退了, 要换货, 帮我查): read as questions by
+/// [`is_question`], but they are also how a refund or a cancellation is asked for, so the
+/// vote's refund or cancellation is not held back by them (see [`asks_question`]).
+const WANT_MARKERS_ZH: &[&str] = &["想", "要", "需要", "帮"];
 const URGENT: &[&str] = &[
     "fix it now",
     "now!",
@@ -803,9 +803,15 @@ impl BuiltinClassifier {
             && !(vote.kind == IntentKind::Praise && is_question(&norm, &words))
             // A plain question with no word of any intent stays a question unless the
             // neighbours are near-unanimous ("What are your support hours?" is no complaint).
+            // A refund or cancellation asked for in words of wanting (想退了, 不想要了 要退)
+            // is not such a question: wanting is how one asks for it.
             && !(intent.intent == IntentKind::Query
                 && lexicon_score == 0
-                && is_question(&norm, &words)
+                && if matches!(vote.kind, IntentKind::Refund | IntentKind::Cancel) {
+                    asks_question(&norm, &words)
+                } else {
+                    is_question(&norm, &words)
+                }
                 && vote.share < 0.9)
             // Nor on words that merely lean that way: naive Bayes is sure of itself on a few
             // weak words ("have a good day", "I want to talk to your manager" came out
@@ -980,6 +986,12 @@ fn matches_phrase(norm: &str, words: &[&str], phrase: &str) -> bool {
 pub use crate::text::within_one_edit;
 
 fn is_question(norm: &str, words: &[&str]) -> bool {
+    asks_question(norm, words) || WANT_MARKERS_ZH.iter().any(|p| norm.contains(p))
+}
+
+/// [`is_question`] without the words that ask us to do something: a question mark, a
+/// question word, a yes/no form.
+fn asks_question(norm: &str, words: &[&str]) -> bool {
     norm.contains('?')
         || words.first().is_some_and(|w| QUESTION_OPENERS.contains(w))
         || QUESTION_MARKERS_ZH.iter().any(|p| norm.contains(p))
@@ -1386,7 +1398,12 @@ mod tests {
             );
         }
         // No word of the refund lexicon either, but 不想要了 / 退 are the examples' own.
-        for q in ["礼盒不想要了 给我退了吧", "重复付款了两次 退一笔给我"] {
+        for q in [
+            "礼盒不想要了 给我退了吧",
+            "重复付款了两次 退一笔给我",
+            // Wanting is asking: 想 made it read as a question the vote could not override.
+            "上个月买的白茶 想退了",
+        ] {
             assert_eq!(c.classify_full(q).await.intent, IntentKind::Refund, "{q}");
         }
     }
