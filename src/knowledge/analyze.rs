@@ -128,8 +128,33 @@ fn flush_word(word: &mut String, out: &mut Vec<Token>) {
     } else {
         raw
     };
+    // "250g" as customers type it meets "250 g" as pages write it (and the other way round).
+    if let Some((number, unit)) = quantity(&raw) {
+        for raw in [number, unit] {
+            let raw = raw.to_string();
+            out.push(Token::Word {
+                stem: stem(&raw),
+                raw,
+            });
+        }
+        return;
+    }
     let stem = stem(&raw);
     out.push(Token::Word { raw, stem });
+}
+
+/// Units written glued to their number ("250g", "500ml", "2kg"): split so the number and the
+/// unit are words of their own.
+const UNITS: &[&str] = &[
+    "g", "kg", "mg", "ml", "l", "cl", "oz", "lb", "lbs", "cm", "mm", "m", "km", "gb", "mb", "kb",
+    "tb", "pcs", "pc",
+];
+
+/// A number followed by one of [`UNITS`], split into the two.
+fn quantity(word: &str) -> Option<(&str, &str)> {
+    let at = word.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = word.split_at(at);
+    (!number.is_empty() && UNITS.contains(&unit)).then_some((number, unit))
 }
 
 fn flush_cjk(run: &mut String, out: &mut Vec<Token>) {
@@ -520,6 +545,9 @@ mod tests {
     fn words_apostrophes_numbers() {
         assert_eq!(stems("Can't I"), ["cannot", "i"]);
         assert_eq!(stems("order 732201349959, now!"), ["order", "#num", "now"]);
+        // A unit glued to its number is a word of its own, as when written apart.
+        assert_eq!(stems("那250g的呢 500ML"), stems("那 250 g 的呢 500 ml"));
+        assert_eq!(stems("g2 5star 3rd"), ["g2", "5star", "3rd"]);
         assert_eq!(stems("top-up 24h"), ["top", "up", "24h"]);
         assert_eq!(stems("'quoted'"), ["quot"]);
     }

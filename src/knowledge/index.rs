@@ -75,7 +75,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Version of what ingest derives from a file besides its vectors (chunking, units, the
 /// analyzer's terms). Part of the document id, so changing them re-ingests every file even
 /// when the embedding model stays the same.
-pub const ANALYSIS_VERSION: &str = "analysis-8";
+pub const ANALYSIS_VERSION: &str = "analysis-9";
 
 pub fn doc_id(model: &str, dim: usize, source: &str, sha256: &str) -> String {
     let mut h = Sha256::new();
