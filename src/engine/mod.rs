@@ -801,10 +801,10 @@ impl Engine {
             IntentKind::Other => {
                 // Off-topic is what the knowledge cannot answer; a message the classifier
                 // found no intent in may still be a question the knowledge answers.
-                let hits = self.retrieve_following(text, conv.topic.as_ref()).await;
+                let (hits, asked) = self.retrieve_following(text, conv.topic.as_ref()).await;
                 if !hits.is_empty() {
                     let d = self.answer(text, &hits, zh, false, out).await;
-                    remember_topic(conv, text, &hits, &d);
+                    remember_topic(conv, &asked, &hits, &d);
                     return d;
                 }
                 match intent.closing {
@@ -813,13 +813,13 @@ impl Engine {
                 }
             }
             IntentKind::Query => {
-                let hits = self.retrieve_following(text, conv.topic.as_ref()).await;
+                let (hits, asked) = self.retrieve_following(text, conv.topic.as_ref()).await;
                 if let (true, Some(st)) = (hits.is_empty(), intent.closing) {
                     // "i enjoyed our talk, bye": a farewell, not a question for a person.
                     return self.small_talk(st, zh);
                 }
                 let d = self.answer(text, &hits, zh, false, out).await;
-                remember_topic(conv, text, &hits, &d);
+                remember_topic(conv, &asked, &hits, &d);
                 d
             }
         }
@@ -999,35 +999,45 @@ impl Engine {
     }
 
     /// [`Engine::retrieve`] for a question that may follow up the conversation's `topic`
-    /// ("到货的时候还要另外交GST吗" after "How long does delivery to Singapore take?"): it is
-    /// also searched together with the topic's question, and that search is taken when its
-    /// best hit
+    /// ("到货的时候还要另外交GST吗" after "How long does delivery to Singapore take?", "那250g的呢"
+    /// after a price): it is also searched together with the topic's question, and that
+    /// search is taken when its best hit
     /// - beats the question's own by [`FOLLOW_UP_MARGIN`],
-    /// - is not the chunk that answered the topic (a follow-up asks something new; a merged
-    ///   search that lands on the last answer is the old topic outweighing the new question),
     /// - and is among the question's own [`FOLLOW_UP_POOL`] best, whatever their scores (the
     ///   question itself points at it: "what's the weather tomorrow" after a shipping
     ///   question is off-topic, not a shipping question).
-    async fn retrieve_following(&self, text: &str, topic: Option<&Topic>) -> Vec<Hit> {
+    ///
+    /// The best hit may be the chunk that answered the topic when the question has no
+    /// answer alone or refers back to the last one ([`crate::text::question::refers_back`]):
+    /// a section states several facts ("how long does it take" after "do you ship to
+    /// singapore" is answered by another sentence of the same section). Returns the hits and the question they were
+    /// searched with (the merged one when it was taken: the thread's next topic).
+    async fn retrieve_following(&self, text: &str, topic: Option<&Topic>) -> (Vec<Hit>, String) {
         let alone = self.retrieve(text).await;
         let own_best = alone.first().map_or(0.0, |h| h.score);
         // Scores are probabilities: past 1 − margin no merged search can do better.
         let Some(topic) = topic.filter(|_| own_best + FOLLOW_UP_MARGIN <= 1.0) else {
-            return alone;
+            return (alone, text.to_string());
         };
-        let merged = self.retrieve(&format!("{}\n{text}", topic.question)).await;
+        let question = thread(&topic.question, text);
+        let merged = self.retrieve(&question).await;
+        // The chunk that answered the topic again: only for a question that has no answer
+        // of its own or leans on the last one; otherwise it is the old topic outweighing a
+        // new question ("is there delivery at the weekend?" after a delivery time).
+        let again_allowed = alone.is_empty() || crate::text::question::refers_back(text);
         let Some(top) = merged.first().filter(|top| {
-            chunk_name(top) != topic.chunk && top.score >= own_best + FOLLOW_UP_MARGIN
+            (again_allowed || chunk_name(top) != topic.chunk)
+                && top.score >= own_best + FOLLOW_UP_MARGIN
         }) else {
-            return alone;
+            return (alone, text.to_string());
         };
         let own = self.search(text, FOLLOW_UP_POOL).await;
         let name = chunk_name(top);
         if !own.iter().any(|h| chunk_name(h) == name) {
-            return alone;
+            return (alone, text.to_string());
         }
         debug!(topic = %topic.question, "follow-up searched with the conversation's topic");
-        merged
+        (merged, question)
     }
 
     /// Chunks above `min_score`, best first.
@@ -1174,6 +1184,17 @@ fn chunk_name(h: &Hit) -> String {
 }
 
 /// After a question answered from the knowledge, it is the conversation's topic.
+/// A thread's question: the topic's questions and the follow-up, one per line, the last
+/// [`THREAD_QUESTIONS`] kept ("do you ship to singapore" / "how long does it take" / "and is
+/// there gst": the third is about Singapore too).
+fn thread(topic: &str, text: &str) -> String {
+    let lines: Vec<&str> = topic.lines().chain(std::iter::once(text)).collect();
+    lines[lines.len().saturating_sub(THREAD_QUESTIONS)..].join("\n")
+}
+
+/// How many questions of a thread a follow-up is searched with.
+const THREAD_QUESTIONS: usize = 3;
+
 fn remember_topic(conv: &mut Conversation, question: &str, hits: &[Hit], d: &Draft) {
     if d.handoff.is_some() || d.sources.is_empty() {
         return;

@@ -373,6 +373,25 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
                 0.92,
             )
             .with(
+                &["singapore", "cost"],
+                "policies/shipping.md",
+                "Parcels to Singapore arrive in 6–10 business days. Shipping there costs S$25.",
+                0.95,
+            )
+            .with(
+                &["cost"],
+                "product/prices.md",
+                "The gaiwan costs ¥120 wherever it ships.",
+                0.7,
+            )
+            // The shipping page says what shipping costs, low for the question alone.
+            .with(
+                &["cost"],
+                "policies/shipping.md",
+                "Parcels to Singapore arrive in 6–10 business days. Shipping there costs S$25.",
+                0.2,
+            )
+            .with(
                 &["price"],
                 "product/prices.md",
                 "The gaiwan costs ¥120 wherever it ships.",
@@ -380,7 +399,7 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
             ),
     );
     let e = engine_with(Config::default(), retriever, memory_store());
-    for c in ["gst", "price", "weather", "duty"] {
+    for c in ["gst", "price", "weather", "duty", "cost"] {
         let t = say(&e, c, "how long does delivery to Singapore take?").await;
         assert!(t.reply.contains("6–10"), "{}", t.reply);
     }
@@ -400,6 +419,13 @@ async fn a_follow_up_question_is_searched_with_the_conversations_topic() {
     // A message the topic alone connects to a page is not a follow-up of it.
     let t = say(&e, "weather", "what's the weather tomorrow?").await;
     assert!(!t.reply.contains("insulated"), "{}", t.reply);
+    // A question that leans on the last one ("it") may be answered by the chunk that
+    // answered it, although alone it finds something else (the gaiwan's cost).
+    let t = say(&e, "cost", "and what does it cost?").await;
+    assert!(t.reply.contains("S$25"), "{}", t.reply);
+    // The thread keeps its subject: the next follow-up is still about Singapore.
+    let t = say(&e, "cost", "do I pay GST on arrival?").await;
+    assert!(t.reply.contains("9%"), "{}", t.reply);
     // Another conversation has no topic: the same follow-up is not understood.
     let t = say(&e, "other", "do I pay GST on arrival?").await;
     assert!(!t.reply.contains("9%"), "{}", t.reply);

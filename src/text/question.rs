@@ -168,9 +168,59 @@ pub fn asked_currency(question: &str) -> Option<&'static Regex> {
         .map(|(_, amounts)| amounts)
 }
 
+/// Does the question lean on what was said before? A pronoun standing for the thing asked
+/// about ("how long does *it* take", "这个呢"), an opener that continues ("and is there
+/// gst", "what about", 那250g的呢, 还有), or a Chinese question ending in 呢. Such a question
+/// may be answered from the section that answered the last one (another fact of it).
+pub fn refers_back(question: &str) -> bool {
+    const PRONOUNS: &[&str] = &[
+        "it", "its", "that", "this", "they", "them", "those", "these",
+    ];
+    const OPENERS: &[&[&str]] = &[&["and"], &["what", "about"], &["how", "about"], &["also"]];
+    const ZH_REFERENCES: &[&str] = &["它", "这个", "那个", "这款", "那款", "这种", "那种"];
+    const ZH_OPENERS: &[&str] = &["那", "还有", "另外"];
+    let lower = question.trim().to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let zh = lower.trim_start_matches(|c: char| !crate::text::is_cjk(c));
+    words.iter().any(|w| PRONOUNS.contains(w))
+        || OPENERS.iter().any(|o| words.starts_with(o))
+        || ZH_REFERENCES.iter().any(|r| lower.contains(r))
+        || (lower.starts_with(|c: char| crate::text::is_cjk(c))
+            && ZH_OPENERS.iter().any(|o| zh.starts_with(o)))
+        || lower
+            .trim_end_matches(|c: char| !crate::text::is_cjk(c))
+            .ends_with('呢')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_question_that_leans_on_the_last_one_refers_back() {
+        for q in [
+            "how long does it take",
+            "and is there gst",
+            "what about the big one?",
+            "那250g的呢",
+            "这个能退吗",
+            "还有别的颜色吗",
+            "白茶呢？",
+        ] {
+            assert!(refers_back(q), "{q}");
+        }
+        for q in [
+            "is there delivery at the weekend?",
+            "how much is the gaiwan",
+            "白茶怎么保存",
+            "andrew here, do you ship to japan",
+        ] {
+            assert!(!refers_back(q), "{q}");
+        }
+    }
 
     #[test]
     fn question_kinds_in_both_languages() {
