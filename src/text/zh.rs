@@ -413,6 +413,8 @@ mod tests {
         assert_eq!(normalize("保修多长时间"), normalize("保修多久"));
         assert_eq!(normalize("退货要几天"), "退货要多久");
         assert_eq!(normalize("这个啥价"), normalize("这个什么价"));
+        // 怎么卖 / 咋卖 asks the price in shops.
+        assert_eq!(normalize("这把壶咋卖"), normalize("这把壶多少钱"));
         assert_eq!(normalize("咋申请"), "怎么申请");
         assert_eq!(normalize("邮费谁出"), "运费谁出");
         assert_eq!(normalize("售价 ¥99"), normalize("多少钱 ¥99"));
