@@ -608,28 +608,9 @@ const HELLO_LONG: &[&str] = &[
     "你好啊",
     "大家好",
 ];
-/// Words that ask for something even without a question: "thanks, please change the
-/// address" is a request with thanks around it.
-const REQUEST: &[&str] = &[
-    "please",
-    "pls",
-    "plz",
-    "can you",
-    "could you",
-    "i need",
-    "i want",
-    "i'd like",
-    "help me",
-    "帮我",
-    "帮忙",
-    "我想",
-    "我要",
-    "请",
-    "麻烦",
-    "能不能",
-    "可以",
-    "能否",
-];
+/// Chinese ways of asking a [`closing`] also reads besides [`REQUEST_MARKERS`] and the
+/// question words: 帮忙 (help), 能否 (could you).
+const CLOSING_ASKS_ZH: &[&str] = &["帮忙", "能否"];
 /// The most words a [`closing`] message has ("it was a pleasure talking to you, goodbye now"
 /// has 10); past it a message is a story with a farewell at the end.
 const CLOSING_WORDS: usize = 12;
@@ -1137,26 +1118,26 @@ fn closing(norm: &str, words: &[&str]) -> Option<SmallTalk> {
     if words.len() > CLOSING_WORDS || cjk > CLOSING_CJK {
         return None;
     }
-    let has = |lists: [&[&str]; 2]| {
+    let has = |lists: &[&[&str]]| {
         lists
             .iter()
             .flat_map(|l| l.iter())
             .any(|p| matches_phrase(norm, words, p))
     };
-    let asks = norm.contains('?')
-        || norm.contains('？')
-        || info_question(norm, words)
-        || REQUEST.iter().any(|p| matches_phrase(norm, words, p));
-    if HELLO_LONG.iter().any(|p| matches_phrase(norm, words, p)) {
+    if has(&[HELLO_LONG]) {
         return Some(SmallTalk::Hello);
     }
+    // (`normalize` has made a full-width ？ a `?`: `asks_question` sees both.)
+    let asks = asks_question(norm, words)
+        || info_question(norm, words)
+        || has(&[REQUEST_MARKERS, CLOSING_ASKS_ZH]);
     if asks {
         None
-    } else if has([THANKS, THANKS_LONG]) {
+    } else if has(&[THANKS, THANKS_LONG]) {
         Some(SmallTalk::Thanks)
-    } else if has([BYE, BYE_LONG]) {
+    } else if has(&[BYE, BYE_LONG]) {
         Some(SmallTalk::Bye)
-    } else if has([HELLO, HELLO_LONG]) {
+    } else if has(&[HELLO]) {
         Some(SmallTalk::Hello)
     } else {
         None

@@ -100,12 +100,8 @@ impl IntentClassifier for LlmClassifier {
                 // Closing words are read on every path: they only keep a farewell the
                 // knowledge has nothing for from going to a person.
                 let b = self.builtin.classify_sync(text);
-                let closing = b.closing;
-                let (order, small_talk) = if self.fallback {
-                    (b.order, b.small_talk)
-                } else {
-                    (b.order, None)
-                };
+                let (order, closing) = (b.order, b.closing);
+                let small_talk = b.small_talk.filter(|_| self.fallback);
                 // Safety is never left to the model: the same words hand over on any path.
                 let hazard = super::safety::is_hazard(text);
                 Intent {

@@ -102,6 +102,15 @@ fn features(text: &str) -> Vec<String> {
     out
 }
 
+/// A message's features, each once: a message is read as a set of words (training counts
+/// repeats; prediction does not).
+fn distinct(terms: &[String]) -> Vec<&String> {
+    let mut uniq: Vec<&String> = terms.iter().collect();
+    uniq.sort();
+    uniq.dedup();
+    uniq
+}
+
 impl Bayes {
     fn train(docs: &[(Vec<String>, usize, f32)]) -> Self {
         const ALPHA: f32 = 0.5;
@@ -132,19 +141,17 @@ impl Bayes {
         Bayes { log_p, log_unseen }
     }
 
-    /// How many of `terms` point at `class` strongly: content words (or word pairs with
-    /// one) seen in training, with a likelihood under `class` at least [`STRONG_ODDS`] times
-    /// that under any other class.
-    fn strong_terms(&self, terms: &[String], class: usize) -> usize {
-        let mut uniq: Vec<&String> = terms.iter().collect();
-        uniq.sort();
-        uniq.dedup();
+    /// How many of `terms` ([`distinct`]) point at `class` strongly: content words (or word
+    /// pairs with one) seen in training, with a likelihood under `class` at least
+    /// [`STRONG_ODDS`] times that under any other class.
+    fn strong_terms(&self, terms: &[&String], class: usize) -> usize {
         // Function words and pairs of them ("have_a") are no such word, whatever the
         // examples' counts say.
         let function = |t: &str| t.split('_').all(crate::knowledge::analyze::is_stopword);
-        uniq.into_iter()
+        terms
+            .iter()
             .filter(|t| !function(t))
-            .filter_map(|t| self.log_p.get(t))
+            .filter_map(|t| self.log_p.get(*t))
             .filter(|lp| {
                 let other = (0..6)
                     .filter(|&j| j != class)
@@ -155,14 +162,12 @@ impl Bayes {
             .count()
     }
 
-    /// Posterior per class (`IntentKind::ALL` order); `None` when no term was ever seen.
-    fn posterior(&self, terms: &[String]) -> Option<[f32; 6]> {
+    /// Posterior per class (`IntentKind::ALL` order) of `terms` ([`distinct`]); `None` when
+    /// no term was ever seen.
+    fn posterior(&self, terms: &[&String]) -> Option<[f32; 6]> {
         let mut logp = [0f32; 6];
         let mut seen = false;
-        let mut uniq: Vec<&String> = terms.iter().collect();
-        uniq.sort();
-        uniq.dedup();
-        for t in uniq {
+        for &t in terms {
             // Unseen terms say nothing about intent (they would only penalize small classes).
             if let Some(lp) = self.log_p.get(t) {
                 seen = true;
@@ -324,7 +329,8 @@ impl Neighbours {
                 Err(_) => None,
             }
         };
-        let terms = features(text);
+        let features = features(text);
+        let terms = distinct(&features);
         let bayes = self.bayes.posterior(&terms);
         match (bayes, knn) {
             (None, knn) => knn,
@@ -449,7 +455,7 @@ impl Neighbours {
                 .enumerate()
                 .filter(|(i, _)| i % 5 == fold)
                 .filter(|(_, l)| {
-                    b.posterior(&features(&l.text)).is_some_and(|p| {
+                    b.posterior(&distinct(&features(&l.text))).is_some_and(|p| {
                         let best = p
                             .iter()
                             .enumerate()

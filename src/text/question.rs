@@ -184,12 +184,10 @@ pub fn refers_back(question: &str) -> bool {
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '\''))
         .filter(|w| !w.is_empty())
         .collect();
-    let zh = lower.trim_start_matches(|c: char| !crate::text::is_cjk(c));
     words.iter().any(|w| PRONOUNS.contains(w))
         || OPENERS.iter().any(|o| words.starts_with(o))
         || ZH_REFERENCES.iter().any(|r| lower.contains(r))
-        || (lower.starts_with(|c: char| crate::text::is_cjk(c))
-            && ZH_OPENERS.iter().any(|o| zh.starts_with(o)))
+        || ZH_OPENERS.iter().any(|o| lower.starts_with(o))
         || lower
             .trim_end_matches(|c: char| !crate::text::is_cjk(c))
             .ends_with('呢')
